@@ -1,0 +1,260 @@
+//! The file source: NDJSON, CSV or Parquet files named by a path or a glob.
+//!
+//! Input is cut into **partitions** that do not depend on the worker count: a line-oriented
+//! file into fixed-size byte chunks (cut at line boundaries, see [`chunk`]), a Parquet file into
+//! its row groups. Partition `k` of a source is read by worker `k mod workers`, and each
+//! partition has its own watermark (max event time seen − `max_out_of_orderness`), against
+//! which its records are judged late. The source holds its capability at the least watermark
+//! of the partitions it has not finished (a partition not yet started could still hold any
+//! time, so it holds the capability at 0).
+
+pub mod chunk;
+mod parquet_rows;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use alertflow_model::size::ByteSize;
+use alertflow_model::time::DurationMs;
+use serde::{Deserialize, Serialize};
+
+pub use source::file_source;
+
+/// The `[[source]]` section of `type = "file"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// The stream's name: operators name it in `input`, dead letters in `source`.
+    pub name: String,
+    /// A path or a glob (`logs/*.ndjson`), relative to the pipeline file.
+    pub path: String,
+    /// `ndjson`, `csv` or `parquet`; by default taken from each file's extension.
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// What the records are: `metrics`.
+    #[serde(default)]
+    pub records: Records,
+    /// How far behind the newest event time of its partition a record may be and still count;
+    /// older records are late.
+    #[serde(default = "default_out_of_orderness")]
+    pub max_out_of_orderness: DurationMs,
+    /// Size of the pieces a large line-oriented file is cut into to spread decoding over
+    /// workers. Smaller pieces balance better; each piece has its own watermark.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: ByteSize,
+}
+
+fn default_out_of_orderness() -> DurationMs {
+    DurationMs::from_secs(5)
+}
+
+fn default_chunk_size() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+/// An input encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// Comma-separated values under a header line.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// The format a file name suggests.
+    pub fn from_path(p: &Path) -> Option<Format> {
+        match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "ndjson" | "jsonl" | "json" => Some(Format::Ndjson),
+            "csv" => Some(Format::Csv),
+            "parquet" | "parq" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// What the records of a source are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Records {
+    /// Metric points.
+    #[default]
+    Metrics,
+}
+
+/// A file found by a source's path.
+#[derive(Debug)]
+pub struct PlannedFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// How dead letters name it (relative to the pipeline folder when inside it).
+    pub display: Arc<str>,
+    /// Length in bytes when planned.
+    pub len: u64,
+    /// Its encoding.
+    pub format: Format,
+}
+
+/// A unit of input with its own watermark.
+#[derive(Debug, Clone)]
+pub enum PartKind {
+    /// Lines starting in `[start, end)` of a line-oriented file.
+    Chunk {
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
+    /// One Parquet row group.
+    RowGroup {
+        /// Its index in the file.
+        index: usize,
+        /// Rows in the file before it.
+        first_row: u64,
+        /// Its compressed size, for progress.
+        bytes: u64,
+    },
+    /// A file that cannot be read: it becomes one dead letter.
+    Unreadable(String),
+}
+
+/// A partition of a source's input.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// Pipeline-wide partition id (the `part` of records).
+    pub id: u32,
+    /// The file it belongs to.
+    pub file: Arc<PlannedFile>,
+    /// Which part of the file.
+    pub kind: PartKind,
+}
+
+/// A file source with its input planned into partitions.
+#[derive(Debug)]
+pub struct FileSource {
+    /// The source's name.
+    pub name: Arc<str>,
+    /// Allowed disorder in ms.
+    pub out_of_orderness: i64,
+    /// The partitions, in a fixed order (files sorted by path, then by position).
+    pub partitions: Vec<Partition>,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// The files.
+    pub files: Vec<Arc<PlannedFile>>,
+}
+
+/// Why a source could not be planned (a configuration problem: the run does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The path matched nothing.
+    #[error("path: no file matches `{0}`")]
+    NoFiles(String),
+    /// The glob is malformed.
+    #[error("path: invalid glob `{0}`: {1}")]
+    BadGlob(String, String),
+    /// A file's format cannot be told.
+    #[error("format: cannot tell the format of `{0}` from its extension; set format = \"ndjson\", \"csv\" or \"parquet\"")]
+    UnknownFormat(String),
+    /// A matched path cannot be read.
+    #[error("path: cannot read `{0}`: {1}")]
+    Io(String, std::io::Error),
+    /// The chunk size is unusable.
+    #[error("chunk_size: must be at least 1KiB")]
+    ChunkSize,
+}
+
+impl FileSource {
+    /// Finds the files of `cfg` (relative to `base`) and cuts them into partitions numbered from
+    /// `first_id`.
+    pub fn plan(cfg: &FileSourceConfig, base: &Path, first_id: u32) -> Result<FileSource, PlanError> {
+        if cfg.chunk_size.0 < 1024 {
+            return Err(PlanError::ChunkSize);
+        }
+        let pattern = base.join(&cfg.path);
+        let pattern_str = pattern.to_string_lossy().to_string();
+        let mut paths: Vec<PathBuf> = if cfg.path.contains(['*', '?', '[']) {
+            glob::glob(&pattern_str)
+                .map_err(|e| PlanError::BadGlob(cfg.path.clone(), e.to_string()))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect()
+        } else if pattern.is_file() {
+            vec![pattern.clone()]
+        } else if pattern.exists() {
+            return Err(PlanError::Io(cfg.path.clone(), std::io::Error::other("not a regular file")));
+        } else {
+            vec![]
+        };
+        if paths.is_empty() {
+            return Err(PlanError::NoFiles(cfg.path.clone()));
+        }
+        paths.sort();
+        let mut files = Vec::new();
+        let mut partitions = Vec::new();
+        let mut total = 0;
+        let mut id = first_id;
+        for path in paths {
+            let display: Arc<str> = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into();
+            let format = match cfg.format.or_else(|| Format::from_path(&path)) {
+                Some(f) => f,
+                None => return Err(PlanError::UnknownFormat(display.to_string())),
+            };
+            let len = std::fs::metadata(&path).map_err(|e| PlanError::Io(display.to_string(), e))?.len();
+            total += len;
+            let file = Arc::new(PlannedFile { path: path.clone(), display, len, format });
+            files.push(file.clone());
+            let mut push = |kind| {
+                partitions.push(Partition { id, file: file.clone(), kind });
+                id += 1;
+            };
+            match format {
+                Format::Ndjson | Format::Csv => {
+                    let size = cfg.chunk_size.0;
+                    let chunks = len.div_ceil(size).max(1);
+                    for k in 0..chunks {
+                        push(PartKind::Chunk { start: k * size, end: ((k + 1) * size).min(len.max(1)) });
+                    }
+                }
+                Format::Parquet => match parquet_rows::row_groups(&path) {
+                    Ok(groups) if !groups.is_empty() => {
+                        let mut first_row = 0;
+                        for (index, (rows, bytes)) in groups.into_iter().enumerate() {
+                            push(PartKind::RowGroup { index, first_row, bytes });
+                            first_row += rows;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => push(PartKind::Unreadable(format!("cannot read Parquet file: {e}"))),
+                },
+            }
+        }
+        Ok(FileSource {
+            name: cfg.name.as_str().into(),
+            out_of_orderness: cfg.max_out_of_orderness.millis() as i64,
+            partitions,
+            total_bytes: total,
+            files,
+        })
+    }
+}
+
+/// Counters of one source, shared by its workers in this process.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Bytes read.
+    pub bytes: AtomicU64,
+    /// Records read (good, bad and late).
+    pub records: AtomicU64,
+    /// Records emitted into the dataflow.
+    pub emitted: AtomicU64,
+    /// Records that could not be decoded.
+    pub dead_letters: AtomicU64,
+    /// Records older than their partition's watermark.
+    pub late: AtomicU64,
+}

@@ -1,0 +1,12 @@
+//! alertflow's connectors: sources that bring records into timely (files: NDJSON, CSV, Parquet)
+//! and sinks that write output tables (Parquet). One folder per connector, sources and sinks
+//! side by side; the engine lists them explicitly.
+
+pub mod failure;
+pub mod file;
+pub mod parquet;
+
+pub use failure::Failure;
+
+/// The timely timestamp of alertflow dataflows (event time in ms, coarsened to an epoch).
+pub type Time = u64;

@@ -1,0 +1,411 @@
+//! The pipeline file (TOML) and its validation. Every problem is reported with the path of the
+//! field it is in (`source[0].max_out_of_orderness: …`), all of them at once, before anything
+//! starts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alertflow_connectors::file::{FileSource, FileSourceConfig, Records};
+use alertflow_connectors::parquet::Compression;
+use alertflow_model::time::DurationMs;
+use alertflow_operators::{Aggregate, AggregateConfig};
+use serde::{Deserialize, Serialize};
+
+/// The `[engine]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Worker threads; by default one per core. `--workers` overrides it.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// The granularity of timely time: event time is rounded down to it. Larger epochs mean
+    /// fewer progress messages; windows still use exact event times.
+    #[serde(default = "default_epoch")]
+    pub epoch: DurationMs,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { workers: None, epoch: default_epoch() }
+    }
+}
+
+fn default_epoch() -> DurationMs {
+    DurationMs::from_secs(1)
+}
+
+/// The `[output]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The folder tables are written under (`<path>/<table>/…`), relative to the pipeline file.
+    pub path: String,
+    /// Parquet codec: `zstd` (default), `lz4`, `snappy` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How much event time one file covers (per worker and partition).
+    #[serde(default = "default_file_span")]
+    pub file_span: DurationMs,
+    /// Whether each file is fsynced before it is renamed into place.
+    #[serde(default = "default_true")]
+    pub fsync: bool,
+}
+
+fn default_file_span() -> DurationMs {
+    DurationMs(3_600_000)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: `source[0].path`, or empty for the whole file.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.field, self.message) }
+    }
+}
+
+/// A pipeline file that cannot run; it lists every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors {
+    /// The problems, in file order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+/// A validated pipeline, its sources planned: ready to run.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The folder relative paths are taken from.
+    pub base_dir: PathBuf,
+    /// `[engine]`.
+    pub engine: EngineConfig,
+    /// Sources, in file order.
+    pub sources: Vec<Arc<FileSource>>,
+    /// Aggregates with the index of their input source.
+    pub aggregates: Vec<(Aggregate, usize)>,
+    /// `[output]`.
+    pub output: OutputConfig,
+    /// The output folder, resolved.
+    pub output_dir: PathBuf,
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| one("", format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Pipeline::parse(&text, &base)
+    }
+
+    /// Validates pipeline text whose relative paths are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Pipeline, ConfigErrors> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| one("", format!("not valid TOML: {}", e.to_string().trim())))?;
+        let mut p = Vec::new();
+        let mut engine = EngineConfig::default();
+        let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
+        let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
+        let mut output: Option<OutputConfig> = None;
+        // Source names as written, even of sources that fail to parse (for better messages).
+        let mut declared: Vec<String> = Vec::new();
+
+        for (key, value) in &table {
+            match key.as_str() {
+                "engine" => {
+                    if let Some(e) = section::<EngineConfig>("engine", value, &mut p) {
+                        engine = e;
+                    }
+                }
+                "output" => output = section::<OutputConfig>("output", value, &mut p),
+                "source" => {
+                    for (i, v) in array("source", value, &mut p).iter().enumerate() {
+                        let at = format!("source[{i}]");
+                        let Some(t) = v.as_table() else {
+                            p.push(problem(&at, "must be a table: write it as [[source]]"));
+                            continue;
+                        };
+                        let mut t = t.clone();
+                        if let Some(toml::Value::String(n)) = t.get("name") {
+                            declared.push(n.clone());
+                        }
+                        match t.remove("type") {
+                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"file\"")),
+                            Some(toml::Value::String(s)) if s == "file" => {
+                                if let Some(c) = section::<FileSourceConfig>(&at, &toml::Value::Table(t), &mut p) {
+                                    source_cfgs.push((i, c));
+                                }
+                            }
+                            Some(other) => {
+                                p.push(problem(&format!("{at}.type"), format!("unknown source type {other}; supported: \"file\"")))
+                            }
+                        }
+                    }
+                }
+                "aggregate" => {
+                    for (i, v) in array("aggregate", value, &mut p).iter().enumerate() {
+                        if let Some(c) = section::<AggregateConfig>(&format!("aggregate[{i}]"), v, &mut p) {
+                            aggregate_cfgs.push((i, c));
+                        }
+                    }
+                }
+                other => p.push(problem(other, "unknown section; expected one of engine, source, aggregate, output")),
+            }
+        }
+
+        if engine.epoch.millis() == 0 {
+            p.push(problem("engine.epoch", "must be greater than 0"));
+        }
+        if engine.workers == Some(0) {
+            p.push(problem("engine.workers", "must be at least 1"));
+        }
+        if source_cfgs.is_empty() && !table.contains_key("source") {
+            p.push(problem("source", "no [[source]]: a pipeline needs at least one"));
+        }
+        let output = match output {
+            Some(o) => Some(o),
+            None if !table.contains_key("output") => {
+                p.push(problem("output", "missing: add [output] with path = \"out\""));
+                None
+            }
+            None => None,
+        };
+        if let Some(o) = &output {
+            if o.path.trim().is_empty() {
+                p.push(problem("output.path", "must not be empty"));
+            }
+            if o.file_span.millis() == 0 {
+                p.push(problem("output.file_span", "must be greater than 0"));
+            }
+        }
+
+        // Sources: names, then planning (the files must exist).
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        let mut source_index = std::collections::HashMap::new();
+        let mut next_part = 0u32;
+        for (i, c) in &source_cfgs {
+            let at = format!("source[{i}]");
+            if !is_identifier(&c.name) {
+                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
+            } else if !names.insert(c.name.clone()) {
+                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
+            }
+            match FileSource::plan(c, base, next_part) {
+                Ok(s) => {
+                    next_part += s.partitions.len() as u32;
+                    source_index.insert(c.name.clone(), (sources.len(), c.records));
+                    sources.push(Arc::new(s));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let (field, rest) = msg.split_once(": ").unwrap_or(("", &msg));
+                    p.push(problem(&format!("{at}.{field}"), rest.to_string()));
+                }
+            }
+        }
+
+        let mut tables = HashSet::new();
+        let mut aggregates = Vec::new();
+        for (i, c) in &aggregate_cfgs {
+            let at = format!("aggregate[{i}]");
+            if !is_table_name(&c.name) {
+                p.push(problem(
+                    &format!("{at}.name"),
+                    format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
+                ));
+            } else if c.name == alertflow_model::tables::DEAD_LETTERS {
+                p.push(problem(&format!("{at}.name"), "`dead_letters` is the name of the dead-letter table"));
+            } else if !tables.insert(c.name.clone()) {
+                p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
+            }
+            let input = match source_index.get(&c.input) {
+                Some(&(idx, Records::Metrics)) => Some(idx),
+                None => {
+                    if !declared.contains(&c.input) {
+                        p.push(problem(
+                            &format!("{at}.input"),
+                            format!("no source named `{}` (sources: {})", c.input, declared.join(", ")),
+                        ));
+                    } // else: the source itself is invalid, and reported
+                    None
+                }
+            };
+            match Aggregate::with_config(c, engine.epoch) {
+                Ok(op) => {
+                    if let Some(idx) = input {
+                        aggregates.push((op, idx));
+                    }
+                }
+                Err(errs) => {
+                    for e in errs {
+                        p.push(problem(&format!("{at}.{}", e.field), e.message));
+                    }
+                }
+            }
+        }
+
+        if !p.is_empty() {
+            return Err(ConfigErrors { problems: p });
+        }
+        let output = output.expect("checked above");
+        let output_dir = base.join(&output.path);
+        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, output, output_dir })
+    }
+
+    /// The names of the tables this pipeline writes.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.aggregates.iter().map(|(a, _)| a.name().to_string()).collect();
+        v.push(alertflow_model::tables::DEAD_LETTERS.to_string());
+        v
+    }
+}
+
+fn one(field: &str, message: String) -> ConfigErrors {
+    ConfigErrors { problems: vec![problem(field, message)] }
+}
+
+fn problem(field: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { field: field.to_string(), message: message.into() }
+}
+
+/// Deserializes one section, reporting errors with their path under `at`.
+fn section<T: serde::de::DeserializeOwned>(at: &str, value: &toml::Value, p: &mut Vec<ConfigProblem>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            // The TOML deserializer appends "in `key`" lines: the path already says where.
+            let msg = msg.lines().next().unwrap_or_default().trim().to_string();
+            // "unknown field `x`, expected one of …": the path already ends at `x`.
+            let msg = match msg.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
+                Some((_, rest)) => format!("unknown key; {}", rest.trim_start_matches(',').trim()),
+                None => msg,
+            };
+            p.push(problem(&join(at, &inner), msg));
+            None
+        }
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty() || b == ".") {
+        (_, true) => a.to_string(),
+        (true, false) => b.to_string(),
+        (false, false) if b.starts_with('[') => format!("{a}{b}"),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+fn array<'a>(at: &str, value: &'a toml::Value, p: &mut Vec<ConfigProblem>) -> &'a [toml::Value] {
+    match value.as_array() {
+        Some(a) => a,
+        None => {
+            p.push(problem(at, format!("must be a list of tables: write each as [[{at}]]")));
+            &[]
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+fn is_table_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(b'a'..=b'z')) && s.len() <= 128 && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_points() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("af-cfg-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("points.ndjson"), "").unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    const CONTRACT: &str = include_str!("../../examples/pipeline.toml");
+
+    #[test]
+    fn the_contract_pipeline_validates() {
+        let d = dir_with_points();
+        let p = Pipeline::parse(CONTRACT, &d).unwrap();
+        assert_eq!(p.table_names(), vec!["per_minute", "dead_letters"]);
+        assert_eq!(p.sources[0].out_of_orderness, 5000);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let d = dir_with_points();
+        let text = r#"
+[engine]
+epoch = "fast"
+
+[[source]]
+name = "points"
+type = "file"
+path = "points.ndjson"
+max_out_of_orderness = "5 s"
+colour = "blue"
+
+[[source]]
+name = "more"
+type = "kafka"
+
+[[aggregate]]
+name = "per_minute"
+input = "pts"
+window = { type = "tumbling", size = "1m" }
+group_by = ["date"]
+
+[output]
+path = "out"
+"#;
+        let errs = Pipeline::parse(text, &d).unwrap_err();
+        let all = errs.to_string();
+        for want in [
+            "engine.epoch: invalid duration `fast`",
+            "source[0].colour: unknown key",
+            "source[1].type: unknown source type \"kafka\"",
+            "aggregate[0].input: no source named `pts`",
+            "aggregate[0].group_by[0]: `date` is reserved",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn bad_duration_and_missing_files_name_the_field() {
+        let d = dir_with_points();
+        let bad = CONTRACT.replace("\"5s\"", "\"5 parsecs\"");
+        let all = Pipeline::parse(&bad, &d).unwrap_err().to_string();
+        assert!(all.starts_with("source[0].max_out_of_orderness: invalid duration `5 parsecs`"), "{all}");
+        let missing = CONTRACT.replace("points.ndjson", "nope-*.ndjson");
+        let all = Pipeline::parse(&missing, &d).unwrap_err().to_string();
+        assert!(all.contains("source[0].path: no file matches `nope-*.ndjson`"), "{all}");
+        let all = Pipeline::parse("[[source]]\nname=1", &d).unwrap_err().to_string();
+        assert!(all.contains("output: missing"), "{all}");
+        let all = Pipeline::parse("this is not toml", &d).unwrap_err().to_string();
+        assert!(all.starts_with("not valid TOML"), "{all}");
+    }
+}

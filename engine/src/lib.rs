@@ -1,0 +1,7 @@
+//! alertflow's engine: the pipeline file, its validation, and the timely dataflow that runs it.
+
+pub mod config;
+pub mod run;
+
+pub use config::{ConfigErrors, ConfigProblem, Pipeline};
+pub use run::{Progress, ProgressFn, RunError, RunOptions, RunSummary, TableSummary, run};

@@ -1,0 +1,245 @@
+//! Running a pipeline: prepare the output folder, build the dataflow on every worker, report
+//! progress while it runs, and sum up.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alertflow_connectors::Failure;
+use alertflow_connectors::file::{SourceStats, file_source};
+use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
+use alertflow_model::tables::{DEAD_LETTERS, DeadLetterTable, TableBuilder, WindowTable};
+use alertflow_operators::{AggregateExt, Time};
+use serde::Serialize;
+use timely::dataflow::operators::Concatenate;
+
+use crate::config::Pipeline;
+
+/// A progress callback.
+pub type ProgressFn = Box<dyn Fn(&Progress)>;
+
+/// How to run.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Worker threads (overrides `[engine] workers`).
+    pub workers: Option<usize>,
+    /// Called about ten times a second while the pipeline runs.
+    pub progress: Option<ProgressFn>,
+}
+
+/// A snapshot of a running pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes read from sources.
+    pub bytes: u64,
+    /// Bytes the sources hold in all.
+    pub total_bytes: u64,
+    /// Records read.
+    pub records: u64,
+    /// Time since the start.
+    pub elapsed: Duration,
+}
+
+/// What one table received.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSummary {
+    /// Table name.
+    pub table: String,
+    /// Rows written.
+    pub rows: u64,
+    /// Parquet files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Worker threads used.
+    pub workers: usize,
+    /// Records read from all sources (good, bad and late).
+    pub records_in: u64,
+    /// Rows written to the result tables (dead letters not counted).
+    pub records_out: u64,
+    /// Records that could not be decoded (in `dead_letters`).
+    pub dead_letters: u64,
+    /// Records older than their partition's watermark (in `dead_letters`, reason `late`).
+    pub late: u64,
+    /// Bytes read from sources.
+    pub bytes_in: u64,
+    /// Wall time in seconds.
+    pub wall_seconds: f64,
+    /// `records_in` per second of wall time.
+    pub records_per_second: f64,
+    /// Per table.
+    pub tables: Vec<TableSummary>,
+    /// Where the tables are.
+    pub output: String,
+}
+
+/// A run that failed after it started.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The output folder could not be prepared.
+    #[error("cannot prepare the output folder {0}: {1}")]
+    Output(String, std::io::Error),
+    /// An operator or connector failed (the first failure is reported).
+    #[error("{0}")]
+    Failed(String),
+    /// Timely could not start or a worker panicked (a bug).
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
+}
+
+/// Runs a validated pipeline to completion (bounded sources).
+pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let workers = opts
+        .workers
+        .or(pipeline.engine.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+
+    // The output folder belongs to the pipeline: a new run replaces the tables' data files.
+    let out = pipeline.output_dir.clone();
+    let out_err = |e| RunError::Output(out.display().to_string(), e);
+    std::fs::create_dir_all(&out).map_err(out_err)?;
+    let mut table_schemas = Vec::new();
+    for (agg, _) in &pipeline.aggregates {
+        table_schemas.push((agg.name().to_string(), WindowTable::new(agg.group_by(), agg.functions()).schema()));
+    }
+    table_schemas.push((DEAD_LETTERS.to_string(), DeadLetterTable::default().schema()));
+    for (name, schema) in &table_schemas {
+        let dir = out.join(name);
+        let removed = clear_table(&dir).map_err(out_err)?;
+        if removed > 0 {
+            tracing::info!("table `{name}`: replacing {removed} file(s) of an earlier run");
+        }
+        write_schema_file(&dir, schema).map_err(out_err)?;
+    }
+
+    let source_stats: Arc<Vec<Arc<SourceStats>>> = Arc::new(pipeline.sources.iter().map(|_| Arc::default()).collect());
+    let sink_stats: Arc<Vec<Arc<SinkStats>>> = Arc::new(table_schemas.iter().map(|_| Arc::default()).collect());
+    let failure = Failure::new();
+    let total_bytes: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
+    tracing::info!(
+        "running with {workers} worker(s): {} source(s), {} partition(s), {} MiB",
+        pipeline.sources.len(),
+        pipeline.sources.iter().map(|s| s.partitions.len()).sum::<usize>(),
+        total_bytes >> 20
+    );
+
+    let pipeline = Arc::new(pipeline);
+    let guards = {
+        let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            build_dataflow(worker, &pipeline, &source_stats, &sink_stats, &failure, index);
+            while worker.has_dataflows() {
+                worker.step_or_park(None);
+            }
+        })
+        .map_err(RunError::Internal)?
+    };
+
+    // Join on another thread so this one can report progress.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let joiner = std::thread::spawn(move || {
+        let r = guards.join();
+        let _ = tx.send(());
+        r
+    });
+    let progress = |_: ()| {
+        if let Some(p) = &opts.progress {
+            p(&Progress {
+                bytes: source_stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum(),
+                total_bytes,
+                records: source_stats.iter().map(|s| s.records.load(Ordering::Relaxed)).sum(),
+                elapsed: start.elapsed(),
+            })
+        }
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
+        progress(());
+    }
+    progress(());
+    let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()))?;
+    for r in results {
+        if let Err(e) = r {
+            return Err(RunError::Internal(format!("a worker failed: {e}")));
+        }
+    }
+    if let Some(e) = failure.get() {
+        return Err(RunError::Failed(e));
+    }
+
+    let wall = start.elapsed().as_secs_f64();
+    let sum = |f: fn(&SourceStats) -> u64| source_stats.iter().map(|s| f(s)).sum::<u64>();
+    let records_in = sum(|s| s.records.load(Ordering::Relaxed));
+    let tables: Vec<TableSummary> = table_schemas
+        .iter()
+        .zip(sink_stats.iter())
+        .map(|((name, _), s)| TableSummary {
+            table: name.clone(),
+            rows: s.rows.load(Ordering::Relaxed),
+            files: s.files.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+        })
+        .collect();
+    Ok(RunSummary {
+        workers,
+        records_in,
+        records_out: tables.iter().filter(|t| t.table != DEAD_LETTERS).map(|t| t.rows).sum(),
+        dead_letters: sum(|s| s.dead_letters.load(Ordering::Relaxed)),
+        late: sum(|s| s.late.load(Ordering::Relaxed)),
+        bytes_in: sum(|s| s.bytes.load(Ordering::Relaxed)),
+        wall_seconds: wall,
+        records_per_second: if wall > 0.0 { records_in as f64 / wall } else { 0.0 },
+        tables,
+        output: pipeline.output_dir.display().to_string(),
+    })
+}
+
+fn build_dataflow(
+    worker: &mut timely::worker::Worker,
+    pipeline: &Pipeline,
+    source_stats: &[Arc<SourceStats>],
+    sink_stats: &[Arc<SinkStats>],
+    failure: &Failure,
+    index: usize,
+) {
+    let out = &pipeline.output_dir;
+    let span = pipeline.output.file_span.millis();
+    worker.dataflow::<Time, _, _>(|scope| {
+        let mut points = Vec::new();
+        let mut dead = Vec::new();
+        for (i, src) in pipeline.sources.iter().enumerate() {
+            let (p, d) = file_source(scope, src.clone(), pipeline.engine.epoch, source_stats[i].clone(), failure.clone());
+            points.push(p);
+            dead.push(d);
+        }
+        for (t, (agg, input)) in pipeline.aggregates.iter().enumerate() {
+            let sink = ParquetSink {
+                table: agg.name().to_string(),
+                dir: out.join(agg.name()),
+                builder: WindowTable::new(agg.group_by(), agg.functions()),
+                compression: pipeline.output.compression,
+                span,
+                worker: index,
+                fsync: pipeline.output.fsync,
+            };
+            points[*input].clone().aggregate(agg).sink_parquet(sink, sink_stats[t].clone(), failure.clone());
+        }
+        let sink = ParquetSink {
+            table: DEAD_LETTERS.to_string(),
+            dir: out.join(DEAD_LETTERS),
+            builder: DeadLetterTable::default(),
+            compression: pipeline.output.compression,
+            span,
+            worker: index,
+            fsync: pipeline.output.fsync,
+        };
+        scope.concatenate(dead).sink_parquet(sink, sink_stats[pipeline.aggregates.len()].clone(), failure.clone());
+    });
+}

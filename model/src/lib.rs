@@ -1,0 +1,18 @@
+//! alertflow's record model: metric and alert records, event time, the decoders that turn input
+//! bytes into records, and the Arrow schemas of every output table.
+//!
+//! This crate is the leaf of the workspace: it knows nothing of timely or of I/O.
+
+pub mod dead_letter;
+pub mod decode;
+pub mod metric;
+pub mod series;
+pub mod size;
+pub mod tables;
+pub mod time;
+pub mod window;
+
+pub use dead_letter::DeadLetter;
+pub use metric::Metric;
+pub use series::{Series, SeriesInterner};
+pub use time::{DurationMs, Millis};

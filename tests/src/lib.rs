@@ -1,0 +1,106 @@
+//! Helpers for alertflow's end-to-end tests: find the binary, make scratch folders, run the
+//! binary, read output tables, and call the independent Python checkers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// The `alertflow` binary: `$ALERTFLOW_BIN`, else the one next to the test executable's
+/// target folder. Panics with the fix when there is none.
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ALERTFLOW_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/alertflow
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target layout");
+    let cand = profile_dir.join("alertflow");
+    if cand.is_file() {
+        return cand;
+    }
+    panic!("no alertflow binary at {}: run `scripts/test.sh`, or `cargo build --release --bin alertflow` first", cand.display());
+}
+
+/// Whether tests that need an external program must run (CI) rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// The Python with DuckDB and pyarrow (`$ALERTFLOW_PYTHON`, set by `scripts/test.sh`). Outside
+/// CI a missing one skips the check with a printed reason; in CI it fails the test.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var("ALERTFLOW_PYTHON") {
+        Ok(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        _ if in_ci() => panic!("ALERTFLOW_PYTHON is not set: in CI the DuckDB/pyarrow checks must run (use scripts/test.sh)"),
+        _ => {
+            eprintln!("SKIPPED independent DuckDB/pyarrow check: ALERTFLOW_PYTHON is not set (run scripts/test.sh to set it up)");
+            None
+        }
+    }
+}
+
+/// A scratch folder, removed when dropped (kept when the test panics, for inspection).
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new, empty folder named after `tag`.
+    pub fn new(tag: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let d = std::env::temp_dir().join(format!("alertflow-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create scratch dir");
+        Scratch(d)
+    }
+    /// A path inside the folder.
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs the binary with `args`.
+pub fn alertflow(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).env("RUST_LOG", "warn").output().expect("run alertflow")
+}
+
+/// Runs `alertflow run PIPELINE --workers N --json` and returns the summary; panics with the
+/// output when it does not exit 0.
+pub fn run_json(pipeline: &Path, workers: usize) -> serde_json::Value {
+    let out = alertflow(&["run", &pipeline.to_string_lossy(), "--workers", &workers.to_string(), "--json"]);
+    assert!(
+        out.status.success(),
+        "alertflow run failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("run --json prints JSON")
+}
+
+/// Runs a query over an output folder in-process and returns the batches.
+pub fn query(data: &Path, sql: &str) -> Vec<RecordBatch> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let (ctx, _) = alertflow_queries::context_for_dir(data).await.expect("catalog");
+        ctx.sql(sql).await.expect("plan").collect().await.expect("execute")
+    })
+}
+
+/// Runs a query and renders its answer as CSV text (a simple way to compare tables).
+pub fn query_csv(data: &Path, sql: &str) -> String {
+    alertflow_queries::render(&query(data, sql), alertflow_queries::OutputFormat::Csv).expect("render")
+}
+
+/// The root of the workspace.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}

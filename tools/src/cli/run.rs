@@ -1,0 +1,112 @@
+//! `alertflow run` and `alertflow validate`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use alertflow_engine::{Pipeline, RunOptions, RunSummary};
+
+use super::{BAD_CONFIG, FAILED, OK};
+
+/// Loads a pipeline, printing every problem when it is not valid.
+pub fn load(path: &Path) -> Result<Pipeline, u8> {
+    Pipeline::load(path).map_err(|e| {
+        eprintln!("error: {} is not a valid pipeline:", path.display());
+        for p in &e.problems {
+            eprintln!("  {p}");
+        }
+        BAD_CONFIG
+    })
+}
+
+/// `alertflow validate PIPELINE`.
+pub fn validate(path: &Path) -> u8 {
+    match load(path) {
+        Ok(p) => {
+            let sources: Vec<String> =
+                p.sources.iter().map(|s| format!("{} ({} file(s), {} partition(s))", s.name, s.files.len(), s.partitions.len())).collect();
+            println!("ok: {} is valid", path.display());
+            println!("  sources: {}", sources.join(", "));
+            println!("  tables:  {}", p.table_names().join(", "));
+            println!("  output:  {}", p.output_dir.display());
+            OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// `alertflow run PIPELINE [--workers N] [--json]`.
+pub fn run(path: &Path, workers: Option<usize>, json: bool) -> u8 {
+    if workers == Some(0) {
+        eprintln!("error: --workers must be at least 1");
+        return BAD_CONFIG;
+    }
+    let pipeline = match load(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match run_pipeline(pipeline, workers) {
+        Ok(s) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                print_summary(&s);
+            }
+            OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            FAILED
+        }
+    }
+}
+
+/// Runs a pipeline with a progress bar on stderr when it is a terminal.
+pub fn run_pipeline(pipeline: Pipeline, workers: Option<usize>) -> Result<RunSummary, alertflow_engine::RunError> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let total: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress: Option<alertflow_engine::ProgressFn> = bar.clone().map(|bar| {
+        Box::new(move |p: &alertflow_engine::Progress| {
+            bar.set_position(p.bytes.min(p.total_bytes));
+            let secs = p.elapsed.as_secs_f64().max(1e-3);
+            bar.set_message(format!("{} records, {}/s", thousands(p.records), thousands((p.records as f64 / secs) as u64)));
+        }) as alertflow_engine::ProgressFn
+    });
+    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    r
+}
+
+/// Prints a run summary as an aligned block.
+pub fn print_summary(s: &RunSummary) {
+    let tables: Vec<String> = s.tables.iter().map(|t| format!("{} {}", t.table, thousands(t.rows))).collect();
+    println!("{:<14} {}", "workers", s.workers);
+    println!("{:<14} {}", "records in", thousands(s.records_in));
+    println!("{:<14} {}  ({})", "records out", thousands(s.records_out), tables.join(", "));
+    println!("{:<14} {}  (late {})", "dead letters", thousands(s.dead_letters + s.late), thousands(s.late));
+    println!("{:<14} {:.3} s", "wall time", s.wall_seconds);
+    println!("{:<14} {} records/s", "throughput", thousands(s.records_per_second as u64));
+    println!("{:<14} {}", "output", s.output);
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

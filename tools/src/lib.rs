@@ -1,0 +1,4 @@
+//! The `alertflow` command line's library half: the data generator (also used by tests and
+//! benches) and the demo.
+
+pub mod datagen;

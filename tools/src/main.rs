@@ -1,0 +1,65 @@
+//! `alertflow`: run, validate, query and benchmark observability pipelines.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod cli;
+
+/// Stream processing for observability data: windows, dedup, correlation, anomalies, SQL.
+#[derive(Parser, Debug)]
+#[command(name = "alertflow", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a pipeline file to completion.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Worker threads (default: one per core, or `[engine] workers`).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print the run summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a pipeline file without running it; every problem is listed with its field.
+    Validate {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Query output tables with SQL; without a query, an interactive prompt.
+    Sql(cli::sql::SqlArgs),
+    /// Generate test data.
+    Gen(cli::gen_cmd::GenArgs),
+    /// Generate a small data set, run a bundled pipeline on it and show example queries.
+    Demo(cli::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own code: 0 for --help/--version, 2 for usage errors.
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let code = match cli.command {
+        Command::Run { pipeline, workers, json } => cli::run::run(&pipeline, workers, json),
+        Command::Validate { pipeline } => cli::run::validate(&pipeline),
+        Command::Sql(args) => cli::sql::sql(args),
+        Command::Gen(args) => cli::gen_cmd::run(args),
+        Command::Demo(args) => cli::demo::demo(args),
+    };
+    ExitCode::from(code)
+}
