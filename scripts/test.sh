@@ -4,7 +4,9 @@
 # workspace. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p alertflow-model`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/alertflow/target}"
+# Cargo's own target folder (shared with `cargo run --release -- demo`) unless CARGO_TARGET_DIR
+# says otherwise; CI points it at ~/.cache so later runs on the same machine are fast.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if py=$(scripts/python-env.sh); then
   export ALERTFLOW_PYTHON="$py"
@@ -16,5 +18,8 @@ else
 fi
 
 cargo build --release --bin alertflow
-export ALERTFLOW_BIN="$CARGO_TARGET_DIR/release/alertflow"
+export ALERTFLOW_BIN="$target_dir/release/alertflow"
 cargo test --release --workspace "$@"
+if [ -n "${ALERTFLOW_PYTHON:-}" ]; then
+  "$ALERTFLOW_PYTHON" tests/python/test_check_window.py
+fi

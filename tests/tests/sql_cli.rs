@@ -93,3 +93,30 @@ fn partition_filters_and_types() {
     assert_eq!(code, 0);
     assert_eq!(out, "n\n0\n", "every row of hour=01 starts in that hour");
 }
+
+#[test]
+fn the_prompt_reads_statements_from_stdin() {
+    use std::io::Write;
+    let dir = prepared();
+    let mut child = std::process::Command::new(alertflow_tests::bin())
+        .args(["sql", "--data", dir.join("out").to_str().unwrap(), "--format", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\\d\nSELECT count(*) AS n\n  FROM dead_letters;\nSELECT nope;\nSELECT 2 AS two;\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("per_minute") && stdout.contains("dead_letters"), "\\d lists tables:\n{stdout}");
+    assert!(stdout.contains("n\n3\n"), "a statement over two lines runs:\n{stdout}");
+    assert!(stderr.contains("error:") && stderr.contains("nope"), "an error is reported and the prompt goes on:\n{stderr}");
+    assert!(stdout.contains("two\n2\n"), "{stdout}");
+}
