@@ -42,7 +42,8 @@ fn bench(c: &mut Criterion) {
     let shift = (span / 60_000 + 2) * 60_000;
     let op = aggregate();
 
-    let mut worker = timely::worker::Worker::new(timely::WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(Instant::now()));
+    let mut worker =
+        timely::worker::Worker::new(timely::WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(Instant::now()));
     let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<Metric>>>::new();
     let probe = ProbeHandle::new();
     let rows = Rc::new(Cell::new(0usize));
@@ -56,10 +57,8 @@ fn bench(c: &mut Criterion) {
         // Untimed: this iteration's points, moved later in event time.
         let offset = round * shift;
         round += 1;
-        let batches: Vec<Vec<Metric>> = points
-            .chunks(8192)
-            .map(|c| c.iter().map(|m| Metric { ts: m.ts + offset, series: m.series.clone(), ..*m }).collect())
-            .collect();
+        let batches: Vec<Vec<Metric>> =
+            points.chunks(8192).map(|c| c.iter().map(|m| Metric { ts: m.ts + offset, series: m.series.clone(), ..*m }).collect()).collect();
         let start = Instant::now();
         let mut max_ts = 0;
         for mut b in batches {

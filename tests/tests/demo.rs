@@ -12,7 +12,13 @@ fn demo_runs_twice_and_shows_its_queries() {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        for want in ["records in     100,025", "Hosts with the highest average CPU", "Points per tenant and metric", "Dead letters by reason", "missing field `value`"] {
+        for want in [
+            "records in     100,025",
+            "Hosts with the highest average CPU",
+            "Points per tenant and metric",
+            "Dead letters by reason",
+            "missing field `value`",
+        ] {
             assert!(stdout.contains(want), "no `{want}` in\n{stdout}");
         }
     }
