@@ -3,8 +3,10 @@
 //!
 //! This crate is the leaf of the workspace: it knows nothing of timely or of I/O.
 
+pub mod alert;
 pub mod dead_letter;
 pub mod decode;
+pub mod labels;
 pub mod metric;
 pub mod series;
 pub mod size;
@@ -12,7 +14,9 @@ pub mod tables;
 pub mod time;
 pub mod window;
 
+pub use alert::{Alert, Status};
 pub use dead_letter::DeadLetter;
+pub use labels::{LabelInterner, LabelSet};
 pub use metric::Metric;
 pub use series::{Series, SeriesInterner};
 pub use time::{DurationMs, Millis};

@@ -3,17 +3,28 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryBuilder, Float64Array, Int64Array, StringArray, StringBuilder, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampMillisecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 
+use crate::alert::{AlertEvent, IncidentRow, StormRow};
 use crate::dead_letter::DeadLetter;
+use crate::labels::fingerprint_hex;
 use crate::time::{HOUR_MS, date_hour};
 use crate::window::{AggFn, WindowRow};
 
 /// The name of the dead-letter table.
 pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// The name of the alert lifecycle table.
+pub const ALERTS: &str = "alerts";
+/// The name of the storm table.
+pub const STORMS: &str = "storms";
+/// The name of the incident table.
+pub const INCIDENTS: &str = "incidents";
 
 /// Column names a table may not also use for a `group_by` label.
 pub const WINDOW_FIXED_COLUMNS: [&str; 4] = ["window_start", "window_end", "tenant", "name"];
@@ -174,6 +185,231 @@ impl TableBuilder<DeadLetter> for DeadLetterTable {
             Arc::new(reason.finish()),
             Arc::new(raw.finish()),
             Arc::new(rows.iter().map(|r| r.ts).collect::<TimestampMillisecondArray>().with_timezone("UTC")),
+        ];
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}
+
+fn ts_col(v: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from_iter_values(v).with_timezone("UTC"))
+}
+fn opt_ts_col(v: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(v.collect::<TimestampMillisecondArray>().with_timezone("UTC"))
+}
+fn str_col<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+fn opt_str_col<'a>(v: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(v.collect::<StringArray>())
+}
+fn int_col(v: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v.map(|x| x as i64)))
+}
+fn list_col<I: IntoIterator<Item = String>>(v: impl Iterator<Item = I>) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for items in v {
+        for s in items {
+            b.values().append_value(s);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+fn list_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+impl TableRow for AlertEvent {
+    fn partition(&self) -> Partition {
+        Partition::Hour(self.ts.div_euclid(HOUR_MS))
+    }
+}
+
+/// The `alerts` table: one row per lifecycle change of an alert episode.
+#[derive(Clone, Debug)]
+pub struct AlertsTable {
+    schema: SchemaRef,
+}
+
+impl Default for AlertsTable {
+    fn default() -> Self {
+        let f = |n: &str, t: DataType, null: bool| Field::new(n, t, null);
+        AlertsTable {
+            schema: Arc::new(Schema::new(vec![
+                f("ts", time_type(), false),
+                f("event", DataType::Utf8, false),
+                f("tenant", DataType::Utf8, false),
+                f("fingerprint", DataType::Utf8, false),
+                f("alertname", DataType::Utf8, false),
+                f("severity", DataType::Utf8, false),
+                f("status", DataType::Utf8, false),
+                f("labels", DataType::Utf8, false),
+                f("annotations", DataType::Utf8, false),
+                f("starts_at", time_type(), false),
+                f("ends_at", time_type(), true),
+                f("last_seen", time_type(), false),
+                f("occurrences", DataType::Int64, false),
+                f("suppressed", DataType::Boolean, false),
+                f("storm_id", DataType::Utf8, true),
+                f("incident_id", DataType::Utf8, true),
+                f("revision", DataType::Int64, false),
+                f("generator_url", DataType::Utf8, true),
+            ])),
+        }
+    }
+}
+
+impl TableBuilder<AlertEvent> for AlertsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn sort(&self, rows: &mut [AlertEvent]) {
+        rows.sort_by(|a, b| (a.ts, a.tenant(), a.fingerprint(), a.revision).cmp(&(b.ts, b.tenant(), b.fingerprint(), b.revision)));
+    }
+    fn build(&self, rows: &[AlertEvent]) -> Result<RecordBatch, ArrowError> {
+        let cols: Vec<ArrayRef> = vec![
+            ts_col(rows.iter().map(|r| r.ts)),
+            str_col(rows.iter().map(|r| r.event.name())),
+            str_col(rows.iter().map(|r| r.tenant())),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.fingerprint())))),
+            str_col(rows.iter().map(|r| r.alertname())),
+            str_col(rows.iter().map(|r| r.severity())),
+            str_col(rows.iter().map(|r| r.status.name())),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.labels.to_json()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.annotations.to_json()))),
+            ts_col(rows.iter().map(|r| r.starts_at)),
+            opt_ts_col(rows.iter().map(|r| r.ends_at)),
+            ts_col(rows.iter().map(|r| r.last_seen)),
+            int_col(rows.iter().map(|r| r.occurrences)),
+            Arc::new(rows.iter().map(|r| Some(r.suppressed)).collect::<BooleanArray>()),
+            Arc::new(rows.iter().map(|r| r.storm_id.map(fingerprint_hex)).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.incident_id.map(fingerprint_hex)).collect::<StringArray>()),
+            int_col(rows.iter().map(|r| r.revision)),
+            opt_str_col(rows.iter().map(|r| r.generator_url.as_deref())),
+        ];
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}
+
+impl TableRow for StormRow {
+    fn partition(&self) -> Partition {
+        Partition::Hour(self.updated_at.div_euclid(HOUR_MS))
+    }
+}
+
+/// The `storms` table: one row per storm change.
+#[derive(Clone, Debug)]
+pub struct StormsTable {
+    schema: SchemaRef,
+}
+
+impl Default for StormsTable {
+    fn default() -> Self {
+        let f = |n: &str, t: DataType, null: bool| Field::new(n, t, null);
+        StormsTable {
+            schema: Arc::new(Schema::new(vec![
+                f("storm_id", DataType::Utf8, false),
+                f("tenant", DataType::Utf8, false),
+                f("group_key", DataType::Utf8, false),
+                f("status", DataType::Utf8, false),
+                f("opened_at", time_type(), false),
+                f("updated_at", time_type(), false),
+                f("closed_at", time_type(), true),
+                f("alert_count", DataType::Int64, false),
+                f("distinct_fingerprints", DataType::Int64, false),
+                f("top_labels", DataType::Utf8, false),
+                f("sample_fingerprints", list_type(), false),
+                f("revision", DataType::Int64, false),
+            ])),
+        }
+    }
+}
+
+impl TableBuilder<StormRow> for StormsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn sort(&self, rows: &mut [StormRow]) {
+        rows.sort_by(|a, b| (a.updated_at, &a.tenant, a.storm_id, a.revision).cmp(&(b.updated_at, &b.tenant, b.storm_id, b.revision)));
+    }
+    fn build(&self, rows: &[StormRow]) -> Result<RecordBatch, ArrowError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.storm_id)))),
+            str_col(rows.iter().map(|r| &*r.tenant)),
+            str_col(rows.iter().map(|r| &*r.group_key)),
+            str_col(rows.iter().map(|r| if r.open { "open" } else { "closed" })),
+            ts_col(rows.iter().map(|r| r.opened_at)),
+            ts_col(rows.iter().map(|r| r.updated_at)),
+            opt_ts_col(rows.iter().map(|r| r.closed_at)),
+            int_col(rows.iter().map(|r| r.alert_count)),
+            int_col(rows.iter().map(|r| r.distinct_fingerprints)),
+            str_col(rows.iter().map(|r| r.top_labels.as_str())),
+            list_col(rows.iter().map(|r| r.sample_fingerprints.iter().map(|f| fingerprint_hex(*f)).collect::<Vec<_>>())),
+            int_col(rows.iter().map(|r| r.revision)),
+        ];
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}
+
+impl TableRow for IncidentRow {
+    fn partition(&self) -> Partition {
+        Partition::Hour(self.updated_at.div_euclid(HOUR_MS))
+    }
+}
+
+/// The `incidents` table: one row per incident change.
+#[derive(Clone, Debug)]
+pub struct IncidentsTable {
+    schema: SchemaRef,
+}
+
+impl Default for IncidentsTable {
+    fn default() -> Self {
+        let f = |n: &str, t: DataType, null: bool| Field::new(n, t, null);
+        IncidentsTable {
+            schema: Arc::new(Schema::new(vec![
+                f("incident_id", DataType::Utf8, false),
+                f("tenant", DataType::Utf8, false),
+                f("status", DataType::Utf8, false),
+                f("opened_at", time_type(), false),
+                f("updated_at", time_type(), false),
+                f("resolved_at", time_type(), true),
+                f("alert_count", DataType::Int64, false),
+                f("fingerprints", list_type(), false),
+                f("services", list_type(), false),
+                f("root_cause", DataType::Utf8, true),
+                f("max_severity", DataType::Utf8, false),
+                f("title", DataType::Utf8, false),
+                f("revision", DataType::Int64, false),
+            ])),
+        }
+    }
+}
+
+impl TableBuilder<IncidentRow> for IncidentsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn sort(&self, rows: &mut [IncidentRow]) {
+        rows.sort_by(|a, b| {
+            (a.updated_at, &a.tenant, a.incident_id, a.revision).cmp(&(b.updated_at, &b.tenant, b.incident_id, b.revision))
+        });
+    }
+    fn build(&self, rows: &[IncidentRow]) -> Result<RecordBatch, ArrowError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.incident_id)))),
+            str_col(rows.iter().map(|r| &*r.tenant)),
+            str_col(rows.iter().map(|r| r.status)),
+            ts_col(rows.iter().map(|r| r.opened_at)),
+            ts_col(rows.iter().map(|r| r.updated_at)),
+            opt_ts_col(rows.iter().map(|r| r.resolved_at)),
+            int_col(rows.iter().map(|r| r.alert_count)),
+            list_col(rows.iter().map(|r| r.fingerprints.iter().map(|f| fingerprint_hex(*f)).collect::<Vec<_>>())),
+            list_col(rows.iter().map(|r| r.services.iter().map(|s| s.to_string()).collect::<Vec<_>>())),
+            opt_str_col(rows.iter().map(|r| r.root_cause.as_deref())),
+            str_col(rows.iter().map(|r| &*r.max_severity)),
+            str_col(rows.iter().map(|r| r.title.as_str())),
+            int_col(rows.iter().map(|r| r.revision)),
         ];
         RecordBatch::try_new(self.schema.clone(), cols)
     }

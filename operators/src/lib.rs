@@ -5,13 +5,20 @@
 //! Time is `u64`: event time in milliseconds, rounded down to the pipeline's epoch (DESIGN §2).
 
 pub mod aggregate;
+pub mod correlate;
+pub mod dedup;
 pub mod error;
+pub mod ordered;
+pub mod suppress;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
 pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, WindowSpec};
+pub use correlate::{Correlate, CorrelateConfig, CorrelateExt, Correlated, TopologyChange};
+pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
 pub use error::ConfigError;
+pub use suppress::{StormMembers, Suppress, SuppressConfig, SuppressExt, Suppressed};
 
 /// The timely timestamp of every alertflow dataflow: event time in ms, coarsened to an epoch.
 pub type Time = u64;

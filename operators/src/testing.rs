@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use alertflow_model::Metric;
 use timely::container::CapacityContainerBuilder;
+
+use crate::ordered::Timed;
 use timely::dataflow::operators::{Input, Inspect};
 use timely::dataflow::{InputHandle, Stream};
 
@@ -25,31 +27,43 @@ impl Lcg {
     }
 }
 
-/// Runs `build` on `workers` threads over `points` and returns every output record.
-/// Partition `p` goes to worker `p % workers`; after every `batch` points a worker advances
-/// its input to its watermark (max event time seen − 6 s, rounded to the 1 s epoch).
+/// [`run_records`] for metric points.
 pub fn run_metrics<R, F>(workers: usize, points: Vec<Metric>, batch: usize, build: F) -> Vec<R>
 where
     R: Clone + Send + 'static,
     F: for<'s> Fn(Stream<'s, Time, Vec<Metric>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
 {
+    run_records(workers, points, batch, build)
+}
+
+/// Runs `build` on `workers` threads over `records` and returns every output record.
+/// Partition `p` goes to worker `p % workers`; after every `batch` records a worker advances
+/// its input to its watermark (max event time seen − 6 s, rounded to the 1 s epoch): inputs may
+/// hold up to 6 s of disorder.
+pub fn run_records<T, R, F>(workers: usize, records: Vec<T>, batch: usize, build: F) -> Vec<R>
+where
+    T: Timed + Clone + Send + Sync + 'static,
+    R: Clone + Send + 'static,
+    F: for<'s> Fn(Stream<'s, Time, Vec<T>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
+{
+    let points = records;
     let points = Arc::new(points);
     let out = Arc::new(Mutex::new(Vec::new()));
     let out2 = out.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<Metric>>>::new();
+        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<T>>>::new();
         let out = out2.clone();
         worker.dataflow::<Time, _, _>(|scope| {
             let s = scope.input_from(&mut input);
             build(s).inspect(move |r: &R| out.lock().expect("poisoned").push(r.clone()));
         });
-        let mine: Vec<&Metric> = points.iter().filter(|m| m.part as usize % peers == index).collect();
+        let mine: Vec<&T> = points.iter().filter(|m| m.origin().0 as usize % peers == index).collect();
         let mut max_seen = 0i64;
         for chunk in mine.chunks(batch.max(1)) {
             for m in chunk {
-                max_seen = max_seen.max(m.ts);
+                max_seen = max_seen.max(m.ts());
                 input.send((*m).clone());
             }
             let t = (max_seen - 6000).max(0);
@@ -60,6 +74,98 @@ where
             worker.step();
         }
         drop(input);
+        while worker.has_dataflows() {
+            worker.step_or_park(None);
+        }
+    })
+    .expect("timely failed to start");
+    drop(guards.join());
+    std::mem::take(&mut *out.lock().expect("poisoned"))
+}
+
+/// What the alert chain produced.
+#[derive(Default, Clone)]
+pub struct AlertOutputs {
+    /// Rows of the `alerts` table (after correlate).
+    pub alerts: Vec<alertflow_model::alert::AlertEvent>,
+    /// What correlate received (after suppress), for oracles.
+    pub suppressed: Vec<alertflow_model::alert::AlertEvent>,
+    /// Storm rows.
+    pub storms: Vec<alertflow_model::alert::StormRow>,
+    /// Incident rows.
+    pub incidents: Vec<alertflow_model::alert::IncidentRow>,
+}
+
+/// Runs dedup → suppress → correlate on `workers` threads. Alerts are fed like
+/// [`run_records`] feeds records; topology changes are fed by worker 0 once the alert input's
+/// watermark reaches their time (the initial topology at time 0).
+pub fn run_alert_chain(
+    workers: usize,
+    alerts: Vec<alertflow_model::Alert>,
+    topology: Vec<crate::correlate::TopologyChange>,
+    dedup: crate::dedup::Dedup,
+    suppress: crate::suppress::Suppress,
+    correlate: crate::correlate::Correlate,
+) -> AlertOutputs {
+    use crate::correlate::CorrelateExt;
+    use crate::dedup::DedupExt;
+    use crate::suppress::SuppressExt;
+    let alerts = Arc::new(alerts);
+    let topology = Arc::new(topology);
+    let out = Arc::new(Mutex::new(AlertOutputs::default()));
+    let out2 = out.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<alertflow_model::Alert>>>::new();
+        let mut topo_in = InputHandle::<Time, CapacityContainerBuilder<Vec<crate::correlate::TopologyChange>>>::new();
+        let (o1, o2, o3, o4) = (out2.clone(), out2.clone(), out2.clone(), out2.clone());
+        let (dedup, suppress, correlate) = (dedup.clone(), suppress.clone(), correlate.clone());
+        worker.dataflow::<Time, _, _>(|scope| {
+            let a = scope.input_from(&mut input);
+            let t = scope.input_from(&mut topo_in);
+            let events = a.dedup(&dedup, Arc::default());
+            let s = events.suppress(&suppress);
+            let storms = s.storms.inspect(move |r| o3.lock().expect("poisoned").storms.push(r.clone()));
+            let _ = storms;
+            let sup = s.events.inspect(move |r| o2.lock().expect("poisoned").suppressed.push(r.clone()));
+            let c = sup.correlate(&correlate, s.members, t);
+            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone()));
+            c.incidents.inspect(move |r| o4.lock().expect("poisoned").incidents.push(r.clone()));
+        });
+        let mine: Vec<&alertflow_model::Alert> = alerts.iter().filter(|a| a.part as usize % peers == index).collect();
+        let mut pending_topo: std::collections::VecDeque<&crate::correlate::TopologyChange> =
+            if index == 0 { topology.iter().collect() } else { Default::default() };
+        let mut max_seen = 0i64;
+        let mut feed_topo = |topo_in: &mut InputHandle<Time, CapacityContainerBuilder<Vec<crate::correlate::TopologyChange>>>,
+                             upto: i64| {
+            while pending_topo.front().is_some_and(|c| c.ts <= upto) {
+                let c = pending_topo.pop_front().expect("checked");
+                let t = (c.ts.max(0) - c.ts.max(0) % 1000) as Time;
+                if t > *topo_in.time() {
+                    topo_in.advance_to(t);
+                }
+                topo_in.send(c.clone());
+            }
+        };
+        for chunk in mine.chunks(300) {
+            for a in chunk {
+                max_seen = max_seen.max(a.ts);
+                input.send((*a).clone());
+            }
+            let t = (max_seen - 6000).max(0);
+            let t = (t - t % 1000) as Time;
+            feed_topo(&mut topo_in, t as i64);
+            if t > *input.time() {
+                input.advance_to(t);
+            }
+            if t > *topo_in.time() {
+                topo_in.advance_to(t);
+            }
+            worker.step();
+        }
+        feed_topo(&mut topo_in, i64::MAX);
+        drop(input);
+        drop(topo_in);
         while worker.has_dataflows() {
             worker.step_or_park(None);
         }

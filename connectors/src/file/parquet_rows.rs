@@ -9,11 +9,11 @@ use std::sync::Arc;
 use alertflow_model::decode::{DecodeError, check_event_time, parse_time_field};
 use alertflow_model::series::{DEFAULT_TENANT, Series, SeriesInterner};
 use alertflow_model::time::Millis;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
-use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 
 /// The row count and compressed size of each row group of a file.
 pub fn row_groups(path: &Path) -> Result<Vec<(u64, u64)>, String> {
@@ -147,7 +147,7 @@ impl Columns {
     pub fn raw(&self, i: usize) -> Vec<u8> {
         let mut out = Vec::new();
         {
-            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
             if w.write(&self.batch.slice(i, 1)).is_err() {
                 return b"(row could not be rendered)".to_vec();
             }

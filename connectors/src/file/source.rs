@@ -10,7 +10,7 @@ use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
 use alertflow_model::decode::{CsvHeader, CsvMetricDecoder, DecodeError, NdjsonMetricDecoder, is_blank, trim_line};
 use alertflow_model::time::{DurationMs, floor_to};
 use alertflow_model::{Metric, SeriesInterner};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;

@@ -12,8 +12,8 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use datafusion::arrow::datatypes::Schema;
-use datafusion::arrow::ipc::writer::FileWriter;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
 pub use sink::{ParquetSink, ParquetSinkExt, SinkStats};
@@ -39,8 +39,8 @@ pub enum Compression {
 
 impl Compression {
     /// The parquet crate's codec.
-    pub fn codec(self) -> datafusion::parquet::basic::Compression {
-        use datafusion::parquet::basic::{Compression as C, ZstdLevel};
+    pub fn codec(self) -> parquet::basic::Compression {
+        use parquet::basic::{Compression as C, ZstdLevel};
         match self {
             Compression::Zstd => C::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
             Compression::Lz4 => C::LZ4_RAW,
@@ -65,7 +65,7 @@ pub fn write_schema_file(table_dir: &Path, schema: &Schema) -> io::Result<()> {
 /// Reads a table folder's schema file, if there is one.
 pub fn read_schema_file(table_dir: &Path) -> Option<Schema> {
     let f = fs::File::open(table_dir.join(SCHEMA_FILE)).ok()?;
-    let r = datafusion::arrow::ipc::reader::FileReader::try_new(f, None).ok()?;
+    let r = arrow::ipc::reader::FileReader::try_new(f, None).ok()?;
     Some(r.schema().as_ref().clone())
 }
 

@@ -5,11 +5,13 @@
 //! from a per-decoder scratch buffer when JSON escapes had to be undone) and the series is
 //! looked up in the worker's [`SeriesInterner`].
 
+mod alert;
 mod csv;
 mod error;
 mod json;
 mod ndjson;
 
+pub use alert::AlertDecoder;
 pub use csv::{CsvHeader, CsvMetricDecoder};
 pub use error::DecodeError;
 pub use ndjson::NdjsonMetricDecoder;

@@ -1,0 +1,428 @@
+//! Alert decoders: NDJSON alerts, Prometheus Alertmanager v2 JSON (an object or an array of
+//! objects per line), and CSV alerts under a header.
+//!
+//! **NDJSON alerts**: `ts` (integer ms or RFC 3339; required), `tenant` (default `default`),
+//! `alertname` (required), `severity`, `status` (`firing` | `resolved`, default `firing`),
+//! `starts_at`/`startsAt`, `ends_at`/`endsAt`, `generator_url`/`generatorURL`, an
+//! `annotations` object, a `labels` object; every other field is a label (numbers and booleans
+//! as their JSON text).
+//!
+//! **Alertmanager** objects: `labels` (with `alertname`), `annotations`, `startsAt`, `endsAt`,
+//! `generatorURL`, and optionally `status` (`"firing"`/`"resolved"` as in webhook payloads, or
+//! `{"state": …}` as in `GET /api/v2/alerts`), `tenant`, and the time the notice was received
+//! (`ts` or `receivedAt`; else `updatedAt`; else `startsAt`). Without an explicit status an
+//! alert is resolved when its `endsAt` is at or before that time. Other fields (`fingerprint`,
+//! `receivers`, …) are ignored. Go's zero time (`0001-01-01T00:00:00Z`) means "not set".
+
+use std::sync::Arc;
+
+use super::json::{Cursor, Val, kind};
+use super::ndjson::parse_int_time;
+use super::{DecodeError, MAX_LABELS, MAX_LINE_BYTES, Text, check_utf8, parse_time_field};
+use crate::alert::{Alert, Status};
+use crate::labels::{LabelInterner, LabelSet};
+use crate::series::DEFAULT_TENANT;
+use crate::time::Millis;
+
+#[derive(Default)]
+struct Fields {
+    tenant: Option<Text>,
+    ts: Option<Millis>,
+    received: Option<Millis>,
+    updated: Option<Millis>,
+    starts_at: Option<Millis>,
+    ends_at: Option<Millis>,
+    status: Option<Status>,
+    generator_url: Option<Text>,
+    labels: Vec<(Text, Text)>,
+    annotations: Vec<(Text, Text)>,
+    scratch: Vec<u8>,
+}
+
+impl Fields {
+    fn clear(&mut self) {
+        *self = Fields {
+            labels: std::mem::take(&mut self.labels),
+            annotations: std::mem::take(&mut self.annotations),
+            scratch: std::mem::take(&mut self.scratch),
+            ..Fields::default()
+        };
+        self.labels.clear();
+        self.annotations.clear();
+        self.scratch.clear();
+    }
+}
+
+/// Decodes alerts; one per worker and source.
+pub struct AlertDecoder {
+    f: Fields,
+    labels: LabelInterner,
+    annotations: LabelInterner,
+    no_annotations: LabelSet,
+}
+
+impl Default for AlertDecoder {
+    fn default() -> Self {
+        AlertDecoder {
+            f: Fields::default(),
+            labels: LabelInterner::new(),
+            annotations: LabelInterner::new(),
+            no_annotations: LabelSet::new("", &[]),
+        }
+    }
+}
+
+/// The known keys of an alert object.
+enum K {
+    Ts,
+    Received,
+    Updated,
+    Starts,
+    Ends,
+    Tenant,
+    Url,
+    Status,
+    Labels,
+    Annotations,
+    Other,
+}
+
+/// Where a flat JSON member goes.
+#[derive(Clone, Copy)]
+enum Into {
+    Labels,
+    Annotations,
+}
+
+impl AlertDecoder {
+    /// A new decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one NDJSON alert line.
+    pub fn ndjson(&mut self, line: &[u8], part: u32, pos: u64) -> Result<Alert, DecodeError> {
+        start(line)?;
+        self.f.clear();
+        let mut c = Cursor::new(line);
+        c.eat(b'{', "expected `{` at the start of a record")?;
+        self.object(&mut c, line, false)?;
+        c.end()?;
+        let ts = self.f.ts.ok_or(DecodeError::Missing("ts"))?;
+        self.finish(line, ts, part, pos, false)
+    }
+
+    /// Decodes one line of Alertmanager JSON (an object or an array of objects) into `out`.
+    pub fn alertmanager(&mut self, line: &[u8], part: u32, pos: u64, out: &mut Vec<Alert>) -> Result<(), DecodeError> {
+        start(line)?;
+        let mut c = Cursor::new(line);
+        c.ws();
+        let array = c.peek() == Some(b'[');
+        if array {
+            c.i += 1;
+            c.ws();
+            if c.peek() == Some(b']') {
+                c.i += 1;
+                return Ok(c.end()?);
+            }
+        }
+        let mut index = 0u64;
+        loop {
+            self.f.clear();
+            c.eat(b'{', "expected `{` for an alert")?;
+            self.object(&mut c, line, true)?;
+            let f = &self.f;
+            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).ok_or(DecodeError::Missing("startsAt"))?;
+            // Several alerts on one line keep their order: positions 2^16 apart per line.
+            out.push(self.finish(line, ts, part, pos * 65_536 + index.min(65_535), true)?);
+            index += 1;
+            if !array {
+                return Ok(c.end()?);
+            }
+            c.ws();
+            match c.peek() {
+                Some(b',') => c.i += 1,
+                Some(b']') => {
+                    c.i += 1;
+                    return Ok(c.end()?);
+                }
+                _ => return Err(c.err("expected `,` or `]` between alerts").into()),
+            }
+        }
+    }
+
+    /// Reads the members of an alert object (the cursor is after its `{`).
+    fn object(&mut self, c: &mut Cursor<'_>, line: &[u8], am: bool) -> Result<(), DecodeError> {
+        let mut first = true;
+        while let Some(key) = c.next_key(first, &mut self.f.scratch)? {
+            first = false;
+            // Classify the key first: reading the value may append to the scratch buffer the
+            // key lives in (appends never move earlier ranges, so `key` stays valid).
+            let k = match key.get(line, &self.f.scratch) {
+                b"ts" => K::Ts,
+                b"receivedAt" => K::Received,
+                b"updatedAt" => K::Updated,
+                b"starts_at" | b"startsAt" => K::Starts,
+                b"ends_at" | b"endsAt" => K::Ends,
+                b"tenant" => K::Tenant,
+                b"generator_url" | b"generatorURL" => K::Url,
+                b"status" => K::Status,
+                b"labels" => K::Labels,
+                b"annotations" => K::Annotations,
+                _ => K::Other,
+            };
+            let f = &mut self.f;
+            match k {
+                K::Ts => f.ts = time_value(c, line, f, "ts")?,
+                K::Received => f.received = time_value(c, line, f, "receivedAt")?,
+                K::Updated => f.updated = time_value(c, line, f, "updatedAt")?,
+                K::Starts => f.starts_at = time_value(c, line, f, "startsAt")?,
+                K::Ends => f.ends_at = time_value(c, line, f, "endsAt")?,
+                K::Tenant => f.tenant = Some(string_value(c, f, "tenant")?),
+                K::Url => f.generator_url = Some(string_value(c, f, "generatorURL")?),
+                K::Status => match c.value(&mut f.scratch)? {
+                    Val::Str(t) => {
+                        f.status = Some(match t.get(line, &f.scratch).to_ascii_lowercase().as_slice() {
+                            b"firing" => Status::Firing,
+                            b"resolved" => Status::Resolved,
+                            _ => {
+                                return Err(DecodeError::WrongType {
+                                    field: "status".into(),
+                                    expected: "\"firing\" or \"resolved\"",
+                                    got: "another string",
+                                });
+                            }
+                        })
+                    }
+                    // `{"state": "active"}` (GET /api/v2/alerts): the time decides, as without.
+                    Val::Object => c.skip_value(&mut f.scratch, 0)?,
+                    v => {
+                        return Err(DecodeError::WrongType {
+                            field: "status".into(),
+                            expected: "\"firing\" or \"resolved\"",
+                            got: kind(&v),
+                        });
+                    }
+                },
+                K::Labels | K::Annotations => {
+                    let into = if matches!(k, K::Labels) { Into::Labels } else { Into::Annotations };
+                    match c.value(&mut f.scratch)? {
+                        Val::Object => {
+                            c.i += 1;
+                            self.members(c, line, into)?;
+                        }
+                        v if am => {
+                            let field = if matches!(k, K::Labels) { "labels" } else { "annotations" };
+                            return Err(DecodeError::WrongType { field: field.into(), expected: "an object", got: kind(&v) });
+                        }
+                        v => self.push(key, v, Into::Labels, line)?,
+                    }
+                }
+                K::Other if am => c.skip_value(&mut f.scratch, 0)?,
+                K::Other => {
+                    let v = c.value(&mut f.scratch)?;
+                    self.push(key, v, Into::Labels, line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a flat object of labels or annotations (the cursor is after its `{`).
+    fn members(&mut self, c: &mut Cursor<'_>, line: &[u8], into: Into) -> Result<(), DecodeError> {
+        let mut first = true;
+        while let Some(k) = c.next_key(first, &mut self.f.scratch)? {
+            first = false;
+            let v = c.value(&mut self.f.scratch)?;
+            self.push(k, v, into, line)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, key: Text, v: Val<'_>, into: Into, line: &[u8]) -> Result<(), DecodeError> {
+        let f = &mut self.f;
+        let text = match v {
+            Val::Str(t) => t,
+            Val::Num(n) => {
+                let s = f.scratch.len();
+                f.scratch.extend_from_slice(n.as_bytes());
+                Text::Scratch(s as u32, f.scratch.len() as u32)
+            }
+            Val::Bool(b) => Text::Bool(b),
+            Val::Null => return Ok(()),
+            Val::Object | Val::Array => {
+                return Err(DecodeError::Nested {
+                    field: key.text(line, &f.scratch).to_string(),
+                    got: if matches!(v, Val::Object) { "an object" } else { "an array" },
+                });
+            }
+        };
+        match into {
+            Into::Labels => f.labels.push((key, text)),
+            Into::Annotations => f.annotations.push((key, text)),
+        }
+        Ok(())
+    }
+
+    /// Checks the fields and builds the alert.
+    fn finish(&mut self, line: &[u8], ts: Millis, part: u32, pos: u64, am: bool) -> Result<Alert, DecodeError> {
+        let f = &mut self.f;
+        let scratch = &f.scratch;
+        let tenant = match f.tenant {
+            Some(t) if t.get(line, scratch).is_empty() => return Err(DecodeError::Empty("tenant")),
+            Some(t) => t.get(line, scratch),
+            None => DEFAULT_TENANT.as_bytes(),
+        };
+        let labels = sorted(&mut f.labels, line, scratch)?;
+        match labels.iter().find(|(k, _)| k.get(line, scratch) == b"alertname") {
+            None => return Err(DecodeError::Missing("alertname")),
+            Some((_, v)) if v.get(line, scratch).is_empty() => return Err(DecodeError::Empty("alertname")),
+            Some(_) => {}
+        }
+        let label_set = self
+            .labels
+            .intern_bytes(tenant, labels.len(), |i| (labels[i].0.get(line, scratch), labels[i].1.get(line, scratch)))
+            .ok_or(DecodeError::InvalidUtf8(0))?;
+        let annotations = if f.annotations.is_empty() {
+            self.no_annotations.clone()
+        } else {
+            let a = sorted(&mut f.annotations, line, scratch)?;
+            self.annotations
+                .intern_bytes(b"", a.len(), |i| (a[i].0.get(line, scratch), a[i].1.get(line, scratch)))
+                .ok_or(DecodeError::InvalidUtf8(0))?
+        };
+        // An explicit status wins; Alertmanager notices without one (or with a `{"state": …}`
+        // object) are resolved when their `endsAt` has passed; NDJSON alerts default to firing.
+        let status = match (f.status, f.ends_at) {
+            (Some(s), _) => s,
+            (None, Some(e)) if am && e <= ts => Status::Resolved,
+            (None, _) => Status::Firing,
+        };
+        let generator_url = match f.generator_url {
+            Some(t) if !t.get(line, scratch).is_empty() => Some(Arc::<str>::from(t.text(line, scratch))),
+            _ => None,
+        };
+        Ok(Alert {
+            labels: label_set,
+            annotations,
+            status,
+            starts_at: f.starts_at.unwrap_or(ts),
+            ends_at: f.ends_at,
+            ts,
+            generator_url,
+            part,
+            pos,
+        })
+    }
+}
+
+fn start(line: &[u8]) -> Result<(), DecodeError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(DecodeError::TooLong(line.len()));
+    }
+    check_utf8(line)
+}
+
+/// Sorts labels by key and rejects duplicates, empty keys and too many labels.
+fn sorted<'a>(v: &'a mut [(Text, Text)], line: &[u8], scratch: &[u8]) -> Result<&'a [(Text, Text)], DecodeError> {
+    if v.len() > MAX_LABELS {
+        return Err(DecodeError::TooManyLabels(v.len()));
+    }
+    v.sort_unstable_by(|a, b| a.0.get(line, scratch).cmp(b.0.get(line, scratch)));
+    for w in v.windows(2) {
+        if w[0].0.get(line, scratch) == w[1].0.get(line, scratch) {
+            return Err(DecodeError::Duplicate(w[0].0.text(line, scratch).to_string()));
+        }
+    }
+    if v.iter().any(|(k, _)| k.get(line, scratch).is_empty()) {
+        return Err(DecodeError::EmptyLabelKey);
+    }
+    Ok(v)
+}
+
+fn string_value(c: &mut Cursor<'_>, f: &mut Fields, field: &str) -> Result<Text, DecodeError> {
+    match c.value(&mut f.scratch)? {
+        Val::Str(t) => Ok(t),
+        v => Err(DecodeError::WrongType { field: field.to_string(), expected: "a string", got: kind(&v) }),
+    }
+}
+
+/// A time field; Go's zero time and `null` mean "not set".
+fn time_value(c: &mut Cursor<'_>, line: &[u8], f: &mut Fields, field: &'static str) -> Result<Option<Millis>, DecodeError> {
+    match c.value(&mut f.scratch)? {
+        Val::Num(n) => parse_int_time(field, n).map(Some),
+        Val::Str(t) => {
+            let s = t.text(line, &f.scratch);
+            if s.starts_with("0001-01-01") || s.is_empty() {
+                return Ok(None);
+            }
+            parse_time_field(field, s).map(Some)
+        }
+        Val::Null => Ok(None),
+        v => {
+            Err(DecodeError::WrongType { field: field.to_string(), expected: "integer milliseconds or an RFC 3339 string", got: kind(&v) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_alerts() {
+        let mut d = AlertDecoder::new();
+        let a = d
+            .ndjson(br#"{"ts":"2026-01-01T00:00:05Z","tenant":"acme","alertname":"HighCpu","severity":"critical","service":"api","pod":7,"annotations":{"summary":"cpu > 90%"},"generator_url":"http://x"}"#, 1, 2)
+            .unwrap();
+        assert_eq!((a.tenant(), a.alertname(), a.severity(), a.status), ("acme", "HighCpu", "critical", Status::Firing));
+        assert_eq!(a.ts, 1_767_225_605_000);
+        assert_eq!(a.starts_at, a.ts);
+        assert_eq!(a.labels.to_json(), r#"{"alertname":"HighCpu","pod":"7","service":"api","severity":"critical"}"#);
+        assert_eq!(a.annotations.to_json(), r#"{"summary":"cpu > 90%"}"#);
+        assert_eq!(a.generator_url.as_deref(), Some("http://x"));
+        let b = d.ndjson(br#"{"ts":1767225605000,"alertname":"HighCpu","status":"resolved","labels":{"service":"api"}}"#, 1, 3).unwrap();
+        assert_eq!((b.tenant(), b.status, b.severity()), ("default", Status::Resolved, "none"));
+        for (line, want) in [
+            (r#"{"ts":1,"severity":"x"}"#, "missing field `alertname`"),
+            (r#"{"alertname":"A"}"#, "missing field `ts`"),
+            (r#"{"ts":1,"alertname":"A","status":"maybe"}"#, "field `status` must be"),
+            (r#"{"ts":1,"alertname":"A","x":{"y":1}}"#, "field `x` is an object"),
+            (r#"{"ts":1,"alertname":"A","service":"a","labels":{"service":"b"}}"#, "field `service` appears twice"),
+            (r#"{"ts":1,"alertname":""}"#, "field `alertname` is empty"),
+        ] {
+            let e = d.ndjson(line.as_bytes(), 0, 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn alertmanager_objects_and_arrays() {
+        let mut d = AlertDecoder::new();
+        let mut out = Vec::new();
+        let line = br#"[{"labels":{"alertname":"Down","job":"db"},"annotations":{"summary":"db down"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prom/graph","receivedAt":"2026-01-01T00:00:30Z"},
+                        {"labels":{"alertname":"Down","job":"web"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"2026-01-01T00:01:00Z","updatedAt":"2026-01-01T00:02:00Z","fingerprint":"abc","receivers":[{"name":"x"}],"status":{"state":"active"}}]"#;
+        let line: Vec<u8> = line.iter().copied().filter(|&c| c != b'\n').collect();
+        d.alertmanager(&line, 3, 10, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].status, out[0].ends_at, out[0].ts, out[0].starts_at),
+            (Status::Firing, None, 1_767_225_630_000, 1_767_225_600_000)
+        );
+        assert_eq!((out[1].status, out[1].ts), (Status::Resolved, 1_767_225_720_000), "endsAt passed: resolved");
+        assert_eq!((out[0].pos, out[1].pos), (10 * 65_536, 10 * 65_536 + 1));
+        out.clear();
+        d.alertmanager(br#"{"labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z","status":"resolved"}"#, 0, 0, &mut out).unwrap();
+        assert_eq!(out[0].status, Status::Resolved);
+        for (line, want) in [
+            (&br#"{"labels":{"job":"x"},"startsAt":"2026-01-01T00:00:00Z"}"#[..], "missing field `alertname`"),
+            (br#"{"labels":{"alertname":"A"}}"#, "missing field `startsAt`"),
+            (br#"{"labels":"x","startsAt":1}"#, "field `labels` must be an object"),
+            (br#"[{"labels":{"alertname":"A"},"startsAt":1} {"#, "expected `,` or `]`"),
+        ] {
+            let e = d.alertmanager(line, 0, 0, &mut Vec::new()).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
+        }
+        d.alertmanager(b"[]", 0, 0, &mut out).unwrap();
+    }
+}

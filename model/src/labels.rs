@@ -1,0 +1,238 @@
+//! Label sets: sorted `(key, value)` pairs with a stable hash, interned per worker like series.
+//!
+//! The **fingerprint** of an alert is the hash of its tenant and label set:
+//! XXH3-64 (seed 0) over `tenant 0xFF (key 0xFE value 0xFF)*`, labels sorted by key bytewise,
+//! `alertname` and `severity` included as labels. 0xFE and 0xFF never occur in UTF-8, so the
+//! encoding is injective; the function is fixed across runs, processes and versions. In tables
+//! it is written as 16 lower-case hex digits.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::series::StrInterner;
+
+/// An interned, sorted label set of one tenant. Cheap to clone.
+#[derive(Clone)]
+pub struct LabelSet(Arc<LabelSetInner>);
+
+struct LabelSetInner {
+    tenant: Arc<str>,
+    labels: Box<[(Arc<str>, Arc<str>)]>,
+    /// The fingerprint: XXH3-64 of `canon`.
+    hash: u64,
+    canon: Box<[u8]>,
+}
+
+/// Writes the canonical encoding of a tenant and sorted labels into `buf`; returns its hash.
+pub fn label_hash<'a>(buf: &mut Vec<u8>, tenant: &[u8], n: usize, label: impl Fn(usize) -> (&'a [u8], &'a [u8])) -> u64 {
+    buf.clear();
+    buf.extend_from_slice(tenant);
+    buf.push(0xFF);
+    for i in 0..n {
+        let (k, v) = label(i);
+        buf.extend_from_slice(k);
+        buf.push(0xFE);
+        buf.extend_from_slice(v);
+        buf.push(0xFF);
+    }
+    xxhash_rust::xxh3::xxh3_64(buf)
+}
+
+impl LabelSet {
+    /// A label set outside any interner; labels need not be sorted (the last of duplicate
+    /// keys wins).
+    pub fn new(tenant: &str, labels: &[(&str, &str)]) -> LabelSet {
+        let mut v: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        for &(k, val) in labels {
+            match v.iter_mut().find(|(kk, _)| *kk == k) {
+                Some(slot) => slot.1 = val,
+                None => v.push((k, val)),
+            }
+        }
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut buf = Vec::new();
+        let hash = label_hash(&mut buf, tenant.as_bytes(), v.len(), |i| (v[i].0.as_bytes(), v[i].1.as_bytes()));
+        LabelSet(Arc::new(LabelSetInner {
+            tenant: tenant.into(),
+            labels: v.iter().map(|(k, v)| (Arc::<str>::from(*k), Arc::<str>::from(*v))).collect(),
+            hash,
+            canon: buf.into_boxed_slice(),
+        }))
+    }
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.0.tenant
+    }
+    /// The tenant, shared.
+    pub fn tenant_arc(&self) -> &Arc<str> {
+        &self.0.tenant
+    }
+    /// Labels sorted by key, keys unique.
+    pub fn labels(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.0.labels
+    }
+    /// The value of label `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<str>> {
+        self.0.labels.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.0.labels[i].1)
+    }
+    /// The fingerprint (see the module documentation).
+    pub fn fingerprint(&self) -> u64 {
+        self.0.hash
+    }
+    /// The labels as a JSON object text with sorted keys.
+    pub fn to_json(&self) -> String {
+        labels_json(self.labels())
+    }
+    /// Whether two handles share one allocation.
+    pub fn ptr_eq(a: &LabelSet, b: &LabelSet) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+/// Sorted labels as a JSON object text.
+pub fn labels_json(labels: &[(Arc<str>, Arc<str>)]) -> String {
+    let mut m = serde_json::Map::new();
+    for (k, v) in labels {
+        m.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+/// A fingerprint as written in tables: 16 lower-case hex digits.
+pub fn fingerprint_hex(fp: u64) -> String {
+    format!("{fp:016x}")
+}
+
+impl PartialEq for LabelSet {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0) || (self.0.hash == o.0.hash && self.0.canon == o.0.canon)
+    }
+}
+impl Eq for LabelSet {}
+impl Hash for LabelSet {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.0.hash)
+    }
+}
+impl PartialOrd for LabelSet {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for LabelSet {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.tenant(), self.labels()).cmp(&(o.tenant(), o.labels()))
+    }
+}
+impl fmt::Debug for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{{", self.tenant())?;
+        for (i, (k, v)) in self.labels().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+impl Serialize for LabelSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.tenant(), self.labels()).serialize(s)
+    }
+}
+impl<'de> Deserialize<'de> for LabelSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (t, l): (String, Vec<(String, String)>) = Deserialize::deserialize(d)?;
+        let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Ok(LabelSet::new(&t, &pairs))
+    }
+}
+
+/// A per-worker table of label sets.
+#[derive(Default)]
+pub struct LabelInterner {
+    table: HashTable<LabelSet>,
+    strings: StrInterner,
+    buf: Vec<u8>,
+}
+
+impl LabelInterner {
+    /// A new, empty interner.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The label set with these parts; `label(i)` yields `n` labels **sorted by key, keys
+    /// unique**. `None` if a part is not UTF-8. Allocates only for a new set.
+    pub fn intern_bytes<'a>(&mut self, tenant: &[u8], n: usize, label: impl Fn(usize) -> (&'a [u8], &'a [u8])) -> Option<LabelSet> {
+        let hash = label_hash(&mut self.buf, tenant, n, &label);
+        let buf = &self.buf;
+        if let Some(s) = self.table.find(hash, |s| s.0.hash == hash && *s.0.canon == **buf) {
+            return Some(s.clone());
+        }
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let (k, v) = label(i);
+            labels.push((self.strings.intern(&text(k)?), self.strings.intern(&text(v)?)));
+        }
+        let s = LabelSet(Arc::new(LabelSetInner {
+            tenant: self.strings.intern(&text(tenant)?),
+            labels: labels.into_boxed_slice(),
+            hash,
+            canon: self.buf.clone().into_boxed_slice(),
+        }));
+        self.table.insert_unique(hash, s.clone(), |s| s.0.hash);
+        Some(s)
+    }
+
+    /// Interns strings that repeat (label values of alerts repeat a lot: services, clusters).
+    pub fn string(&mut self, s: &str) -> Arc<str> {
+        self.strings.intern(s)
+    }
+
+    /// How many label sets are held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_pinned_and_order_free() {
+        let a = LabelSet::new("t0", &[("alertname", "HighCpu"), ("severity", "critical"), ("host", "h1")]);
+        let b = LabelSet::new("t0", &[("host", "h1"), ("severity", "critical"), ("alertname", "HighCpu")]);
+        assert_eq!(a, b);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        // Pinned: a change here re-keys every alert of every user.
+        let want = xxhash_rust::xxh3::xxh3_64(b"t0\xffalertname\xfeHighCpu\xffhost\xfeh1\xffseverity\xfecritical\xff");
+        assert_eq!(a.fingerprint(), want);
+        assert_eq!(fingerprint_hex(0xab), "00000000000000ab");
+        assert_ne!(
+            LabelSet::new("t1", &[("alertname", "HighCpu")]).fingerprint(),
+            LabelSet::new("t0", &[("alertname", "HighCpu")]).fingerprint()
+        );
+        let mut i = LabelInterner::new();
+        let c = i
+            .intern_bytes(b"t0", 3, |k| [(b"alertname" as &[u8], b"HighCpu" as &[u8]), (b"host", b"h1"), (b"severity", b"critical")][k])
+            .unwrap();
+        assert_eq!(c, a);
+        let d = i
+            .intern_bytes(b"t0", 3, |k| [(b"alertname" as &[u8], b"HighCpu" as &[u8]), (b"host", b"h1"), (b"severity", b"critical")][k])
+            .unwrap();
+        assert!(LabelSet::ptr_eq(&c, &d));
+        assert_eq!(a.to_json(), r#"{"alertname":"HighCpu","host":"h1","severity":"critical"}"#);
+    }
+}

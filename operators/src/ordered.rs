@@ -1,0 +1,165 @@
+//! Event-time order for stateful operators: records are held until the frontier has passed
+//! their epoch (nothing earlier can still arrive), then handed over sorted by
+//! `(ts, part, pos)`, interleaved with the operator's event-time timers. The order depends
+//! only on the data, never on the worker count or on batching — the basis of every
+//! determinism test.
+//!
+//! The operator keeps one capability at the least time it may still emit at: the input
+//! frontier, the earliest held record, or the earliest timer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use timely::dataflow::operators::Capability;
+use timely::progress::frontier::MutableAntichain;
+
+use crate::Time;
+
+/// A record with a place in event-time order.
+pub trait Timed {
+    /// Event time (ms).
+    fn ts(&self) -> i64;
+    /// `(part, pos)`: the canonical tie-break.
+    fn origin(&self) -> (u32, u64);
+    /// Among records of the same event time, lower ranks come first (control records such
+    /// as topology changes before data).
+    fn rank(&self) -> u8 {
+        1
+    }
+}
+
+impl Timed for alertflow_model::Metric {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+    fn origin(&self) -> (u32, u64) {
+        (self.part, self.pos)
+    }
+}
+
+/// What is due next.
+pub enum Due<T> {
+    /// A record.
+    Record(T),
+    /// A timer of `key` at event time `at`.
+    Timer(i64, u64),
+}
+
+/// Held records and timers of one operator instance.
+pub struct Ordered<T> {
+    epoch: i64,
+    held: BTreeMap<Time, Vec<T>>,
+    /// (event time, key): the key says what the timer is for (e.g. a fingerprint).
+    timers: BTreeSet<(i64, u64)>,
+    /// The capability, at the least time output may still be produced at.
+    cap: Option<Capability<Time>>,
+    /// Records being handled, in order.
+    ready: std::collections::VecDeque<T>,
+    /// The frontier's least time when handling began (`None`: empty).
+    limit: Option<Time>,
+}
+
+impl<T: Timed> Ordered<T> {
+    /// Holds nothing; `cap` is the operator's initial capability.
+    pub fn new(cap: Capability<Time>, epoch: i64) -> Self {
+        Ordered {
+            epoch: epoch.max(1),
+            held: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            cap: Some(cap),
+            ready: Default::default(),
+            limit: Some(0),
+        }
+    }
+
+    /// The epoch of an event time.
+    #[inline]
+    pub fn epoch_of(&self, ts: i64) -> Time {
+        (ts.max(0) - ts.max(0) % self.epoch) as Time
+    }
+
+    /// Holds a record until its epoch is complete.
+    #[inline]
+    pub fn push(&mut self, r: T) {
+        let t = self.epoch_of(r.ts());
+        self.held.entry(t).or_default().push(r);
+    }
+
+    /// Sets a timer of `key` at event time `at`.
+    pub fn set_timer(&mut self, at: i64, key: u64) {
+        self.timers.insert((at, key));
+    }
+
+    /// Cancels a timer.
+    pub fn cancel_timer(&mut self, at: i64, key: u64) {
+        self.timers.remove(&(at, key));
+    }
+
+    /// Pending timers.
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Starts handling: takes the held records whose epoch the frontier has passed (all when
+    /// it is empty), sorted. Then call [`next`](Self::next) until it returns `None`.
+    pub fn begin(&mut self, frontier: &MutableAntichain<Time>) {
+        self.limit = frontier.frontier().iter().next().copied();
+        let mut records: Vec<T> = self.ready.drain(..).collect();
+        while let Some(e) = self.held.first_entry() {
+            if self.limit.is_some_and(|l| *e.key() >= l) {
+                break;
+            }
+            records.append(&mut e.remove());
+        }
+        records.sort_by(|a, b| (a.ts(), a.rank(), a.origin()).cmp(&(b.ts(), b.rank(), b.origin())));
+        self.ready = records.into();
+    }
+
+    /// The next due item in event-time order: a ready record, or a timer before the frontier
+    /// (any timer when it is empty). A timer at `t` comes after the records at or before `t`:
+    /// a notice at the very instant of an expiry still counts. Timers set while handling are
+    /// seen by the next call, so they fire in order too.
+    pub fn next(&mut self) -> Option<Due<T>> {
+        let limit = self.limit;
+        let epoch = self.epoch;
+        let timer = self.timers.first().copied().filter(|&(at, _)| limit.is_none_or(|l| ((at.max(0) - at.max(0) % epoch) as Time) < l));
+        match (self.ready.front(), timer) {
+            (Some(r), Some((at, _))) if r.ts() <= at => self.ready.pop_front().map(Due::Record),
+            (_, Some((at, key))) => {
+                self.timers.pop_first();
+                Some(Due::Timer(at, key))
+            }
+            (Some(_), None) => self.ready.pop_front().map(Due::Record),
+            (None, None) => None,
+        }
+    }
+
+    /// After handling, moves the capability to the least time output may still come at, or
+    /// drops it when nothing can.
+    pub fn settle(&mut self, frontier: &MutableAntichain<Time>) {
+        let mut low = frontier.frontier().iter().next().copied();
+        if let Some((&t, _)) = self.held.first_key_value() {
+            low = Some(low.map_or(t, |l| l.min(t)));
+        }
+        if let Some(&(at, _)) = self.timers.first() {
+            let t = self.epoch_of(at);
+            low = Some(low.map_or(t, |l| l.min(t)));
+        }
+        match (low, self.cap.as_mut()) {
+            (None, _) => self.cap = None,
+            (Some(t), Some(cap)) if t > *cap.time() => cap.downgrade(&t),
+            _ => {}
+        }
+    }
+
+    /// A capability for output at event time `ts` (at least the current one).
+    pub fn cap_at(&self, ts: i64) -> Option<Capability<Time>> {
+        let cap = self.cap.as_ref()?;
+        let t = self.epoch_of(ts).max(*cap.time());
+        Some(cap.delayed(&t))
+    }
+
+    /// The held capability.
+    pub fn cap(&self) -> Option<&Capability<Time>> {
+        self.cap.as_ref()
+    }
+}
