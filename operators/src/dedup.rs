@@ -214,7 +214,7 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                         }
                     });
                     ordered.begin(frontier);
-                    while let Some(due) = ordered.next() {
+                    while let Some(due) = ordered.next_due() {
                         let (row, timer) = match due {
                             Due::Record(a) => notice(&op, &mut state, &mut open_per_tenant, a, &stats),
                             Due::Timer(at, fp) => timeout(&op, &mut state, &mut open_per_tenant, at, fp),
@@ -549,11 +549,11 @@ mod tests {
                 t += (r.next() % 400) as i64;
                 let host = format!("h{}", r.next() % 60);
                 let name = ["A", "B", "C"][(r.next() % 3) as usize];
-                let status = if r.next() % 7 == 0 { Status::Resolved } else { Status::Firing };
+                let status = if r.next().is_multiple_of(7) { Status::Resolved } else { Status::Firing };
                 // Up to 3 s of disorder; notices of one fingerprint spread over partitions.
                 let ts = t - (r.next() % 3000) as i64;
                 let mut a = alert(name, &host, ts, status, (i / 700) as u32, i % 700);
-                if r.next() % 13 == 0 {
+                if r.next().is_multiple_of(13) {
                     a.ends_at = Some(ts + (r.next() % 200_000) as i64);
                 }
                 input.push(a);

@@ -110,7 +110,7 @@ impl<T: Timed> Ordered<T> {
             }
             records.append(&mut e.remove());
         }
-        records.sort_by(|a, b| (a.ts(), a.rank(), a.origin()).cmp(&(b.ts(), b.rank(), b.origin())));
+        records.sort_by_key(|a| (a.ts(), a.rank(), a.origin()));
         self.ready = records.into();
     }
 
@@ -118,7 +118,7 @@ impl<T: Timed> Ordered<T> {
     /// (any timer when it is empty). A timer at `t` comes after the records at or before `t`:
     /// a notice at the very instant of an expiry still counts. Timers set while handling are
     /// seen by the next call, so they fire in order too.
-    pub fn next(&mut self) -> Option<Due<T>> {
+    pub fn next_due(&mut self) -> Option<Due<T>> {
         let limit = self.limit;
         let epoch = self.epoch;
         let timer = self.timers.first().copied().filter(|&(at, _)| limit.is_none_or(|l| ((at.max(0) - at.max(0) % epoch) as Time) < l));

@@ -296,7 +296,7 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                         }
                     });
                     ordered.begin(frontier);
-                    while let Some(due) = ordered.next() {
+                    while let Some(due) = ordered.next_due() {
                         let mut emit = |at: i64, o: Out| out.entry(ordered_epoch(at, op.epoch)).or_default().push(o);
                         let timer = match due {
                             Due::Record(e) => event(&op, &mut groups, e, &mut emit),
@@ -320,6 +320,8 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                 }
             },
         );
+        // `Result` is only the routing tag of `ok_err` (see correlate.rs).
+        #[allow(clippy::result_large_err)]
         let (events, rest): (Stream<'s, Time, Vec<AlertEvent>>, Stream<'s, Time, Vec<Out>>) = both.ok_err(|o| match o {
             Out::Event(e) => Ok(e),
             other => Err(other),
@@ -411,7 +413,7 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
 }
 
 fn tick(op: &Suppress, groups: &mut HashMap<u64, Group>, at: i64, gh: u64, emit: &mut impl FnMut(i64, Out)) -> TimerChange {
-    let Some(g) = groups.get_mut(&gh) else { return None };
+    let g = groups.get_mut(&gh)?;
     if g.timer != Some(at) {
         return None;
     }

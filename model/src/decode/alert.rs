@@ -365,6 +365,112 @@ fn time_value(c: &mut Cursor<'_>, line: &[u8], f: &mut Fields, field: &'static s
     }
 }
 
+/// The roles of a CSV alert file's columns: `ts` (or `timestamp`), `tenant`, `alertname`,
+/// `severity`, `status`, `starts_at`, `ends_at`, `generator_url`, `annotation.<key>` columns
+/// as annotations, every other column a label (an empty cell is no label).
+#[derive(Clone, Debug)]
+pub struct CsvAlertHeader {
+    width: usize,
+    ts: usize,
+    roles: Vec<Role>,
+}
+
+#[derive(Clone, Debug)]
+enum Role {
+    Skip,
+    Tenant,
+    Status,
+    Starts,
+    Ends,
+    Url,
+    Label(Arc<str>),
+    Annotation(Arc<str>),
+}
+
+impl CsvAlertHeader {
+    /// Reads a header line.
+    pub fn parse(line: &[u8]) -> Result<CsvAlertHeader, DecodeError> {
+        let names = super::csv::header_names(line)?;
+        let ts = names
+            .iter()
+            .position(|n| n == "ts" || n == "timestamp")
+            .ok_or_else(|| DecodeError::CsvHeader(format!("no `ts` column (found: {})", names.join(", "))))?;
+        if !names.iter().any(|n| n == "alertname") {
+            return Err(DecodeError::CsvHeader(format!("no `alertname` column (found: {})", names.join(", "))));
+        }
+        let roles = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n.as_str() {
+                _ if i == ts => Role::Skip,
+                "tenant" => Role::Tenant,
+                "status" => Role::Status,
+                "starts_at" | "startsAt" => Role::Starts,
+                "ends_at" | "endsAt" => Role::Ends,
+                "generator_url" | "generatorURL" => Role::Url,
+                n => match n.strip_prefix("annotation.") {
+                    Some(a) => Role::Annotation(a.into()),
+                    None => Role::Label(n.into()),
+                },
+            })
+            .collect();
+        Ok(CsvAlertHeader { width: names.len(), ts, roles })
+    }
+}
+
+impl AlertDecoder {
+    /// Decodes one CSV data line under `header`.
+    pub fn csv(&mut self, header: &CsvAlertHeader, line: &[u8], part: u32, pos: u64) -> Result<Alert, DecodeError> {
+        start(line)?;
+        self.f.clear();
+        let mut cells = Vec::with_capacity(header.width);
+        super::csv::split_line(line, &mut self.f.scratch, &mut cells)?;
+        if cells.len() != header.width {
+            return Err(DecodeError::CsvWidth { got: cells.len(), want: header.width });
+        }
+        let ts_text = cells[header.ts].text(line, &self.f.scratch).to_string();
+        if ts_text.trim().is_empty() {
+            return Err(DecodeError::Missing("ts"));
+        }
+        let ts = parse_time_field("ts", &ts_text)?;
+        for (i, role) in header.roles.iter().enumerate() {
+            let c = cells[i];
+            let text = c.text(line, &self.f.scratch).to_string();
+            if text.is_empty() {
+                continue;
+            }
+            let f = &mut self.f;
+            match role {
+                Role::Skip => {}
+                Role::Tenant => f.tenant = Some(c),
+                Role::Status => {
+                    f.status = Some(match text.to_ascii_lowercase().as_str() {
+                        "firing" => Status::Firing,
+                        "resolved" => Status::Resolved,
+                        _ => {
+                            return Err(DecodeError::WrongType {
+                                field: "status".into(),
+                                expected: "\"firing\" or \"resolved\"",
+                                got: "another string",
+                            });
+                        }
+                    })
+                }
+                Role::Starts => f.starts_at = Some(parse_time_field("starts_at", &text)?),
+                Role::Ends => f.ends_at = Some(parse_time_field("ends_at", &text)?),
+                Role::Url => f.generator_url = Some(c),
+                Role::Label(k) | Role::Annotation(k) => {
+                    let s = f.scratch.len();
+                    f.scratch.extend_from_slice(k.as_bytes());
+                    let key = Text::Scratch(s as u32, f.scratch.len() as u32);
+                    if matches!(role, Role::Label(_)) { f.labels.push((key, c)) } else { f.annotations.push((key, c)) }
+                }
+            }
+        }
+        self.finish(line, ts, part, pos, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +530,31 @@ mod tests {
             assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
         }
         d.alertmanager(b"[]", 0, 0, &mut out).unwrap();
+    }
+
+    #[test]
+    fn csv_alerts() {
+        let h = CsvAlertHeader::parse(b"ts,tenant,alertname,severity,service,status,annotation.summary").unwrap();
+        let mut d = AlertDecoder::new();
+        let a = d.csv(&h, b"2026-01-01T00:00:05Z,acme,HighCpu,critical,\"api,v2\",firing,cpu hot", 0, 1).unwrap();
+        assert_eq!(
+            (a.tenant(), a.alertname(), a.severity(), a.status, a.ts),
+            ("acme", "HighCpu", "critical", Status::Firing, 1_767_225_605_000)
+        );
+        assert_eq!(a.labels.to_json(), r#"{"alertname":"HighCpu","service":"api,v2","severity":"critical"}"#);
+        assert_eq!(a.annotations.to_json(), r#"{"summary":"cpu hot"}"#);
+        let b = d.csv(&h, b"1767225605000,,HighCpu,,,resolved,", 0, 2).unwrap();
+        assert_eq!((b.tenant(), b.status, b.severity()), ("default", Status::Resolved, "none"));
+        for (line, want) in [
+            (&b"1,t,A,x,y,maybe,"[..], "field `status` must be"),
+            (b"1,t,A", "the header has 7"),
+            (b",t,A,x,y,firing,", "missing field `ts`"),
+            (b"1,t,,x,y,firing,", "alertname"),
+        ] {
+            let e = d.csv(&h, line, 0, 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
+        }
+        assert!(CsvAlertHeader::parse(b"ts,name").unwrap_err().to_string().contains("no `alertname` column"));
+        assert!(CsvAlertHeader::parse(b"alertname,x").unwrap_err().to_string().contains("no `ts` column"));
     }
 }

@@ -23,13 +23,7 @@ pub struct CsvHeader {
 impl CsvHeader {
     /// Reads a header line; the error says what is wrong with it.
     pub fn parse(line: &[u8]) -> Result<CsvHeader, DecodeError> {
-        let line = super::trim_line(line);
-        let text = std::str::from_utf8(line).map_err(|e| DecodeError::CsvHeader(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-        let mut scratch = Vec::new();
-        let mut cells = Vec::new();
-        split(line, &mut scratch, &mut cells).map_err(|_| DecodeError::CsvHeader("unclosed quote".into()))?;
-        let _ = text;
-        let names: Vec<String> = cells.iter().map(|t| t.text(line, &scratch).trim().to_string()).collect();
+        let names = header_names(line)?;
         let find = |alts: &[&str]| names.iter().position(|n| alts.contains(&n.as_str()));
         let mut seen = std::collections::HashSet::new();
         for n in &names {
@@ -114,6 +108,31 @@ impl CsvMetricDecoder {
         }
         f.finish(line, interner)
     }
+}
+
+/// The trimmed column names of a header line, checked for empty and duplicate names.
+pub(crate) fn header_names(line: &[u8]) -> Result<Vec<String>, DecodeError> {
+    let line = super::trim_line(line);
+    std::str::from_utf8(line).map_err(|e| DecodeError::CsvHeader(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let mut scratch = Vec::new();
+    let mut cells = Vec::new();
+    split(line, &mut scratch, &mut cells).map_err(|_| DecodeError::CsvHeader("unclosed quote".into()))?;
+    let names: Vec<String> = cells.iter().map(|t| t.text(line, &scratch).trim().to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for n in &names {
+        if n.is_empty() {
+            return Err(DecodeError::CsvHeader("a column has no name".into()));
+        }
+        if !seen.insert(n.as_str()) {
+            return Err(DecodeError::CsvHeader(format!("column `{n}` appears twice")));
+        }
+    }
+    Ok(names)
+}
+
+/// Splits one CSV line into cells (for other decoders of this module tree).
+pub(crate) fn split_line(line: &[u8], scratch: &mut Vec<u8>, cells: &mut Vec<Text>) -> Result<(), DecodeError> {
+    split(line, scratch, cells)
 }
 
 /// Splits one CSV line into cells.

@@ -11,7 +11,7 @@ mod error;
 mod json;
 mod ndjson;
 
-pub use alert::AlertDecoder;
+pub use alert::{AlertDecoder, CsvAlertHeader};
 pub use csv::{CsvHeader, CsvMetricDecoder};
 pub use error::DecodeError;
 pub use ndjson::NdjsonMetricDecoder;
