@@ -5,6 +5,7 @@
 pub mod failure;
 pub mod file;
 pub mod parquet;
+pub mod topology;
 
 pub use failure::Failure;
 

@@ -8,8 +8,12 @@ use std::sync::Arc;
 
 use alertflow_connectors::file::{FileSource, FileSourceConfig, Records};
 use alertflow_connectors::parquet::Compression;
+use alertflow_connectors::topology::TopologyFile;
+use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
 use alertflow_model::time::DurationMs;
-use alertflow_operators::{Aggregate, AggregateConfig};
+use alertflow_operators::dedup::{Dedup, DedupConfig};
+use alertflow_operators::suppress::{Suppress, SuppressConfig};
+use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig};
 use serde::{Deserialize, Serialize};
 
 /// The `[engine]` section.
@@ -83,6 +87,23 @@ pub struct ConfigErrors {
     pub problems: Vec<ConfigProblem>,
 }
 
+/// The alert chain: alert sources → dedup → suppress → correlate, writing the `alerts`,
+/// `storms` and `incidents` tables. It runs whenever the pipeline has an alert source; the
+/// `[dedup]`, `[suppress]` and `[correlate]` sections only change the defaults.
+#[derive(Debug)]
+pub struct AlertChain {
+    /// Indexes of the alert sources feeding it.
+    pub inputs: Vec<usize>,
+    /// Lifecycle.
+    pub dedup: Dedup,
+    /// Storms.
+    pub suppress: Suppress,
+    /// Incidents.
+    pub correlate: Correlate,
+    /// The topology file, read and checked at planning.
+    pub topology: Option<Arc<TopologyFile>>,
+}
+
 /// A validated pipeline, its sources planned: ready to run.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -94,6 +115,8 @@ pub struct Pipeline {
     pub sources: Vec<Arc<FileSource>>,
     /// Aggregates with the index of their input source.
     pub aggregates: Vec<(Aggregate, usize)>,
+    /// The alert chain, when there are alert sources.
+    pub alerts: Option<AlertChain>,
     /// `[output]`.
     pub output: OutputConfig,
     /// The output folder, resolved.
@@ -117,6 +140,9 @@ impl Pipeline {
         let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
         let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
         let mut output: Option<OutputConfig> = None;
+        let mut dedup_cfg: Option<DedupConfig> = None;
+        let mut suppress_cfg: Option<SuppressConfig> = None;
+        let mut correlate_cfg: Option<CorrelateConfig> = None;
         // Source names as written, even of sources that fail to parse (for better messages).
         let mut declared: Vec<String> = Vec::new();
 
@@ -159,7 +185,12 @@ impl Pipeline {
                         }
                     }
                 }
-                other => p.push(problem(other, "unknown section; expected one of engine, source, aggregate, output")),
+                "dedup" => dedup_cfg = section::<DedupConfig>("dedup", value, &mut p),
+                "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
+                "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
+                other => {
+                    p.push(problem(other, "unknown section; expected one of engine, source, aggregate, dedup, suppress, correlate, output"))
+                }
             }
         }
 
@@ -224,13 +255,17 @@ impl Pipeline {
                     &format!("{at}.name"),
                     format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
                 ));
-            } else if c.name == alertflow_model::tables::DEAD_LETTERS {
-                p.push(problem(&format!("{at}.name"), "`dead_letters` is the name of the dead-letter table"));
+            } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
+                p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
             } else if !tables.insert(c.name.clone()) {
                 p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
             }
             let input = match source_index.get(&c.input) {
                 Some(&(idx, Records::Metrics)) => Some(idx),
+                Some(&(_, Records::Alerts)) => {
+                    p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; aggregates read metric sources", c.input)));
+                    None
+                }
                 None => {
                     if !declared.contains(&c.input) {
                         p.push(problem(
@@ -255,20 +290,103 @@ impl Pipeline {
             }
         }
 
+        let alerts = alert_chain(
+            base,
+            &engine,
+            &table,
+            &source_index,
+            &declared,
+            (dedup_cfg, suppress_cfg, correlate_cfg),
+            source_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+            &mut p,
+        );
+
         if !p.is_empty() {
             return Err(ConfigErrors { problems: p });
         }
         let output = output.expect("checked above");
         let output_dir = base.join(&output.path);
-        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, output, output_dir })
+        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, alerts, output, output_dir })
     }
 
     /// The names of the tables this pipeline writes.
     pub fn table_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.aggregates.iter().map(|(a, _)| a.name().to_string()).collect();
-        v.push(alertflow_model::tables::DEAD_LETTERS.to_string());
+        if self.alerts.is_some() {
+            v.extend([ALERTS, STORMS, INCIDENTS].map(String::from));
+        }
+        v.push(DEAD_LETTERS.to_string());
         v
     }
+}
+
+type AlertSections = (Option<DedupConfig>, Option<SuppressConfig>, Option<CorrelateConfig>);
+
+/// Validates the alert chain's sections (with defaults for the missing ones) and reads the
+/// topology file. `sources_ok` says whether every source parsed (otherwise a missing alert
+/// source may just be a broken one, already reported).
+#[allow(clippy::too_many_arguments)]
+fn alert_chain(
+    base: &Path,
+    engine: &EngineConfig,
+    table: &toml::Table,
+    source_index: &std::collections::HashMap<String, (usize, Records)>,
+    declared: &[String],
+    (dedup, suppress, correlate): AlertSections,
+    sources_ok: bool,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<AlertChain> {
+    let mut alert_sources: Vec<(usize, &String)> =
+        source_index.iter().filter(|(_, (_, r))| *r == Records::Alerts).map(|(n, (i, _))| (*i, n)).collect();
+    alert_sources.sort();
+    let sections: Vec<&str> = ["dedup", "suppress", "correlate"].into_iter().filter(|s| table.contains_key(*s)).collect();
+    if alert_sources.is_empty() {
+        if sources_ok && let Some(s) = sections.first() {
+            p.push(problem(s, "no alert source: add a [[source]] with records = \"alerts\" for the alert chain to read"));
+        }
+        return None;
+    }
+    let (dedup, suppress, correlate) = (dedup.unwrap_or_default(), suppress.unwrap_or_default(), correlate.unwrap_or_default());
+    let d = op_problems("dedup", Dedup::with_config(&dedup, engine.epoch), p);
+    let s = op_problems("suppress", Suppress::with_config(&suppress, engine.epoch), p);
+    let c = op_problems("correlate", Correlate::with_config(&correlate, engine.epoch), p);
+    let inputs = match &dedup.input {
+        None => alert_sources.iter().map(|(i, _)| *i).collect(),
+        Some(name) => match source_index.get(name) {
+            Some(&(i, Records::Alerts)) => vec![i],
+            Some(_) => {
+                p.push(problem("dedup.input", format!("`{name}` is a metric source; dedup reads alert sources (records = \"alerts\")")));
+                vec![]
+            }
+            None => {
+                if !declared.contains(name) {
+                    p.push(problem("dedup.input", format!("no source named `{name}` (sources: {})", declared.join(", "))));
+                }
+                vec![]
+            }
+        },
+    };
+    let topology = match &correlate.topology {
+        None => None,
+        Some(t) => match TopologyFile::load(base.join(t), t.clone()) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                p.push(problem("correlate.topology", e));
+                None
+            }
+        },
+    };
+    Some(AlertChain { inputs, dedup: d?, suppress: s?, correlate: c?, topology })
+}
+
+/// An operator, or its config errors as problems under `at`.
+fn op_problems<T>(at: &str, r: Result<T, Vec<ConfigError>>, p: &mut Vec<ConfigProblem>) -> Option<T> {
+    r.map_err(|es| {
+        for e in es {
+            p.push(problem(&format!("{at}.{}", e.field), e.message));
+        }
+    })
+    .ok()
 }
 
 fn one(field: &str, message: String) -> ConfigErrors {

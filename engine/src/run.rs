@@ -6,12 +6,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alertflow_connectors::Failure;
-use alertflow_connectors::file::{SourceStats, file_source};
+use alertflow_connectors::file::{Records, SourceStats, file_source};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
-use alertflow_model::tables::{DEAD_LETTERS, DeadLetterTable, TableBuilder, WindowTable};
-use alertflow_operators::{AggregateExt, Time};
+use alertflow_connectors::topology::topology_source;
+use alertflow_model::tables::{
+    ALERTS, AlertsTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder, WindowTable,
+};
+use alertflow_model::{Alert, Metric};
+use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::generic::operator::empty;
 
 use crate::config::Pipeline;
 
@@ -72,10 +77,23 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// `records_in` per second of wall time.
     pub records_per_second: f64,
+    /// The alert chain's counters, when it ran.
+    pub alerts: Option<AlertSummary>,
     /// Per table.
     pub tables: Vec<TableSummary>,
     /// Where the tables are.
     pub output: String,
+}
+
+/// What the alert chain did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertSummary {
+    /// Alert notices that reached dedup.
+    pub notices: u64,
+    /// Lifecycle rows dedup emitted (before correlate adds `regrouped` rows).
+    pub lifecycle_rows: u64,
+    /// New fingerprints dropped because their tenant held `max_open_per_tenant` open alerts.
+    pub overflow: u64,
 }
 
 /// A run that failed after it started.
@@ -109,6 +127,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     for (agg, _) in &pipeline.aggregates {
         table_schemas.push((agg.name().to_string(), WindowTable::new(agg.group_by(), agg.functions()).schema()));
     }
+    if pipeline.alerts.is_some() {
+        table_schemas.push((ALERTS.to_string(), AlertsTable::default().schema()));
+        table_schemas.push((STORMS.to_string(), StormsTable::default().schema()));
+        table_schemas.push((INCIDENTS.to_string(), IncidentsTable::default().schema()));
+    }
     table_schemas.push((DEAD_LETTERS.to_string(), DeadLetterTable::default().schema()));
     for (name, schema) in &table_schemas {
         let dir = out.join(name);
@@ -121,6 +144,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
 
     let source_stats: Arc<Vec<Arc<SourceStats>>> = Arc::new(pipeline.sources.iter().map(|_| Arc::default()).collect());
     let sink_stats: Arc<Vec<Arc<SinkStats>>> = Arc::new(table_schemas.iter().map(|_| Arc::default()).collect());
+    let dedup_stats: Arc<DedupStats> = Arc::default();
     let failure = Failure::new();
     let total_bytes: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
     tracing::info!(
@@ -133,9 +157,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
+        let dedup_stats = dedup_stats.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
-            build_dataflow(worker, &pipeline, &source_stats, &sink_stats, &failure, index);
+            let stats = Stats { sources: &source_stats, sinks: &sink_stats, dedup: &dedup_stats };
+            build_dataflow(worker, &pipeline, stats, &failure, index);
             while worker.has_dataflows() {
                 worker.step_or_park(None);
             }
@@ -196,50 +222,96 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         bytes_in: sum(|s| s.bytes.load(Ordering::Relaxed)),
         wall_seconds: wall,
         records_per_second: if wall > 0.0 { records_in as f64 / wall } else { 0.0 },
+        alerts: pipeline.alerts.as_ref().map(|_| AlertSummary {
+            notices: dedup_stats.notices.load(Ordering::Relaxed),
+            lifecycle_rows: dedup_stats.rows.load(Ordering::Relaxed),
+            overflow: dedup_stats.overflow.load(Ordering::Relaxed),
+        }),
         tables,
         output: pipeline.output_dir.display().to_string(),
     })
 }
 
-fn build_dataflow(
-    worker: &mut timely::worker::Worker,
-    pipeline: &Pipeline,
-    source_stats: &[Arc<SourceStats>],
-    sink_stats: &[Arc<SinkStats>],
-    failure: &Failure,
-    index: usize,
-) {
-    let out = &pipeline.output_dir;
-    let span = pipeline.output.file_span.millis();
+/// The shared counters a worker's dataflow reports into.
+#[derive(Clone, Copy)]
+struct Stats<'a> {
+    sources: &'a [Arc<SourceStats>],
+    /// In the order of the tables: aggregates, then the alert tables, then dead letters.
+    sinks: &'a [Arc<SinkStats>],
+    dedup: &'a Arc<DedupStats>,
+}
+
+fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stats: Stats<'_>, failure: &Failure, index: usize) {
+    let sink = |table: &str| Sink { pipeline, table: table.to_string(), worker: index };
     worker.dataflow::<Time, _, _>(|scope| {
+        let epoch = pipeline.engine.epoch;
         let mut points = Vec::new();
+        let mut alerts = Vec::new();
         let mut dead = Vec::new();
         for (i, src) in pipeline.sources.iter().enumerate() {
-            let (p, d) = file_source(scope, src.clone(), pipeline.engine.epoch, source_stats[i].clone(), failure.clone());
-            points.push(p);
+            let (st, f) = (stats.sources[i].clone(), failure.clone());
+            let d = match src.records {
+                Records::Metrics => {
+                    let (p, d) = file_source::<Metric>(scope, src.clone(), epoch, st, f);
+                    points.push(Some(p));
+                    alerts.push(None);
+                    d
+                }
+                Records::Alerts => {
+                    let (a, d) = file_source::<Alert>(scope, src.clone(), epoch, st, f);
+                    points.push(None);
+                    alerts.push(Some(a));
+                    d
+                }
+            };
             dead.push(d);
         }
-        for (t, (agg, input)) in pipeline.aggregates.iter().enumerate() {
-            let sink = ParquetSink {
-                table: agg.name().to_string(),
-                dir: out.join(agg.name()),
-                builder: WindowTable::new(agg.group_by(), agg.functions()),
-                compression: pipeline.output.compression,
-                span,
-                worker: index,
-                fsync: pipeline.output.fsync,
-            };
-            points[*input].clone().aggregate(agg).sink_parquet(sink, sink_stats[t].clone(), failure.clone());
-        }
-        let sink = ParquetSink {
-            table: DEAD_LETTERS.to_string(),
-            dir: out.join(DEAD_LETTERS),
-            builder: DeadLetterTable::default(),
-            compression: pipeline.output.compression,
-            span,
-            worker: index,
-            fsync: pipeline.output.fsync,
+        let mut sink_index = 0;
+        let mut next_sink = || {
+            sink_index += 1;
+            stats.sinks[sink_index - 1].clone()
         };
-        scope.concatenate(dead).sink_parquet(sink, sink_stats[pipeline.aggregates.len()].clone(), failure.clone());
+        for (agg, input) in &pipeline.aggregates {
+            let s = sink(agg.name()).with(WindowTable::new(agg.group_by(), agg.functions()));
+            let p = points[*input].clone().expect("validated: aggregates read metric sources");
+            p.aggregate(agg).sink_parquet(s, next_sink(), failure.clone());
+        }
+        if let Some(chain) = &pipeline.alerts {
+            let input = scope.concatenate(chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources")));
+            let suppressed = input.dedup(&chain.dedup, stats.dedup.clone()).suppress(&chain.suppress);
+            let topology = match &chain.topology {
+                // The dead-letter streams of the alert sources move with their data's frontier.
+                Some(file) => topology_source(scope, file.clone(), scope.concatenate(chain.inputs.iter().map(|&i| dead[i].clone()))),
+                None => empty(scope),
+            };
+            let correlated = suppressed.events.correlate(&chain.correlate, suppressed.members, topology);
+            correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
+            suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
+            correlated.incidents.sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
+        }
+        let s = sink(DEAD_LETTERS).with(DeadLetterTable::default());
+        scope.concatenate(dead).sink_parquet(s, next_sink(), failure.clone());
     });
+}
+
+/// The parts of a Parquet sink every table shares.
+struct Sink<'a> {
+    pipeline: &'a Pipeline,
+    table: String,
+    worker: usize,
+}
+
+impl Sink<'_> {
+    fn with<B>(self, builder: B) -> ParquetSink<B> {
+        let o = &self.pipeline.output;
+        ParquetSink {
+            dir: self.pipeline.output_dir.join(&self.table),
+            table: self.table,
+            builder,
+            compression: o.compression,
+            span: o.file_span.millis(),
+            worker: self.worker,
+            fsync: o.fsync,
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod series;
 pub mod size;
 pub mod tables;
 pub mod time;
+pub mod topology;
 pub mod window;
 
 pub use alert::{Alert, Status};

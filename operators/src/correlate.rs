@@ -139,22 +139,7 @@ impl Correlate {
     }
 }
 
-/// A change of the topology: one row of the file appearing (`diff` +1) or disappearing (−1).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TopologyChange {
-    /// The service.
-    pub service: Arc<str>,
-    /// The service it depends on (calls), if the row names one.
-    pub depends_on: Option<Arc<str>>,
-    /// Its team.
-    pub team: Option<Arc<str>>,
-    /// Its tier.
-    pub tier: Option<Arc<str>>,
-    /// +1 or −1.
-    pub diff: i64,
-    /// Event time at which it applies (the data's frontier when the change was read).
-    pub ts: i64,
-}
+pub use alertflow_model::topology::TopologyChange;
 
 /// What correlate handles, in event-time order: topology changes before events of the same time.
 #[derive(Clone, Debug, Serialize, Deserialize)]

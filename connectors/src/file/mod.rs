@@ -10,6 +10,7 @@
 
 pub mod chunk;
 mod parquet_rows;
+pub mod records;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use alertflow_model::size::ByteSize;
 use alertflow_model::time::DurationMs;
 use serde::{Deserialize, Serialize};
 
+pub use records::FileRecord;
 pub use source::file_source;
 
 /// The `[[source]]` section of `type = "file"`.
@@ -30,10 +32,11 @@ pub struct FileSourceConfig {
     pub name: String,
     /// A path or a glob (`logs/*.ndjson`), relative to the pipeline file.
     pub path: String,
-    /// `ndjson`, `csv` or `parquet`; by default taken from each file's extension.
+    /// `ndjson`, `csv`, `parquet` (metrics) or `alertmanager` (alerts: Alertmanager v2 JSON,
+    /// an object or an array of alerts per line); by default taken from each file's extension.
     #[serde(default)]
     pub format: Option<Format>,
-    /// What the records are: `metrics`.
+    /// What the records are: `metrics` or `alerts`.
     #[serde(default)]
     pub records: Records,
     /// How far behind the newest event time of its partition a record may be and still count;
@@ -44,6 +47,10 @@ pub struct FileSourceConfig {
     /// workers. Smaller pieces balance better; each piece has its own watermark.
     #[serde(default = "default_chunk_size")]
     pub chunk_size: ByteSize,
+    /// Replays the input at most this many lines per second (all workers together), to watch
+    /// a bounded file behave like a live stream; unlimited by default.
+    #[serde(default)]
+    pub replay_rate: Option<u64>,
 }
 
 fn default_out_of_orderness() -> DurationMs {
@@ -64,6 +71,8 @@ pub enum Format {
     Csv,
     /// Apache Parquet.
     Parquet,
+    /// Prometheus Alertmanager v2 JSON: an alert object or an array of them per line.
+    Alertmanager,
 }
 
 impl Format {
@@ -85,6 +94,8 @@ pub enum Records {
     /// Metric points.
     #[default]
     Metrics,
+    /// Alert notifications.
+    Alerts,
 }
 
 /// A file found by a source's path.
@@ -147,6 +158,10 @@ pub struct FileSource {
     pub total_bytes: u64,
     /// The files.
     pub files: Vec<Arc<PlannedFile>>,
+    /// What the records are.
+    pub records: Records,
+    /// Lines per second to replay at, if paced.
+    pub replay_rate: Option<u64>,
 }
 
 /// Why a source could not be planned (a configuration problem: the run does not start).
@@ -167,6 +182,12 @@ pub enum PlanError {
     /// The chunk size is unusable.
     #[error("chunk_size: must be at least 1KiB")]
     ChunkSize,
+    /// A zero replay rate.
+    #[error("replay_rate: must be at least 1 (line per second); leave it out for no pacing")]
+    ReplayRate,
+    /// The format cannot carry the records.
+    #[error("format: {0}")]
+    Unsupported(String),
 }
 
 impl FileSource {
@@ -175,6 +196,9 @@ impl FileSource {
     pub fn plan(cfg: &FileSourceConfig, base: &Path, first_id: u32) -> Result<FileSource, PlanError> {
         if cfg.chunk_size.0 < 1024 {
             return Err(PlanError::ChunkSize);
+        }
+        if cfg.replay_rate == Some(0) {
+            return Err(PlanError::ReplayRate);
         }
         let pattern = base.join(&cfg.path);
         let pattern_str = pattern.to_string_lossy().to_string();
@@ -205,6 +229,17 @@ impl FileSource {
                 Some(f) => f,
                 None => return Err(PlanError::UnknownFormat(display.to_string())),
             };
+            match (cfg.records, format) {
+                (Records::Alerts, Format::Parquet) => {
+                    return Err(PlanError::Unsupported(format!(
+                        "`{display}` is Parquet, which alert sources do not read; use ndjson, alertmanager or csv"
+                    )));
+                }
+                (Records::Metrics, Format::Alertmanager) => {
+                    return Err(PlanError::Unsupported("`alertmanager` holds alerts: set records = \"alerts\"".into()));
+                }
+                _ => {}
+            }
             let len = std::fs::metadata(&path).map_err(|e| PlanError::Io(display.to_string(), e))?.len();
             total += len;
             let file = Arc::new(PlannedFile { path: path.clone(), display, len, format });
@@ -214,7 +249,7 @@ impl FileSource {
                 id += 1;
             };
             match format {
-                Format::Ndjson | Format::Csv => {
+                Format::Ndjson | Format::Csv | Format::Alertmanager => {
                     let size = cfg.chunk_size.0;
                     let chunks = len.div_ceil(size).max(1);
                     for k in 0..chunks {
@@ -240,6 +275,8 @@ impl FileSource {
             partitions,
             total_bytes: total,
             files,
+            records: cfg.records,
+            replay_rate: cfg.replay_rate,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The file source operator: reads this worker's partitions one after another, decodes them,
-//! and emits metric points at their event-time epoch and dead letters (bad and late records).
+//! and emits records (metric points or alerts, see [`FileRecord`]) at their event-time epoch
+//! and dead letters (bad and late records).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -7,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
-use alertflow_model::decode::{CsvHeader, CsvMetricDecoder, DecodeError, NdjsonMetricDecoder, is_blank, trim_line};
+use alertflow_model::decode::{DecodeError, is_blank, trim_line};
 use alertflow_model::time::{DurationMs, floor_to};
-use alertflow_model::{Metric, SeriesInterner};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
@@ -19,6 +19,7 @@ use timely::dataflow::{Scope, Stream};
 
 use super::chunk::{ChunkReader, Line, count_newlines};
 use super::parquet_rows::{Columns, open_row_group};
+use super::records::FileRecord;
 use super::{FileSource, Format, PartKind, Partition, PlannedFile, SourceStats};
 use crate::{Failure, Time};
 
@@ -26,23 +27,23 @@ use crate::{Failure, Time};
 const LINES_PER_ACTIVATION: usize = 32 * 1024;
 /// Read size of the chunk reader.
 const READ_BLOCK: usize = 256 << 10;
-/// Points buffered under one time before they are sent on.
+/// Records buffered under one time before they are sent on.
 const BATCH: usize = 1024;
 
-/// Builds the file source on this worker: the metric points and the dead letters.
-pub fn file_source<'s>(
+/// Builds the file source on this worker: the records and the dead letters.
+pub fn file_source<'s, R: FileRecord>(
     scope: Scope<'s, Time>,
     source: Arc<FileSource>,
     epoch: DurationMs,
     stats: Arc<SourceStats>,
     failure: Failure,
-) -> (Stream<'s, Time, Vec<Metric>>, Stream<'s, Time, Vec<DeadLetter>>) {
+) -> (Stream<'s, Time, Vec<R>>, Stream<'s, Time, Vec<DeadLetter>>) {
     let mut builder = OperatorBuilder::new(format!("source:{}", source.name), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
-    let (points_out, points) = builder.new_output::<Vec<Metric>>();
+    let (points_out, points) = builder.new_output::<Vec<R>>();
     let (dead_out, dead) = builder.new_output::<Vec<DeadLetter>>();
-    let mut points_out = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Metric>>>::from(points_out);
+    let mut points_out = OutputBuilder::<Time, CapacityContainerBuilder<Vec<R>>>::from(points_out);
     let mut dead_out = OutputBuilder::<Time, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead_out);
     let (index, peers) = (scope.index(), scope.peers());
     let epoch = epoch.millis().max(1) as i64;
@@ -50,13 +51,27 @@ pub fn file_source<'s>(
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
-        let mut reader = WorkerReader::new(source, index, peers);
+        // Replay pacing: lines this worker may have read by now.
+        let pace = source.replay_rate.map(|r| (std::time::Instant::now(), (r as f64 / peers as f64).max(1.0)));
+        let mut lines_read = 0u64;
+        let mut reader = WorkerReader::<R>::new(source, index, peers);
         move |_frontiers| {
             let (Some(pcap), Some(dcap)) = (points_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
             };
             let mut work = Work::default();
-            let more = if failure.is_set() { false } else { reader.step(&mut work, epoch, &failure) };
+            let mut limit = LINES_PER_ACTIVATION;
+            if let Some((start, rate)) = pace {
+                let allowed = (start.elapsed().as_secs_f64() * rate) as u64;
+                limit = limit.min(allowed.saturating_sub(lines_read) as usize);
+                if limit == 0 {
+                    activator.activate_after(std::time::Duration::from_millis(5));
+                    return;
+                }
+            }
+            let before = work.records;
+            let more = if failure.is_set() { false } else { reader.step(&mut work, epoch, &failure, limit) };
+            lines_read += (work.records - before).max(1);
 
             {
                 let mut out = points_out.activate();
@@ -95,12 +110,11 @@ pub fn file_source<'s>(
 }
 
 /// What one activation produced.
-#[derive(Default)]
-struct Work {
+struct Work<R> {
     /// Points by timely time, in batches of at most [`BATCH`]: a few distinct times per
     /// activation. Small batches keep allocations in the allocator's reusable size classes
     /// (large fresh buffers cost page faults, which dominated an early profile).
-    points: Vec<(Time, Vec<Metric>)>,
+    points: Vec<(Time, Vec<R>)>,
     dead: Vec<DeadLetter>,
     records: u64,
     emitted: u64,
@@ -109,9 +123,15 @@ struct Work {
     bytes: u64,
 }
 
-impl Work {
+impl<R> Default for Work<R> {
+    fn default() -> Self {
+        Work { points: Vec::new(), dead: Vec::new(), records: 0, emitted: 0, bad: 0, late: 0, bytes: 0 }
+    }
+}
+
+impl<R> Work<R> {
     #[inline]
-    fn push(&mut self, t: Time, m: Metric) {
+    fn push(&mut self, t: Time, m: R) {
         // Look from the newest batch back: consecutive points share an epoch.
         for (bt, b) in self.points.iter_mut().rev() {
             if *bt == t {
@@ -144,29 +164,30 @@ struct Active {
 }
 
 enum Input {
-    Lines { reader: ChunkReader, csv: Option<usize>, skip_header: bool, last_pos: u64 },
+    Lines { reader: ChunkReader, format: Format, csv: Option<usize>, skip_header: bool, last_pos: u64 },
     Parquet { reader: ParquetRecordBatchReader, first_row: u64, bytes: u64 },
     Unreadable(String),
 }
 
 /// Per-worker state of the source.
-struct WorkerReader {
+struct WorkerReader<R: FileRecord> {
     source: Arc<FileSource>,
     /// Partitions not started yet, with the least event time each may emit (once peeked).
     queue: VecDeque<(Partition, i64)>,
     peeked: bool,
     active: Option<Active>,
-    interner: SeriesInterner,
-    ndjson: NdjsonMetricDecoder,
-    /// CSV decoders by file (the header is per file).
-    csv: Vec<(Arc<PlannedFile>, Result<CsvMetricDecoder, DecodeError>)>,
+    dec: R::Decoder,
+    /// CSV headers by file.
+    csv: Vec<(Arc<PlannedFile>, Result<R::CsvHeader, DecodeError>)>,
+    /// Event times of the late records of the line being decoded.
+    late_ts: Vec<i64>,
     /// Newline counts known so far per file: (offset, newlines before it).
     line_marks: HashMap<usize, (u64, u64)>,
     /// The read buffer, handed from chunk to chunk.
     spare: Option<Vec<u8>>,
 }
 
-impl WorkerReader {
+impl<R: FileRecord> WorkerReader<R> {
     fn new(source: Arc<FileSource>, index: usize, peers: usize) -> Self {
         let queue = source.partitions.iter().enumerate().filter(|(k, _)| k % peers == index).map(|(_, p)| (p.clone(), 0)).collect();
         WorkerReader {
@@ -174,9 +195,9 @@ impl WorkerReader {
             queue,
             peeked: false,
             active: None,
-            interner: SeriesInterner::new(),
-            ndjson: NdjsonMetricDecoder::new(),
+            dec: R::decoder(),
             csv: Vec::new(),
+            late_ts: Vec::new(),
             line_marks: HashMap::new(),
             spare: None,
         }
@@ -225,14 +246,17 @@ impl WorkerReader {
             if header || is_blank(line) {
                 continue;
             }
-            let decoded = match csv {
-                None => self.ndjson.decode(line, &mut self.interner),
+            let header = match csv {
+                None => None,
                 Some(i) => match &mut self.csv[i].1 {
-                    Ok(d) => d.decode(line, &mut self.interner),
+                    Ok(h) => Some(h),
                     Err(_) => return i64::MAX,
                 },
             };
-            if let Ok((_, ts, _)) = decoded {
+            let mut first_ts = None;
+            if R::decode_line(&mut self.dec, part.file.format, header, line, part.id, 0, |ts, _| first_ts = Some(ts)).is_ok()
+                && let Some(ts) = first_ts
+            {
                 return ts - self.source.out_of_orderness;
             }
             if reader.position() - start > PEEK_BYTES {
@@ -242,7 +266,7 @@ impl WorkerReader {
     }
 
     /// Reads up to one activation's worth. Returns whether anything is left.
-    fn step(&mut self, work: &mut Work, epoch: i64, failure: &Failure) -> bool {
+    fn step(&mut self, work: &mut Work<R>, epoch: i64, failure: &Failure, limit: usize) -> bool {
         if !self.peeked {
             self.peeked = true;
             let mut queue = std::mem::take(&mut self.queue);
@@ -251,7 +275,7 @@ impl WorkerReader {
             }
             self.queue = queue;
         }
-        let mut budget = LINES_PER_ACTIVATION;
+        let mut budget = limit;
         while budget > 0 {
             if self.active.is_none() {
                 let Some((part, low)) = self.queue.pop_front() else { return false };
@@ -282,6 +306,7 @@ impl WorkerReader {
                 let csv = if part.file.format == Format::Csv { Some(self.csv_decoder(&part.file)) } else { None };
                 Input::Lines {
                     reader: ChunkReader::with_buffer(file, *start, *end, part.file.len, READ_BLOCK, self.spare.take().unwrap_or_default()),
+                    format: part.file.format,
                     csv,
                     skip_header: *start == 0 && csv.is_some(),
                     last_pos: *start,
@@ -296,23 +321,23 @@ impl WorkerReader {
         Ok(Active { part, input, low, max_ts: None, pos: 0, lines_before: None })
     }
 
-    /// The CSV decoder of a file, reading its header on first use.
+    /// The CSV header of a file, reading it on first use.
     fn csv_decoder(&mut self, file: &Arc<PlannedFile>) -> usize {
         if let Some(i) = self.csv.iter().position(|(f, _)| Arc::ptr_eq(f, file)) {
             return i;
         }
         let header = read_first_line(file)
             .map_err(|e| DecodeError::CsvHeader(format!("cannot read the header: {e}")))
-            .and_then(|l| CsvHeader::parse(&l))
-            .map(CsvMetricDecoder::new);
+            .and_then(|l| R::csv_header(&l));
         self.csv.push((file.clone(), header));
         self.csv.len() - 1
     }
 
     /// Reads from the active partition; returns true when it is exhausted.
-    fn read_some(&mut self, work: &mut Work, epoch: i64, budget: &mut usize) -> bool {
+    fn read_some(&mut self, work: &mut Work<R>, epoch: i64, budget: &mut usize) -> bool {
         let Some(a) = self.active.as_mut() else { return true };
         let src = &self.source;
+        let late_ts = &mut self.late_ts;
         let ooo = src.out_of_orderness;
         match &mut a.input {
             Input::Unreadable(e) => {
@@ -321,7 +346,7 @@ impl WorkerReader {
                 work.records += 1;
                 true
             }
-            Input::Lines { reader, csv, skip_header, last_pos } => {
+            Input::Lines { reader, format, csv, skip_header, last_pos } => {
                 let mut done = false;
                 while *budget > 0 {
                     let line = match reader.next_line() {
@@ -343,10 +368,11 @@ impl WorkerReader {
                     a.pos += 1;
                     // Decode while the line is borrowed from the reader; a bad record leaves
                     // the borrow as owned bytes, so its line number can be counted afterwards.
-                    let bad: Option<(Vec<u8>, String, Option<i64>)> = match line {
+                    late_ts.clear();
+                    let bad: Option<(Vec<u8>, String)> = match line {
                         Line::TooLong(n, raw) => {
                             work.records += 1;
-                            Some((raw, DecodeError::TooLong(n).to_string(), None))
+                            Some((raw, DecodeError::TooLong(n).to_string()))
                         }
                         Line::Text(t) => {
                             let t = trim_line(t);
@@ -363,37 +389,44 @@ impl WorkerReader {
                                 continue;
                             }
                             work.records += 1;
-                            let decoded = match csv {
-                                None => self.ndjson.decode(t, &mut self.interner),
+                            let header = match csv {
+                                None => Ok(None),
                                 Some(i) => match &mut self.csv[*i].1 {
-                                    Ok(dec) => dec.decode(t, &mut self.interner),
+                                    Ok(h) => Ok(Some(h)),
                                     Err(e) => Err(DecodeError::BadFileHeader(e.to_string())),
                                 },
                             };
-                            let raw = || t[..t.len().min(MAX_RAW_BYTES)].to_vec();
-                            match decoded {
-                                Ok((series, ts, value)) => {
-                                    if lateness(a.max_ts, ooo, ts).is_some() {
-                                        Some((raw(), LATE.to_string(), Some(ts)))
+                            let (max_ts, part) = (&mut a.max_ts, a.part.id);
+                            let decoded = header.and_then(|h| {
+                                R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| {
+                                    if lateness(*max_ts, ooo, ts).is_some() {
+                                        late_ts.push(ts);
                                     } else {
-                                        a.max_ts = Some(a.max_ts.map_or(ts, |m| m.max(ts)));
+                                        *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
                                         work.emitted += 1;
-                                        work.push(floor_to(ts, epoch) as Time, Metric { series, ts, value, part: a.part.id, pos });
-                                        None
+                                        work.push(floor_to(ts, epoch) as Time, r);
                                     }
-                                }
-                                Err(e) => Some((raw(), e.to_string(), None)),
+                                })
+                            });
+                            match decoded {
+                                Ok(()) if late_ts.is_empty() => None,
+                                Ok(()) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), LATE.to_string())),
+                                Err(e) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), e.to_string())),
                             }
                         }
                     };
-                    if let Some((raw, reason, ts)) = bad {
+                    if let Some((raw, reason)) = bad {
                         let line_no = line_number(&mut self.line_marks, &a.part, reader, &mut a.lines_before, pos);
-                        if ts.is_some() {
-                            work.late += 1;
-                        } else {
+                        if late_ts.is_empty() {
                             work.bad += 1;
+                            work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, None));
+                        } else {
+                            // One dead letter per late record (a line may hold several alerts).
+                            for &ts in late_ts.iter() {
+                                work.late += 1;
+                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason.clone(), &raw, Some(ts)));
+                            }
                         }
-                        work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, ts));
                     }
                 }
                 let p = reader.position();
@@ -422,8 +455,8 @@ impl WorkerReader {
                     a.pos += 1;
                     work.records += 1;
                     let row_no = *first_row + pos + 1;
-                    match cols.row(i, &mut self.interner) {
-                        Ok((series, ts, value)) => {
+                    match R::parquet_row(&mut self.dec, &cols, i, a.part.id, pos) {
+                        Ok((ts, record)) => {
                             if lateness(a.max_ts, ooo, ts).is_some() {
                                 work.dead.push(DeadLetter::new(
                                     &src.name,
@@ -437,7 +470,7 @@ impl WorkerReader {
                             } else {
                                 a.max_ts = Some(a.max_ts.map_or(ts, |m| m.max(ts)));
                                 work.emitted += 1;
-                                work.push(floor_to(ts, epoch) as Time, Metric { series, ts, value, part: a.part.id, pos });
+                                work.push(floor_to(ts, epoch) as Time, record);
                             }
                         }
                         Err(e) => {

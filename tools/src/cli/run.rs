@@ -93,6 +93,10 @@ pub fn print_summary(s: &RunSummary) {
     println!("{:<14} {}", "records in", thousands(s.records_in));
     println!("{:<14} {}  ({})", "records out", thousands(s.records_out), tables.join(", "));
     println!("{:<14} {}  (late {})", "dead letters", thousands(s.dead_letters + s.late), thousands(s.late));
+    if let Some(a) = &s.alerts {
+        let overflow = if a.overflow > 0 { format!(", {} dropped over max_open_per_tenant", thousands(a.overflow)) } else { String::new() };
+        println!("{:<14} {} notices → {} lifecycle rows{overflow}", "alerts", thousands(a.notices), thousands(a.lifecycle_rows));
+    }
     println!("{:<14} {:.3} s", "wall time", s.wall_seconds);
     println!("{:<14} {} records/s", "throughput", thousands(s.records_per_second as u64));
     println!("{:<14} {}", "output", s.output);
