@@ -526,4 +526,66 @@ path = "out"
         let all = Pipeline::parse("this is not toml", &d).unwrap_err().to_string();
         assert!(all.starts_with("not valid TOML"), "{all}");
     }
+
+    #[test]
+    fn alert_sections_are_validated_with_their_paths() {
+        let d = dir_with_points();
+        std::fs::write(d.join("alerts.ndjson"), "").unwrap();
+        std::fs::write(d.join("topology.csv"), "service,depends_on\napi,db\n,db\n").unwrap();
+        let text = r#"
+[[source]]
+name = "points"
+type = "file"
+path = "points.ndjson"
+
+[[source]]
+name = "alerts"
+type = "file"
+path = "alerts.ndjson"
+records = "alerts"
+
+[[aggregate]]
+name = "incidents"
+input = "alerts"
+window = { type = "tumbling", size = "1m" }
+
+[dedup]
+input = "points"
+resolve_timeout = "0s"
+
+[suppress]
+threshold = 0
+colour = "red"
+
+[correlate]
+topology = "topology.csv"
+similarity_threshold = 1.5
+
+[output]
+path = "out"
+"#;
+        let all = Pipeline::parse(text, &d).unwrap_err().to_string();
+        for want in [
+            "aggregate[0].name: `incidents` is the name of a built-in table",
+            "aggregate[0].input: `alerts` is an alert source; aggregates read metric sources",
+            "dedup.input: `points` is a metric source",
+            "suppress.colour: unknown key",
+            "correlate.similarity_threshold: must be in (0, 1]",
+            "correlate.topology: topology.csv line 3: the `service` cell is empty",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        let no_alerts = "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\n[dedup]\n[output]\npath = \"o\"\n";
+        let all = Pipeline::parse(no_alerts, &d).unwrap_err().to_string();
+        assert!(all.contains("dedup: no alert source"), "{all}");
+        let am_metrics =
+            "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\nformat = \"alertmanager\"\n[output]\npath = \"o\"\n";
+        let all = Pipeline::parse(am_metrics, &d).unwrap_err().to_string();
+        assert!(all.contains("source[0].format: `alertmanager` holds alerts"), "{all}");
+        // The defaults alone make a working alert pipeline with all the alert tables.
+        let minimal = "[[source]]\nname = \"a\"\ntype = \"file\"\npath = \"alerts.ndjson\"\nrecords = \"alerts\"\n[output]\npath = \"o\"\n";
+        let p = Pipeline::parse(minimal, &d).unwrap();
+        assert_eq!(p.table_names(), vec!["alerts", "storms", "incidents", "dead_letters"]);
+        assert_eq!(p.alerts.as_ref().unwrap().inputs, vec![0]);
+    }
 }

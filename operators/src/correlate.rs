@@ -272,6 +272,9 @@ struct Tenant {
     /// Incidents absorbed by another in the current epoch: (id, into, revision, opened_at,
     /// members).
     merged: Vec<(u64, u64, u64, i64, u64)>,
+    /// Event time of the latest thing handled for this tenant: the `updated_at` of the rows
+    /// its epoch flushes. Per tenant, so that which tenants share a worker cannot change it.
+    touched: i64,
 }
 
 impl Tenant {
@@ -397,30 +400,30 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     frontier.update_iter(f2.frontier().iter().map(|t| (*t, 1)));
                     ordered.begin(&frontier);
                     // Incident rows are coalesced per epoch, written at the epoch's last time.
-                    let mut current: Option<(Time, i64)> = None;
+                    let mut current: Option<Time> = None;
                     while let Some(due) = ordered.next_due() {
                         let at = match &due {
                             Due::Record(r) => r.ts(),
                             Due::Timer(at, _) => *at,
                         };
                         let e = ordered.epoch_of(at);
-                        if let Some((c, last)) = current
-                            && c != e
-                        {
-                            flush(&op, &topology, &mut tenants, last, &mut out);
+                        if current.is_some_and(|c| c != e) {
+                            flush(&op, &topology, &mut tenants, &mut out);
                         }
-                        current = Some((e, at.max(current.map_or(at, |c| c.1))));
+                        current = Some(e);
                         let mut timers: Vec<(Option<i64>, Option<i64>, u64)> = Vec::new();
                         match due {
                             Due::Record(In::Topology(c)) => {
                                 topology.apply(&c);
                                 for t in tenants.values_mut() {
+                                    t.touched = at;
                                     let key = xxhash_rust::xxh3::xxh3_64(t.name.as_bytes());
                                     relink(&op, &topology, t, key, &mut timers);
                                 }
                             }
                             Due::Record(In::Storm(m)) => {
                                 if let Some(t) = tenants.get_mut(&m.tenant) {
+                                    t.touched = at;
                                     join_storm(t, &m);
                                 }
                             }
@@ -430,12 +433,14 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                                     tenant_keys.insert(key, ev.labels.tenant_arc().clone());
                                     Tenant { name: ev.labels.tenant_arc().clone(), ..Tenant::default() }
                                 });
+                                t.touched = at;
                                 event(&op, &topology, t, ev, key, &mut out, &mut timers);
                             }
                             Due::Timer(at, key) => {
                                 if let Some(name) = tenant_keys.get(&key)
                                     && let Some(t) = tenants.get_mut(name)
                                 {
+                                    t.touched = at;
                                     quiet(t, at);
                                 }
                             }
@@ -449,8 +454,8 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                             }
                         }
                     }
-                    if let Some((_, last)) = current {
-                        flush(&op, &topology, &mut tenants, last, &mut out);
+                    if current.is_some() {
+                        flush(&op, &topology, &mut tenants, &mut out);
                     }
                     tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
                     for (t, mut rows) in std::mem::take(&mut out) {
@@ -726,8 +731,9 @@ const CLOSING: i64 = i64::MIN;
 
 /// Writes the rows of the incidents changed in this epoch (and `regrouped` rows), and drops
 /// closed incidents.
-fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant>, at_epoch: i64, out: &mut BTreeMap<Time, Vec<Out>>) {
+fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant>, out: &mut BTreeMap<Time, Vec<Out>>) {
     for t in tenants.values_mut() {
+        let at_epoch = t.touched;
         for (id, into, revision, opened_at, members) in std::mem::take(&mut t.merged) {
             let row = IncidentRow {
                 incident_id: id,

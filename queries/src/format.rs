@@ -49,7 +49,7 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
                     return Ok(String::new());
                 }
                 for b in batches {
-                    w.write(b).map_err(err)?;
+                    w.write(&flatten_nested(b).map_err(err)?).map_err(err)?;
                 }
             }
             String::from_utf8(out).map_err(|e| QueryError::Output(e.to_string()))
@@ -81,6 +81,32 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String, Q
             String::from_utf8(out).map_err(|e| QueryError::Output(e.to_string()))
         }
     }
+}
+
+/// CSV has no lists or structs: such columns are written as their display text
+/// (`[api, db]`), the way the table format shows them.
+fn flatten_nested(b: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !b.schema().fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(b.clone());
+    }
+    let opts = FormatOptions::default().with_null("");
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if f.data_type().is_nested() {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &opts)?;
+            let text: StringArray = (0..c.len()).map(|i| c.is_valid(i).then(|| fmt.value(i).to_string())).collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            cols.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols)
 }
 
 /// Streams a query's answer into a Parquet file (zstd), written under a temporary name and
