@@ -252,6 +252,83 @@ struct Incident {
     quiet_at: Option<i64>,
     /// The id it had in its last row (to announce merges and splits).
     announced: Option<u64>,
+    /// What its row reports, kept up to date as members join.
+    digest: Digest,
+    /// Members that came in from absorbed incidents since the last flush: the only ones whose
+    /// announced incident can differ while the incident keeps its id.
+    fresh: Vec<u64>,
+    /// Set when a topology change rebuilt the components: every member is checked.
+    recheck: bool,
+}
+
+/// The parts of an incident row that depend on all members, kept incrementally (members
+/// only leave when the incident closes or a topology change rebuilds it), so that a row costs
+/// O(services + listed fingerprints) however large the incident grows (storms: thousands).
+#[derive(Default)]
+struct Digest {
+    /// The oldest member: (starts_at, fingerprint, episode).
+    oldest: Option<(i64, u64, u64)>,
+    /// Per member service: its earliest member (starts_at, fingerprint).
+    services: BTreeMap<Arc<str>, (i64, u64)>,
+    /// The highest severity: (rank, starts_at, fingerprint, name); ties go to the latest member.
+    max_sev: Option<(u8, i64, u64, Arc<str>)>,
+    /// The oldest [`LISTED`] members (starts_at, fingerprint), for the `fingerprints` column.
+    first: BTreeSet<(i64, u64)>,
+}
+
+/// How many member fingerprints an incident row lists.
+const LISTED: usize = 1000;
+
+impl Digest {
+    fn of(ep: u64, e: &Ep) -> Digest {
+        let mut d = Digest::default();
+        d.add(ep, e);
+        d
+    }
+
+    fn add(&mut self, ep: u64, e: &Ep) {
+        let key = (e.starts_at, e.fp);
+        if self.oldest.is_none_or(|(s, f, _)| key < (s, f)) {
+            self.oldest = Some((e.starts_at, e.fp, ep));
+        }
+        if let Some(svc) = &e.service {
+            let first = self.services.entry(svc.clone()).or_insert(key);
+            *first = (*first).min(key);
+        }
+        if self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (e.severity, e.starts_at, e.fp) > (*r, *s, *f)) {
+            self.max_sev = Some((e.severity, e.starts_at, e.fp, e.last.severity().into()));
+        }
+        self.list(key);
+    }
+
+    fn list(&mut self, key: (i64, u64)) {
+        if self.first.len() < LISTED || self.first.last().is_some_and(|l| key < *l) {
+            self.first.insert(key);
+            if self.first.len() > LISTED {
+                self.first.pop_last();
+            }
+        }
+    }
+
+    fn absorb(&mut self, o: Digest) {
+        if let Some((s, f, ep)) = o.oldest
+            && self.oldest.is_none_or(|(s2, f2, _)| (s, f) < (s2, f2))
+        {
+            self.oldest = Some((s, f, ep));
+        }
+        for (svc, key) in o.services {
+            let first = self.services.entry(svc).or_insert(key);
+            *first = (*first).min(key);
+        }
+        if let Some(m) = o.max_sev
+            && self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (m.0, m.1, m.2) > (*r, *s, *f))
+        {
+            self.max_sev = Some(m);
+        }
+        for key in o.first {
+            self.list(key);
+        }
+    }
 }
 
 /// The state of one tenant.
@@ -272,6 +349,9 @@ struct Tenant {
     /// Incidents absorbed by another in the current epoch: (id, into, revision, opened_at,
     /// members).
     merged: Vec<(u64, u64, u64, i64, u64)>,
+    /// Incidents (by root when scheduled) whose quiet gap ends at a time: a timer looks only
+    /// at its own, not at every open incident.
+    quiet_due: BTreeMap<i64, Vec<u64>>,
     /// Event time of the latest thing handled for this tenant: the `updated_at` of the rows
     /// its epoch flushes. Per tenant, so that which tenants share a worker cannot change it.
     touched: i64,
@@ -317,6 +397,10 @@ impl Tenant {
             self.merged.push((gone, keep, g.revision, g.opened_at, g.members.len() as u64));
         }
         let k = self.incidents.entry(keep).or_default();
+        // Absorb the smaller side's digest into the larger… the digest is keyed by the root,
+        // so the kept one absorbs; both are O(services + listed) anyway.
+        k.digest.absorb(g.digest);
+        k.fresh.extend_from_slice(&g.members);
         k.members.extend(g.members);
         k.firing += g.firing;
         k.opened_at = k.opened_at.min(g.opened_at);
@@ -658,7 +742,8 @@ fn event(
         );
         t.parent.insert(ep, ep);
         t.by_fp.insert(ev.fingerprint(), ep);
-        t.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, ..Incident::default() });
+        let digest = Digest::of(ep, &t.eps[&ep]);
+        t.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
         t.dirty.insert(ep);
         let links = candidates(op, topo, t, ep);
         index(op, t, ep);
@@ -694,6 +779,7 @@ fn event(
         if inc.firing == 0 {
             let q = ts + op.window;
             inc.quiet_at = Some(q);
+            t.quiet_due.entry(q).or_default().push(root);
             timers.push((None, Some(q), tkey));
         }
     }
@@ -717,7 +803,15 @@ fn epoch(op: &Correlate, ts: i64) -> Time {
 /// closing (the flush writes its `resolved` row and drops its members). Timers are never
 /// cancelled: one that finds its incident busy again does nothing.
 fn quiet(t: &mut Tenant, at: i64) {
-    let due: Vec<u64> = t.incidents.iter().filter(|(_, i)| i.firing == 0 && i.quiet_at == Some(at)).map(|(r, _)| *r).collect();
+    let scheduled = t.quiet_due.remove(&at).unwrap_or_default();
+    let mut due: Vec<u64> = Vec::with_capacity(scheduled.len());
+    for r in scheduled {
+        // It may have been absorbed since: its incident is now the root's.
+        let root = t.find(r);
+        if t.incidents.get(&root).is_some_and(|i| i.firing == 0 && i.quiet_at == Some(at)) && !due.contains(&root) {
+            due.push(root);
+        }
+    }
     for r in due {
         if let Some(inc) = t.incidents.get_mut(&r) {
             inc.quiet_at = Some(CLOSING);
@@ -767,8 +861,16 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
             }
             let closing = t.incidents.get(&root).is_some_and(|i| i.quiet_at == Some(CLOSING));
             let new_id = oldest(t, root);
-            // Regroup members whose announced incident differs.
-            let members = t.incidents[&root].members.clone();
+            // Regroup members whose announced incident differs: when the id changed or a
+            // topology change rebuilt the incident, any member may; otherwise only those that
+            // came in from absorbed incidents.
+            let inc = t.incidents.get_mut(&root).expect("present");
+            let members = if inc.announced != Some(new_id) || std::mem::take(&mut inc.recheck) {
+                inc.fresh.clear();
+                inc.members.clone()
+            } else {
+                std::mem::take(&mut inc.fresh)
+            };
             for m in &members {
                 let e = t.eps.get_mut(m).expect("member");
                 if e.incident != new_id {
@@ -820,8 +922,7 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
 }
 
 fn oldest(t: &Tenant, root: u64) -> u64 {
-    let inc = &t.incidents[&root];
-    *inc.members.iter().min_by_key(|m| (t.eps[*m].starts_at, t.eps[*m].fp)).expect("non-empty")
+    t.incidents[&root].digest.oldest.expect("non-empty").2
 }
 
 fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: u64, at: i64, closing: bool) -> IncidentRow {
@@ -831,37 +932,36 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
     inc.id = id;
     let status = if closing { "resolved" } else { "open" };
     inc.announced = Some(id);
-    let mut members: Vec<&Ep> = inc.members.iter().map(|m| &t.eps[m]).collect();
-    members.sort_by_key(|e| (e.starts_at, e.fp));
-    let services: BTreeSet<Arc<str>> = members.iter().filter_map(|e| e.service.clone()).collect();
-    let max_sev = members.iter().max_by_key(|e| e.severity).map(|e| e.last.severity().to_string()).unwrap_or_default();
+    let d = &inc.digest;
+    let services = &d.services;
+    let n = inc.members.len();
+    let (opened_at, _, oldest) = d.oldest.expect("non-empty");
+    let first = &t.eps[&oldest];
     // Root cause: member services no other member service depends on… in the direction of
     // failure: a service that others (transitively) depend on, and that depends on none of them.
     let root_cause = {
-        let candidates: Vec<&Arc<str>> = services.iter().filter(|s| !services.iter().any(|o| o != *s && topo.depends(s, o))).collect();
-        let first_alerting = |c: &&Arc<str>| members.iter().position(|e| e.service.as_ref() == Some(*c)).unwrap_or(usize::MAX);
-        match candidates.len() {
-            0 => members.first().and_then(|e| e.service.clone()),
-            _ => candidates.into_iter().min_by_key(first_alerting).cloned(),
+        let candidates = services.iter().filter(|(s, _)| !services.keys().any(|o| o != *s && topo.depends(s, o)));
+        match candidates.min_by_key(|(_, first)| **first) {
+            Some((s, _)) => Some(s.clone()),
+            None => first.service.clone(),
         }
     };
-    let first = members.first().expect("non-empty");
     let title = match &root_cause {
-        Some(rc) => format!("{}: {} ({} alert{})", rc, first.last.alertname(), members.len(), if members.len() == 1 { "" } else { "s" }),
-        None => format!("{} ({} alert{})", first.last.alertname(), members.len(), if members.len() == 1 { "" } else { "s" }),
+        Some(rc) => format!("{}: {} ({} alert{})", rc, first.last.alertname(), n, if n == 1 { "" } else { "s" }),
+        None => format!("{} ({} alert{})", first.last.alertname(), n, if n == 1 { "" } else { "s" }),
     };
     IncidentRow {
         incident_id: id,
         tenant: t.name.clone(),
         status,
-        opened_at: members.first().map_or(at, |e| e.starts_at),
+        opened_at,
         updated_at: at,
         resolved_at: closing.then_some(at),
-        alert_count: members.len() as u64,
-        fingerprints: members.iter().take(1000).map(|e| e.fp).collect(),
-        services: services.into_iter().collect(),
+        alert_count: n as u64,
+        fingerprints: d.first.iter().map(|(_, fp)| *fp).collect(),
+        services: services.keys().cloned().collect(),
         root_cause,
-        max_severity: max_sev.into(),
+        max_severity: d.max_sev.as_ref().map(|m| m.3.clone()).unwrap_or_else(|| "none".into()),
         title,
         revision: inc.revision,
     }
@@ -885,7 +985,15 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
         t.parent.insert(ep, ep);
         t.incidents.insert(
             ep,
-            Incident { id: ep, members: vec![ep], opened_at: e.starts_at, firing: usize::from(e.firing), ..Incident::default() },
+            Incident {
+                id: ep,
+                members: vec![ep],
+                opened_at: e.starts_at,
+                firing: usize::from(e.firing),
+                digest: Digest::of(ep, e),
+                recheck: true,
+                ..Incident::default()
+            },
         );
         let links = candidates(op, topo, t, ep);
         index(op, t, ep);
@@ -907,6 +1015,7 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
             if inc.firing == 0 {
                 inc.quiet_at = p.quiet_at;
                 if let Some(q) = p.quiet_at {
+                    t.quiet_due.entry(q).or_default().push(r);
                     timers.push((None, Some(q), tkey));
                 }
             }
