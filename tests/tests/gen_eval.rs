@@ -57,7 +57,11 @@ fn eval_rejects_a_bad_truth_file_and_missing_tables() {
     let dir = Scratch::new("eval-bad");
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let truth = dir.join("truth.csv");
-    std::fs::write(&truth, "tenant,fingerprint,first_ts,last_ts,incident,root_service\nacme,00000000000000ff,1,2,inc-1,db\nacme,zz,1,2,inc-1,db\n").unwrap();
+    std::fs::write(
+        &truth,
+        "tenant,fingerprint,first_ts,last_ts,incident,root_service\nacme,00000000000000ff,1,2,inc-1,db\nacme,zz,1,2,inc-1,db\n",
+    )
+    .unwrap();
     let out = alertflow(&["eval", "correlation", "--truth", truth.to_str().unwrap(), "--data", dir.join("out").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -108,7 +112,8 @@ fn default_scenario_meets_the_acceptance_figures() {
     assert!(f("/root_cause_top1") >= 0.8, "root cause {v}");
     assert!(f("/baseline/bcubed/f1") < f("/bcubed/f1"), "{v}");
     // The table form prints the same figures.
-    let (table, _) = ok(&["eval", "correlation", "--truth", g.join("truth.csv").to_str().unwrap(), "--data", g.join("out").to_str().unwrap()]);
+    let (table, _) =
+        ok(&["eval", "correlation", "--truth", g.join("truth.csv").to_str().unwrap(), "--data", g.join("out").to_str().unwrap()]);
     for want in ["noise reduction", "B-cubed F1", "adjusted Rand index", "root-cause top-1"] {
         assert!(table.contains(want), "{table}");
     }

@@ -109,7 +109,8 @@ pub fn parse_truth(file: &str, text: &str) -> Result<Vec<TruthRow>, EvalError> {
         if f[1].len() != 16 || !f[1].bytes().all(|c| c.is_ascii_hexdigit()) {
             return Err(err(n, format!("fingerprint `{}` is not 16 hex digits", clip(f[1]))));
         }
-        let ts = |k: usize, name: &str| f[k].parse::<i64>().map_err(|_| err(n, format!("{name} `{}` is not integer milliseconds", clip(f[k]))));
+        let ts =
+            |k: usize, name: &str| f[k].parse::<i64>().map_err(|_| err(n, format!("{name} `{}` is not integer milliseconds", clip(f[k]))));
         let (first_ts, last_ts) = (ts(2, "first_ts")?, ts(3, "last_ts")?);
         if last_ts < first_ts {
             return Err(err(n, format!("last_ts {last_ts} is before first_ts {first_ts}")));
@@ -328,7 +329,11 @@ pub fn evaluate(truth: &[TruthRow], out: &[OutEpisode], pred: &[Option<String>],
         match m {
             None => unmatched += 1,
             Some((ti, near)) => {
-                if *near { nearest += 1 } else { matched += 1 }
+                if *near {
+                    nearest += 1
+                } else {
+                    matched += 1
+                }
                 hit_truth[*ti] = true;
                 let t = &truth[*ti];
                 let n = truth_ids.len() as u32;
@@ -375,13 +380,16 @@ pub fn evaluate(truth: &[TruthRow], out: &[OutEpisode], pred: &[Option<String>],
 /// root cause (the service, under `service_label`, of its earliest episode).
 pub fn baseline_groups(out: &[OutEpisode], group_by: &[String], service_label: &str) -> (Vec<Option<String>>, HashMap<String, String>) {
     let mut keyed: BTreeMap<(String, Vec<Option<String>>), Vec<usize>> = BTreeMap::new();
-    let parsed: Vec<Option<serde_json::Map<String, Value>>> =
-        out.iter().map(|e| match serde_json::from_str::<Value>(&e.labels) { Ok(Value::Object(m)) => Some(m), _ => None }).collect();
+    let parsed: Vec<Option<serde_json::Map<String, Value>>> = out
+        .iter()
+        .map(|e| match serde_json::from_str::<Value>(&e.labels) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
     for (i, e) in out.iter().enumerate() {
-        let vals = group_by
-            .iter()
-            .map(|k| parsed[i].as_ref().and_then(|m| m.get(k)).and_then(|v| v.as_str()).map(str::to_string))
-            .collect();
+        let vals =
+            group_by.iter().map(|k| parsed[i].as_ref().and_then(|m| m.get(k)).and_then(|v| v.as_str()).map(str::to_string)).collect();
         keyed.entry((e.tenant.clone(), vals)).or_default().push(i);
     }
     let mut group = vec![None; out.len()];
@@ -459,7 +467,10 @@ pub async fn read_output(dir: &Path) -> Result<Output, EvalError> {
     }
     // Per episode: the latest row, and the most occurrences of any row.
     let mut eps: BTreeMap<(String, String, i64), (i64, OutEpisode)> = BTreeMap::new();
-    for b in query(&ctx, "SELECT tenant, fingerprint, starts_at, ends_at, last_seen, incident_id, occurrences, revision, labels FROM alerts").await? {
+    for b in
+        query(&ctx, "SELECT tenant, fingerprint, starts_at, ends_at, last_seen, incident_id, occurrences, revision, labels FROM alerts")
+            .await?
+    {
         let (tenant, fp, starts, ends, seen, inc, occ, rev, labels) = (
             col_str(&b, "tenant")?,
             col_str(&b, "fingerprint")?,
@@ -505,7 +516,8 @@ pub async fn read_output(dir: &Path) -> Result<Output, EvalError> {
     }
     let mut roots: HashMap<String, (i64, String)> = HashMap::new();
     for b in query(&ctx, "SELECT tenant, incident_id, root_cause, revision FROM incidents").await? {
-        let (tenant, id, root, rev) = (col_str(&b, "tenant")?, col_str(&b, "incident_id")?, col_str(&b, "root_cause")?, col_i64(&b, "revision")?);
+        let (tenant, id, root, rev) =
+            (col_str(&b, "tenant")?, col_str(&b, "incident_id")?, col_str(&b, "root_cause")?, col_i64(&b, "revision")?);
         for i in 0..b.num_rows() {
             let (Some(t), Some(id)) = (&tenant[i], &id[i]) else { continue };
             let rev = rev[i].unwrap_or(0);
@@ -672,7 +684,7 @@ mod tests {
         let l = |name: &str, cluster: &str, svc: &str| format!(r#"{{"alertname":"{name}","cluster":"{cluster}","service":"{svc}"}}"#);
         let out = vec![
             out_ep("a", 1, 0, 100, None, &l("A", "c1", "db")),
-            out_ep("a", 2, 50, 200, None, &l("A", "c1", "api")), // overlaps 1
+            out_ep("a", 2, 50, 200, None, &l("A", "c1", "api")),  // overlaps 1
             out_ep("a", 3, 150, 300, None, &l("A", "c1", "web")), // overlaps 2: transitively 1
             out_ep("a", 4, 400, 500, None, &l("A", "c1", "web")), // after: new group
             out_ep("a", 5, 0, 100, None, &l("A", "c2", "db")),    // other cluster
@@ -702,5 +714,108 @@ mod tests {
             let e = parse_truth("t.csv", &text).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    /// Writes one Parquet file of `batch` under `dir/table/`.
+    fn write_table(dir: &Path, table: &str, batch: &RecordBatch) {
+        let d = dir.join(table);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = std::fs::File::create(d.join("part-0.parquet")).unwrap();
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn a_perfect_output_read_from_parquet_scores_one_and_the_baseline_less() {
+        use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, revision};
+        use alertflow_model::tables::{AlertsTable, IncidentsTable, TableBuilder};
+        use alertflow_model::{LabelSet, Status};
+
+        use crate::alertgen::{AlertGen, scenario};
+
+        let s = scenario(&AlertGen {
+            tenants: 2,
+            incidents: 6,
+            duration_ms: 7_200_000,
+            noise_rate: 5.0,
+            storm_size: Some(120),
+            ..AlertGen::default()
+        })
+        .unwrap();
+        let mut count = vec![0u64; s.episodes.len()];
+        for n in &s.notices {
+            count[n.episode as usize] += 1;
+        }
+        let id = |i: u32| 0x1000 + i as u64;
+        let none = LabelSet::new("", &[]);
+        let mut rows = Vec::new();
+        for (k, e) in s.episodes.iter().enumerate() {
+            let d = &s.defs[e.def as usize];
+            let pairs: Vec<(&str, &str)> = d.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let labels = LabelSet::new(&s.tenants[d.tenant], &pairs);
+            let row = |event, seq, inc, occurrences, ends_at, status| AlertEvent {
+                event,
+                labels: labels.clone(),
+                annotations: none.clone(),
+                status,
+                starts_at: e.first_ts,
+                ends_at,
+                last_seen: e.last_ts,
+                occurrences,
+                revision: revision(e.first_ts, seq),
+                ts: e.first_ts + seq as i64,
+                suppressed: false,
+                storm_id: None,
+                incident_id: Some(inc),
+                generator_url: None,
+                part: 0,
+                pos: 0,
+            };
+            // The opened row names a wrong incident: only the latest row counts.
+            rows.push(row(EventKind::Opened, 1, 0xbad, 1, None, Status::Firing));
+            rows.push(row(EventKind::Resolved, 2, id(e.incident), count[k], Some(e.last_ts), Status::Resolved));
+        }
+        let mut incs = Vec::new();
+        for (i, t) in s.incidents.iter().enumerate() {
+            for (rev, root) in [(1, "wrong"), (2, t.root_service.as_str())] {
+                incs.push(IncidentRow {
+                    incident_id: id(i as u32),
+                    tenant: s.tenants[t.tenant].as_str().into(),
+                    status: "open",
+                    opened_at: 0,
+                    updated_at: rev,
+                    resolved_at: None,
+                    alert_count: 1,
+                    fingerprints: vec![],
+                    services: vec![],
+                    root_cause: Some(root.into()),
+                    max_severity: "critical".into(),
+                    title: String::new(),
+                    revision: rev as u64,
+                });
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("alertflow-eval-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_table(&dir, "alerts", &AlertsTable::default().build(&rows).unwrap());
+        write_table(&dir, "incidents", &IncidentsTable::default().build(&incs).unwrap());
+        let out = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(read_output(&dir)).unwrap();
+        let mut t = Vec::new();
+        s.write_truth(&mut t).unwrap();
+        let truth = parse_truth("truth.csv", &String::from_utf8(t).unwrap()).unwrap();
+        let e = evaluate(&truth, &out.episodes, &out.predicted(), &out.roots);
+        assert_eq!(e.alert_events, s.notices.len() as u64);
+        assert_eq!(
+            (e.episodes, e.matched, e.nearest, e.unmatched, e.truth_missed),
+            (s.episodes.len() as u64, s.episodes.len() as u64, 0, 0, 0)
+        );
+        assert_eq!(e.incidents, s.incidents.len() as u64);
+        assert_eq!(e.scores, Scores { pairwise: Prf::new(1.0, 1.0), bcubed: Prf::new(1.0, 1.0), ari: 1.0 });
+        assert_eq!((e.root_cause_top1, e.root_cause_incidents), (1.0, 6));
+        let (g, roots) = baseline_groups(&out.episodes, &["alertname".into(), "cluster".into()], "service");
+        let b = evaluate(&truth, &out.episodes, &g, &roots);
+        assert!(b.scores.bcubed.f1 < 0.95 && b.scores.bcubed.f1 > 0.0, "{b:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -173,7 +173,13 @@ fn alerts(cfg: &AlertGen, format: AlertFormat, dir: &Path) -> u8 {
                 r.fingerprints,
                 dir.join(format.file_name()).display()
             );
-            eprintln!("truth: {} incidents ({} storms) and {} noise episodes in {}", r.incidents, r.storms, r.noise, dir.join("truth.csv").display());
+            eprintln!(
+                "truth: {} incidents ({} storms) and {} noise episodes in {}",
+                r.incidents,
+                r.storms,
+                r.noise,
+                dir.join("truth.csv").display()
+            );
             eprintln!("run it: alertflow run {}", dir.join("pipeline.toml").display());
             OK
         }
