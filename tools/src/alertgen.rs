@@ -223,13 +223,16 @@ impl Topology {
     }
 }
 
+/// Sorted `(key, value)` labels.
+pub type Labels = Vec<(&'static str, String)>;
+
 /// One distinct alert (label set).
 #[derive(Clone, Debug)]
 pub struct AlertDef {
     /// Index into [`Scenario::tenants`].
     pub tenant: usize,
     /// The labels, sorted by key (`alertname`, `cluster`, `instance`?, `service`, `severity`, `team`).
-    pub labels: Vec<(&'static str, String)>,
+    pub labels: Labels,
     /// The `summary` annotation.
     pub summary: String,
     /// The fingerprint ([`LabelSet::fingerprint`] of tenant and labels).
@@ -611,7 +614,7 @@ struct Builder<'a> {
     tenants: &'a [String],
     topo: &'a Topology,
     defs: Vec<AlertDef>,
-    by_key: BTreeMap<(usize, Vec<(&'static str, String)>), u32>,
+    by_key: BTreeMap<(usize, Labels), u32>,
     busy: BTreeMap<u32, Vec<(i64, i64)>>,
     episodes: Vec<TruthEpisode>,
     notices: Vec<Notice>,
@@ -628,7 +631,7 @@ struct Interval {
 impl Builder<'_> {
     fn def(&mut self, tenant: usize, svc: usize, cluster: &str, kind: &Kind, instance: Option<usize>) -> u32 {
         let s = &self.topo.services[svc];
-        let mut labels: Vec<(&'static str, String)> = vec![
+        let mut labels: Labels = vec![
             ("alertname", kind.0.to_string()),
             ("cluster", cluster.to_string()),
             ("service", s.name.clone()),
