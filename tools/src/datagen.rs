@@ -373,10 +373,10 @@ fn below(r: u64, n: u64) -> u64 {
 }
 
 /// SplitMix64: seeds the other generators.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -386,15 +386,15 @@ impl SplitMix64 {
 }
 
 /// xoshiro256**: the data streams.
-struct Xoshiro256([u64; 4]);
+pub(crate) struct Xoshiro256([u64; 4]);
 
 impl Xoshiro256 {
-    fn new(seeder: &mut SplitMix64) -> Self {
+    pub(crate) fn new(seeder: &mut SplitMix64) -> Self {
         Xoshiro256([seeder.next_u64(), seeder.next_u64(), seeder.next_u64(), seeder.next_u64()])
     }
 
     #[inline]
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let s = &mut self.0;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = s[1] << 17;
@@ -409,13 +409,13 @@ impl Xoshiro256 {
 
     /// Uniform in `[0, n)`; `n` > 0.
     #[inline]
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         below(self.next_u64(), n)
     }
 
     /// Uniform in `[0, 1)`.
     #[inline]
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }

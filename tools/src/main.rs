@@ -40,6 +40,8 @@ enum Command {
     Sql(cli::sql::SqlArgs),
     /// Generate test data.
     Gen(cli::gen_cmd::GenArgs),
+    /// Score a pipeline's output against ground truth.
+    Eval(cli::eval_cmd::EvalArgs),
     /// Generate a small data set, run a bundled pipeline on it and show example queries.
     Demo(cli::demo::DemoArgs),
 }
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Validate { pipeline } => cli::run::validate(&pipeline),
         Command::Sql(args) => cli::sql::sql(args),
         Command::Gen(args) => cli::gen_cmd::run(args),
+        Command::Eval(args) => cli::eval_cmd::run(args),
         Command::Demo(args) => cli::demo::demo(args),
     };
     ExitCode::from(code)

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alertflow_model::time::DurationMs;
+use alertflow_tools::alertgen::{AlertFormat, AlertGen, write_files};
 use alertflow_tools::datagen::{GenReport, MetricsGen, generate_metrics};
 
 use super::{BAD_CONFIG, FAILED, OK};
@@ -57,6 +58,46 @@ pub enum GenWhat {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A realistic alert stream with ground truth, its topology and a ready pipeline
+    ///
+    /// Writes into --out: alerts.ndjson (alerts.json for alertmanager, alerts.csv for csv),
+    /// topology.csv (service,depends_on,team,tier), truth.csv
+    /// (tenant,fingerprint,first_ts,last_ts,incident,root_service: one row per alert episode)
+    /// and pipeline.toml. Faults cascade upstream through a generated service topology; a few
+    /// incidents are storms; background noise alerts are their own singleton incidents. The
+    /// same arguments always give the same bytes.
+    Alerts {
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed: the same seed gives byte-identical files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of tenants (acme, globex, initech, …).
+        #[arg(long, default_value_t = 3)]
+        tenants: usize,
+        /// Number of services of the generated topology (at least 8).
+        #[arg(long, default_value_t = 60)]
+        services: usize,
+        /// Incidents in all (spread over the tenants); about one in eight is a storm.
+        #[arg(long, default_value_t = 40)]
+        incidents: usize,
+        /// Length of the stream in event time (a duration: "6h", "90m").
+        #[arg(long, default_value = "6h")]
+        duration: String,
+        /// Background noise: isolated alert episodes per hour and tenant.
+        #[arg(long, default_value_t = 20.0)]
+        noise_rate: f64,
+        /// `ndjson`, `alertmanager` (Alertmanager v2 JSON arrays, one per line) or `csv`.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        /// Distinct alerts of every storm (default: random sizes from 200 to 1,500).
+        #[arg(long)]
+        storm_size: Option<usize>,
+        /// Largest ingestion delay of a notice: lines are out of event-time order by less.
+        #[arg(long, default_value = "3s")]
+        disorder: String,
+    },
 }
 
 /// Runs `alertflow gen`; returns the exit code: 0 ok, 1 I/O failure, 2 bad arguments.
@@ -82,6 +123,73 @@ pub fn run(args: GenArgs) -> u8 {
             }
             let cfg = MetricsGen { series, points, seed, disorder_ms, interval_ms, tenants, malformed, ..MetricsGen::default() };
             metrics(&cfg, &out, malformed_log.as_deref())
+        }
+        GenWhat::Alerts { out, seed, tenants, services, incidents, duration, noise_rate, format, storm_size, disorder } => {
+            let duration_ms = match parse_duration("--duration", &duration) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let disorder_ms = match parse_duration("--disorder", &disorder) {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let format: AlertFormat = match format.parse() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("error: --format: {e}");
+                    return BAD_CONFIG;
+                }
+            };
+            let cfg = AlertGen {
+                seed,
+                tenants,
+                services,
+                incidents,
+                duration_ms: duration_ms.min(i64::MAX as u64 / 4) as i64,
+                noise_rate,
+                storm_size,
+                disorder_ms: disorder_ms.min(i64::MAX as u64 / 4) as i64,
+                ..AlertGen::default()
+            };
+            if let Err(e) = cfg.check() {
+                eprintln!("error: {e}");
+                return BAD_CONFIG;
+            }
+            alerts(&cfg, format, &out)
+        }
+    }
+}
+
+fn alerts(cfg: &AlertGen, format: AlertFormat, dir: &Path) -> u8 {
+    let started = Instant::now();
+    match write_files(cfg, format, dir) {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "wrote {} lines ({} alert notices, {} episodes, {} distinct alerts) to {} in {secs:.2} s",
+                r.lines,
+                r.notices,
+                r.episodes,
+                r.fingerprints,
+                dir.join(format.file_name()).display()
+            );
+            eprintln!(
+                "truth: {} incidents ({} storms) and {} noise episodes in {}",
+                r.incidents,
+                r.storms,
+                r.noise,
+                dir.join("truth.csv").display()
+            );
+            eprintln!("run it: alertflow run {}", dir.join("pipeline.toml").display());
+            OK
+        }
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            eprintln!("error: {e}");
+            BAD_CONFIG
+        }
+        Err(e) => {
+            eprintln!("error: writing into {}: {e}", dir.display());
+            FAILED
         }
     }
 }
