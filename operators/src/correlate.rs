@@ -203,6 +203,16 @@ impl Topology {
             }
         }
     }
+    /// Whether the topology names the service.
+    fn knows(&self, s: Option<&Arc<str>>) -> bool {
+        s.is_some_and(|s| self.deps.contains_key(s) || self.dependents.contains_key(s))
+    }
+    /// Whether two alerts may link through a shared storm. A storm groups alerts by name, so
+    /// two unrelated failures that raise the same alert at the same time share one; where the
+    /// topology knows both services it decides instead (adjacency links the real cascade).
+    fn storm_links(&self, a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+        !(self.knows(a) && self.knows(b))
+    }
     fn adjacent(&self, s: &str) -> impl Iterator<Item = &Arc<str>> {
         self.deps.get(s).into_iter().flatten().chain(self.dependents.get(s).into_iter().flatten())
     }
@@ -268,8 +278,8 @@ struct Incident {
 struct Digest {
     /// The oldest member: (starts_at, fingerprint, episode).
     oldest: Option<(i64, u64, u64)>,
-    /// Per member service: its earliest member (starts_at, fingerprint).
-    services: BTreeMap<Arc<str>, (i64, u64)>,
+    /// Per member service: its earliest member (starts_at, fingerprint) and its member count.
+    services: BTreeMap<Arc<str>, ((i64, u64), u64)>,
     /// The highest severity: (rank, starts_at, fingerprint, name); ties go to the latest member.
     max_sev: Option<(u8, i64, u64, Arc<str>)>,
     /// The oldest [`LISTED`] members (starts_at, fingerprint), for the `fingerprints` column.
@@ -292,8 +302,9 @@ impl Digest {
             self.oldest = Some((e.starts_at, e.fp, ep));
         }
         if let Some(svc) = &e.service {
-            let first = self.services.entry(svc.clone()).or_insert(key);
+            let (first, n) = self.services.entry(svc.clone()).or_insert((key, 0));
             *first = (*first).min(key);
+            *n += 1;
         }
         if self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (e.severity, e.starts_at, e.fp) > (*r, *s, *f)) {
             self.max_sev = Some((e.severity, e.starts_at, e.fp, e.last.severity().into()));
@@ -316,9 +327,10 @@ impl Digest {
         {
             self.oldest = Some((s, f, ep));
         }
-        for (svc, key) in o.services {
-            let first = self.services.entry(svc).or_insert(key);
+        for (svc, (key, count)) in o.services {
+            let (first, n) = self.services.entry(svc).or_insert((key, 0));
             *first = (*first).min(key);
+            *n += count;
         }
         if let Some(m) = o.max_sev
             && self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (m.0, m.1, m.2) > (*r, *s, *f))
@@ -508,7 +520,7 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                             Due::Record(In::Storm(m)) => {
                                 if let Some(t) = tenants.get_mut(&m.tenant) {
                                     t.touched = at;
-                                    join_storm(t, &m);
+                                    join_storm(&topology, t, &m);
                                 }
                             }
                             Due::Record(In::Event(ev)) => {
@@ -560,7 +572,7 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
 }
 
 /// A storm opened: its members already open here join it (and one another).
-fn join_storm(t: &mut Tenant, m: &StormMembers) {
+fn join_storm(topo: &Topology, t: &mut Tenant, m: &StormMembers) {
     let mut first: Option<u64> = t.by_storm.get(&m.storm_id).copied().filter(|e| t.eps.contains_key(e));
     for fp in &m.members {
         let Some(&ep) = t.by_fp.get(fp) else { continue };
@@ -573,7 +585,9 @@ fn join_storm(t: &mut Tenant, m: &StormMembers) {
                 first = Some(ep);
             }
             Some(f) => {
-                t.union(f, ep);
+                if topo.storm_links(t.eps[&f].service.as_ref(), t.eps[&ep].service.as_ref()) {
+                    t.union(f, ep);
+                }
             }
         }
     }
@@ -651,7 +665,7 @@ fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u
         && let Some(s) = storm
         && let Some(&o) = t.by_storm.get(&s)
         && o != ep
-        && t.eps.contains_key(&o)
+        && t.eps.get(&o).is_some_and(|x| topo.storm_links(service.as_ref(), x.service.as_ref()))
     {
         out.push(o);
     }
@@ -937,15 +951,7 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
     let n = inc.members.len();
     let (opened_at, _, oldest) = d.oldest.expect("non-empty");
     let first = &t.eps[&oldest];
-    // Root cause: member services no other member service depends on… in the direction of
-    // failure: a service that others (transitively) depend on, and that depends on none of them.
-    let root_cause = {
-        let candidates = services.iter().filter(|(s, _)| !services.keys().any(|o| o != *s && topo.depends(s, o)));
-        match candidates.min_by_key(|(_, first)| **first) {
-            Some((s, _)) => Some(s.clone()),
-            None => first.service.clone(),
-        }
-    };
+    let root_cause = root_cause(topo, services).or_else(|| first.service.clone());
     let title = match &root_cause {
         Some(rc) => format!("{}: {} ({} alert{})", rc, first.last.alertname(), n, if n == 1 { "" } else { "s" }),
         None => format!("{} ({} alert{})", first.last.alertname(), n, if n == 1 { "" } else { "s" }),
@@ -966,6 +972,35 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
         revision: inc.revision,
     }
 }
+
+/// The root-cause candidate of an incident from its member services. Failures propagate from
+/// a dependency to its callers, and a cause comes before its effects: a service is explained
+/// by a member service it depends on (transitively, in the topology) that started alerting no
+/// later than [`CAUSE_SLACK_MS`] after it did (alerting delays differ: a scrape interval, a
+/// rule's `for`). Among the unexplained services, the root cause is the one that
+/// **explains** the most member alerts (its own and those of the member services explained by
+/// it), then the earliest to alert. Weighing explanation rather than alerting order alone
+/// keeps an unrelated alert that fired first, or a bystander on a data store that fired in
+/// the middle of a cascade, from being named the cause.
+fn root_cause(topo: &Topology, services: &BTreeMap<Arc<str>, ((i64, u64), u64)>) -> Option<Arc<str>> {
+    let mut best: Option<(u64, std::cmp::Reverse<(i64, u64)>, &Arc<str>)> = None;
+    let before = |cause: (i64, u64), effect: (i64, u64)| cause.0 <= effect.0 + CAUSE_SLACK_MS;
+    for (s, (first, _)) in services {
+        if services.iter().any(|(o, (of, _))| o != s && before(*of, *first) && topo.depends(s, o)) {
+            continue;
+        }
+        let explained: u64 =
+            services.iter().filter(|(o, (of, _))| *o == s || (before(*first, *of) && topo.depends(o, s))).map(|(_, (_, n))| *n).sum();
+        let key = (explained, std::cmp::Reverse(*first), s);
+        if best.as_ref().is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            best = Some(key);
+        }
+    }
+    best.map(|(_, _, s)| s.clone())
+}
+
+/// How much later than its dependent a dependency may start alerting and still be its cause.
+const CAUSE_SLACK_MS: i64 = 30_000;
 
 /// After a topology change: recompute the tenant's components from its episodes, oldest first.
 fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &mut Vec<(Option<i64>, Option<i64>, u64)>) {
