@@ -983,7 +983,9 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
 /// keeps an unrelated alert that fired first, or a bystander on a data store that fired in
 /// the middle of a cascade, from being named the cause.
 fn root_cause(topo: &Topology, services: &BTreeMap<Arc<str>, ((i64, u64), u64)>) -> Option<Arc<str>> {
-    let mut best: Option<(u64, std::cmp::Reverse<(i64, u64)>, &Arc<str>)> = None;
+    // (alerts explained, earlier first alert, service)
+    type Best<'a> = (u64, std::cmp::Reverse<(i64, u64)>, &'a Arc<str>);
+    let mut best: Option<Best<'_>> = None;
     let before = |cause: (i64, u64), effect: (i64, u64)| cause.0 <= effect.0 + CAUSE_SLACK_MS;
     for (s, (first, _)) in services {
         if services.iter().any(|(o, (of, _))| o != s && before(*of, *first) && topo.depends(s, o)) {

@@ -260,7 +260,7 @@ fn topology_reload_regroups_open_incidents() {
     )
     .unwrap();
     let start = Instant::now();
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(["run", &dir.join("pipeline.toml").to_string_lossy(), "--workers", "2", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -169,6 +169,9 @@ enum Input {
     Unreadable(String),
 }
 
+/// A file and what its CSV header told (or why it is unusable).
+type CsvHeaderOf<R> = (Arc<PlannedFile>, Result<<R as FileRecord>::CsvHeader, DecodeError>);
+
 /// Per-worker state of the source.
 struct WorkerReader<R: FileRecord> {
     source: Arc<FileSource>,
@@ -178,7 +181,7 @@ struct WorkerReader<R: FileRecord> {
     active: Option<Active>,
     dec: R::Decoder,
     /// CSV headers by file.
-    csv: Vec<(Arc<PlannedFile>, Result<R::CsvHeader, DecodeError>)>,
+    csv: Vec<CsvHeaderOf<R>>,
     /// Event times of the late records of the line being decoded.
     late_ts: Vec<i64>,
     /// Newline counts known so far per file: (offset, newlines before it).
