@@ -147,12 +147,19 @@ pub fn run_alert_chain(
                 topo_in.send(c.clone());
             }
         };
-        for chunk in mine.chunks(300) {
+        // The least event time still to be sent from each position on: the input never moves
+        // past a record it has yet to send (a record stamped later than its own epoch would be
+        // handled out of event-time order; the engine's source makes such records dead letters).
+        let mut unsent_min = vec![i64::MAX; mine.len() + 1];
+        for i in (0..mine.len()).rev() {
+            unsent_min[i] = unsent_min[i + 1].min(mine[i].ts);
+        }
+        for (c, chunk) in mine.chunks(300).enumerate() {
             for a in chunk {
                 max_seen = max_seen.max(a.ts);
                 input.send((*a).clone());
             }
-            let t = (max_seen - 6000).max(0);
+            let t = (max_seen - 6000).max(0).min(unsent_min[((c + 1) * 300).min(mine.len())].max(0));
             let t = (t - t % 1000) as Time;
             feed_topo(&mut topo_in, t as i64);
             if t > *input.time() {

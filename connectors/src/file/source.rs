@@ -51,8 +51,11 @@ pub fn file_source<'s, R: FileRecord>(
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
-        // Replay pacing: lines this worker may have read by now.
-        let pace = source.replay_rate.map(|r| (std::time::Instant::now(), (r as f64 / peers as f64).max(1.0)));
+        // Replay pacing: this worker's share of the rate is its share of the partitions, so
+        // the whole source reads at `replay_rate` however the partitions fall on workers.
+        let mine = (0..source.partitions.len()).filter(|k| k % peers == index).count();
+        let share = mine as f64 / source.partitions.len().max(1) as f64;
+        let pace = source.replay_rate.map(|r| (std::time::Instant::now(), (r as f64 * share).max(1.0)));
         let mut lines_read = 0u64;
         let mut reader = WorkerReader::<R>::new(source, index, peers);
         move |_frontiers| {
