@@ -13,7 +13,7 @@ use alertflow_model::tables::{
     ALERTS, AlertsTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder, WindowTable,
 };
 use alertflow_model::{Alert, Metric};
-use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, SuppressExt, Time};
+use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, EnrichExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::operator::empty;
@@ -278,12 +278,18 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
         }
         if let Some(chain) = &pipeline.alerts {
             let input = scope.concatenate(chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources")));
-            let suppressed = input.dedup(&chain.dedup, stats.dedup.clone()).suppress(&chain.suppress);
-            let topology = match &chain.topology {
-                // The dead-letter streams of the alert sources move with their data's frontier.
-                Some(file) => topology_source(scope, file.clone(), scope.concatenate(chain.inputs.iter().map(|&i| dead[i].clone()))),
-                None => empty(scope),
+            let events = input.dedup(&chain.dedup, stats.dedup.clone());
+            let (events, topology) = match &chain.topology {
+                Some(file) => {
+                    // The dead-letter streams of the alert sources move with their data's frontier.
+                    let frontier = scope.concatenate(chain.inputs.iter().map(|&i| dead[i].clone()));
+                    let topology = topology_source(scope, file.clone(), frontier);
+                    let epoch = pipeline.engine.epoch.millis().max(1) as i64;
+                    (events.enrich(chain.correlate.service_label(), topology.clone(), epoch), topology)
+                }
+                None => (events, empty(scope)),
             };
+            let suppressed = events.suppress(&chain.suppress);
             let correlated = suppressed.events.correlate(&chain.correlate, suppressed.members, topology);
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
             suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());

@@ -147,6 +147,10 @@ pub struct AlertEvent {
     pub storm_id: Option<u64>,
     /// The incident the alert belongs to.
     pub incident_id: Option<u64>,
+    /// The owning team of the alert's service, from the topology (enrich).
+    pub team: Option<Arc<str>>,
+    /// The tier of the alert's service, from the topology (enrich).
+    pub tier: Option<Arc<str>>,
     /// The sender's link.
     pub generator_url: Option<Arc<str>>,
     /// Canonical order: the input position of the notice that caused the change.

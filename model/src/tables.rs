@@ -254,6 +254,8 @@ impl Default for AlertsTable {
                 f("incident_id", DataType::Utf8, true),
                 f("revision", DataType::Int64, false),
                 f("generator_url", DataType::Utf8, true),
+                f("team", DataType::Utf8, true),
+                f("tier", DataType::Utf8, true),
             ])),
         }
     }
@@ -286,6 +288,8 @@ impl TableBuilder<AlertEvent> for AlertsTable {
             Arc::new(rows.iter().map(|r| r.incident_id.map(fingerprint_hex)).collect::<StringArray>()),
             int_col(rows.iter().map(|r| r.revision)),
             opt_str_col(rows.iter().map(|r| r.generator_url.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.team.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.tier.as_deref())),
         ];
         RecordBatch::try_new(self.schema.clone(), cols)
     }

@@ -107,6 +107,11 @@ pub struct Correlate {
 }
 
 impl Correlate {
+    /// The label naming an alert's service.
+    pub fn service_label(&self) -> &str {
+        &self.service_label
+    }
+
     /// Validates a config.
     pub fn with_config(cfg: &CorrelateConfig, epoch: DurationMs) -> Result<Correlate, Vec<ConfigError>> {
         let mut errs = Vec::new();
@@ -1041,8 +1046,9 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
     // Carry revisions and quiet times over; every incident is announced again, and those that
     // vanished (absorbed by a merge the new links made) say so.
     let previous: HashMap<u64, &Incident> = old.values().map(|i| (i.id, i)).collect();
+    // `merged` keeps what earlier changes of this epoch absorbed (a reload is several changes,
+    // each relinking): the rebuild itself absorbs only fresh, unannounced incidents.
     t.dirty.clear();
-    t.merged.clear();
     let roots: Vec<u64> = t.incidents.keys().copied().collect();
     for &r in &roots {
         let inc = t.incidents.get_mut(&r).expect("present");

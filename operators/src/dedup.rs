@@ -180,6 +180,8 @@ impl Entry {
             suppressed: false,
             storm_id: None,
             incident_id: None,
+            team: None,
+            tier: None,
             generator_url: self.generator_url.clone(),
             part: self.origin.0,
             pos: self.origin.1,

@@ -90,7 +90,7 @@ fn random_alerts(dir: &Path, seed: u64) {
     }
     std::fs::write(
         dir.join("topology.csv"),
-        "service,depends_on\nedge,api\napi,auth\napi,cart\ncart,pay\npay,db\nship,queue\nauth,cache\nsearch,\n",
+        "service,depends_on,team,tier\nedge,api,web,0\napi,auth,core,1\napi,cart,core,1\ncart,pay,shop,1\npay,db,shop,1\nship,queue,logistics,2\nauth,cache,core,1\nsearch,,,\ndb,,data,3\n",
     )
     .unwrap();
 }
@@ -169,6 +169,12 @@ fn alert_tables_are_the_same_on_1_2_and_4_workers() {
         "SELECT count(*) AS n FROM (SELECT incident_id FROM incidents GROUP BY incident_id HAVING count(DISTINCT tenant) > 1)",
     );
     assert_eq!(cross.trim(), "n\n0");
+    // Enrich: team and tier of the alert's service from the topology (none for `search`,
+    // whose row names neither).
+    let enriched = query_csv(&out, "SELECT DISTINCT team, tier FROM alerts WHERE alertname = 'UpstreamUnavailable' ORDER BY team");
+    assert_eq!(enriched, "team,tier\ncore,1\nshop,1\n");
+    let search = query_csv(&out, "SELECT count(*) AS n, count(team) AS teams FROM alerts WHERE labels LIKE '%\"service\":\"search\"%'");
+    assert!(search.starts_with("n,teams\n") && !search.starts_with("n,teams\n0,") && search.trim().ends_with(",0"), "{search}");
 }
 
 #[test]
@@ -252,7 +258,7 @@ fn topology_reload_regroups_open_incidents() {
         let _ = writeln!(text, "{}", line(t + 1000, "acme", "ShipmentsStuck", "ship", "ship-0", "firing"));
     }
     std::fs::write(dir.join("alerts.ndjson"), text).unwrap();
-    std::fs::write(dir.join("topology.csv"), "service,depends_on\npay,\nship,\n").unwrap();
+    std::fs::write(dir.join("topology.csv"), "service,depends_on,team\npay,,payments\nship,,logistics\n").unwrap();
     std::fs::write(
         dir.join("pipeline.toml"),
         "[[source]]\nname = \"alerts\"\ntype = \"file\"\npath = \"alerts.ndjson\"\nrecords = \"alerts\"\nreplay_rate = 120\n\n\
@@ -268,7 +274,7 @@ fn topology_reload_regroups_open_incidents() {
         .unwrap();
     // 480 lines at 120/s: about four seconds. Change the file 1.5 s in (atomically).
     std::thread::sleep(Duration::from_millis(1500));
-    std::fs::write(dir.join("topology.new"), "service,depends_on\npay,ship\nship,\n").unwrap();
+    std::fs::write(dir.join("topology.new"), "service,depends_on,team\npay,ship,payments\nship,,fulfilment\n").unwrap();
     std::fs::rename(dir.join("topology.new"), dir.join("topology.csv")).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -287,4 +293,10 @@ fn topology_reload_regroups_open_incidents() {
     assert_eq!(merged.trim(), "n\n1", "the younger incident is merged into the older");
     let root = query_csv(&o, "SELECT root_cause FROM incidents WHERE status <> 'merged' ORDER BY revision DESC LIMIT 1");
     assert_eq!(root.trim(), "root_cause\nship", "pay depends on ship: ship is upstream");
+    // Enrich follows the reload too: ship's team changes, pay's stays.
+    let teams = query_csv(
+        &o,
+        "SELECT alertname, first_value(team ORDER BY revision) AS before, last_value(team ORDER BY revision) AS after FROM alerts GROUP BY alertname ORDER BY alertname",
+    );
+    assert_eq!(teams, "alertname,before,after\nPaymentsFailing,payments,payments\nShipmentsStuck,logistics,fulfilment\n");
 }

@@ -778,6 +778,8 @@ mod tests {
                 suppressed: false,
                 storm_id: None,
                 incident_id: Some(inc),
+                team: None,
+                tier: None,
                 generator_url: None,
                 part: 0,
                 pos: 0,
