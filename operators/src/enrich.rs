@@ -52,7 +52,10 @@ impl Timed for In {
 /// per dependency edge; rows that disagree are resolved by the smallest value, so the answer
 /// does not depend on the order rows arrive in.
 #[derive(Default)]
-struct Services(HashMap<Arc<str>, BTreeMap<(Option<Arc<str>>, Option<Arc<str>>), i64>>);
+struct Services(HashMap<Arc<str>, BTreeMap<TeamTier, i64>>);
+
+/// A service's (team, tier) as one topology row gives them.
+type TeamTier = (Option<Arc<str>>, Option<Arc<str>>);
 
 impl Services {
     fn apply(&mut self, c: &TopologyChange) {
@@ -67,7 +70,7 @@ impl Services {
         }
     }
 
-    fn of(&self, service: &str) -> (Option<Arc<str>>, Option<Arc<str>>) {
+    fn of(&self, service: &str) -> TeamTier {
         let Some(m) = self.0.get(service) else { return (None, None) };
         let team = m.keys().find_map(|(t, _)| t.clone());
         let tier = m.keys().filter_map(|(_, t)| t.clone()).min();
