@@ -53,6 +53,16 @@ pub struct Alert {
     pub pos: u64,
 }
 
+/// The `alertname` label of an alert's label set.
+fn alertname(labels: &LabelSet) -> &str {
+    labels.get("alertname").map(|s| &**s).unwrap_or("")
+}
+
+/// The `severity` label of an alert's label set, `none` when absent.
+fn severity(labels: &LabelSet) -> &str {
+    labels.get("severity").map(|s| &**s).unwrap_or("none")
+}
+
 impl Alert {
     /// The tenant.
     pub fn tenant(&self) -> &str {
@@ -60,11 +70,11 @@ impl Alert {
     }
     /// The `alertname` label.
     pub fn alertname(&self) -> &str {
-        self.labels.get("alertname").map(|s| &**s).unwrap_or("")
+        alertname(&self.labels)
     }
     /// The `severity` label, `none` when absent.
     pub fn severity(&self) -> &str {
-        self.labels.get("severity").map(|s| &**s).unwrap_or("none")
+        severity(&self.labels)
     }
     /// The fingerprint.
     pub fn fingerprint(&self) -> u64 {
@@ -170,11 +180,11 @@ impl AlertEvent {
     }
     /// The `alertname` label.
     pub fn alertname(&self) -> &str {
-        self.labels.get("alertname").map(|s| &**s).unwrap_or("")
+        alertname(&self.labels)
     }
     /// The `severity` label, `none` when absent.
     pub fn severity(&self) -> &str {
-        self.labels.get("severity").map(|s| &**s).unwrap_or("none")
+        severity(&self.labels)
     }
     /// The episode's id: XXH3-64 of the fingerprint and `starts_at` (little-endian bytes).
     pub fn episode(&self) -> u64 {

@@ -1087,17 +1087,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn alert(name: &str, service: &str, host: &str, ts: i64, status: Status, part: u32, pos: u64) -> Alert {
-        Alert {
-            labels: LabelSet::new("t0", &[("alertname", name), ("service", service), ("host", host), ("severity", "warning")]),
-            annotations: LabelSet::new("", &[]),
-            status,
-            starts_at: ts,
-            ends_at: None,
-            ts,
-            generator_url: None,
-            part,
-            pos,
-        }
+        crate::testing::alert(&[("alertname", name), ("service", service), ("host", host), ("severity", "warning")], ts, status, part, pos)
     }
 
     fn edge(s: &str, d: &str, ts: i64, diff: i64) -> TopologyChange {

@@ -388,22 +388,11 @@ fn timeout(
 mod tests {
     use super::*;
     use crate::testing::{Lcg, run_records};
-    use alertflow_model::labels::LabelSet;
 
     const T0: i64 = 1_767_225_600_000;
 
     fn alert(name: &str, host: &str, ts: i64, status: Status, part: u32, pos: u64) -> Alert {
-        Alert {
-            labels: LabelSet::new("t0", &[("alertname", name), ("host", host)]),
-            annotations: LabelSet::new("", &[]),
-            status,
-            starts_at: ts,
-            ends_at: None,
-            ts,
-            generator_url: None,
-            part,
-            pos,
-        }
+        crate::testing::alert(&[("alertname", name), ("host", host)], ts, status, part, pos)
     }
 
     fn op() -> Dedup {

@@ -465,17 +465,7 @@ mod tests {
     const T0: i64 = 1_767_225_600_000;
 
     fn alert(name: &str, host: &str, ts: i64, part: u32, pos: u64) -> Alert {
-        Alert {
-            labels: LabelSet::new("t0", &[("alertname", name), ("host", host), ("service", "db")]),
-            annotations: LabelSet::new("", &[]),
-            status: Status::Firing,
-            starts_at: ts,
-            ends_at: None,
-            ts,
-            generator_url: None,
-            part,
-            pos,
-        }
+        crate::testing::alert(&[("alertname", name), ("host", host), ("service", "db")], ts, Status::Firing, part, pos)
     }
 
     fn run(workers: usize, alerts: Vec<Alert>, cfg: SuppressConfig) -> AlertOutputs {

@@ -181,3 +181,19 @@ pub fn run_alert_chain(
     drop(guards.join());
     std::mem::take(&mut *out.lock().expect("poisoned"))
 }
+
+/// A firing-or-resolved test alert of tenant `t0` with `labels`, its event time also its
+/// start, at input position (`part`, `pos`).
+pub fn alert(labels: &[(&str, &str)], ts: i64, status: alertflow_model::Status, part: u32, pos: u64) -> alertflow_model::Alert {
+    alertflow_model::Alert {
+        labels: alertflow_model::LabelSet::new("t0", labels),
+        annotations: alertflow_model::LabelSet::new("", &[]),
+        status,
+        starts_at: ts,
+        ends_at: None,
+        ts,
+        generator_url: None,
+        part,
+        pos,
+    }
+}

@@ -428,36 +428,38 @@ impl AlertDecoder {
         if cells.len() != header.width {
             return Err(DecodeError::CsvWidth { got: cells.len(), want: header.width });
         }
-        let ts_text = cells[header.ts].text(line, &self.f.scratch).to_string();
+        let ts_text = cells[header.ts].text(line, &self.f.scratch);
         if ts_text.trim().is_empty() {
             return Err(DecodeError::Missing("ts"));
         }
-        let ts = parse_time_field("ts", &ts_text)?;
+        let ts = parse_time_field("ts", ts_text)?;
         for (i, role) in header.roles.iter().enumerate() {
             let c = cells[i];
-            let text = c.text(line, &self.f.scratch).to_string();
+            let f = &mut self.f;
+            // Borrowed from the line (or the unquoting scratch); only label keys are appended
+            // to the scratch, after the cell's text has been used.
+            let text = c.text(line, &f.scratch);
             if text.is_empty() {
                 continue;
             }
-            let f = &mut self.f;
             match role {
                 Role::Skip => {}
                 Role::Tenant => f.tenant = Some(c),
                 Role::Status => {
-                    f.status = Some(match text.to_ascii_lowercase().as_str() {
-                        "firing" => Status::Firing,
-                        "resolved" => Status::Resolved,
-                        _ => {
-                            return Err(DecodeError::WrongType {
-                                field: "status".into(),
-                                expected: "\"firing\" or \"resolved\"",
-                                got: "another string",
-                            });
-                        }
+                    f.status = Some(if text.eq_ignore_ascii_case("firing") {
+                        Status::Firing
+                    } else if text.eq_ignore_ascii_case("resolved") {
+                        Status::Resolved
+                    } else {
+                        return Err(DecodeError::WrongType {
+                            field: "status".into(),
+                            expected: "\"firing\" or \"resolved\"",
+                            got: "another string",
+                        });
                     })
                 }
-                Role::Starts => f.starts_at = Some(parse_time_field("starts_at", &text)?),
-                Role::Ends => f.ends_at = Some(parse_time_field("ends_at", &text)?),
+                Role::Starts => f.starts_at = Some(parse_time_field("starts_at", text)?),
+                Role::Ends => f.ends_at = Some(parse_time_field("ends_at", text)?),
                 Role::Url => f.generator_url = Some(c),
                 Role::Label(k) | Role::Annotation(k) => {
                     let s = f.scratch.len();
