@@ -27,11 +27,41 @@ pub struct EngineConfig {
     /// fewer progress messages; windows still use exact event times.
     #[serde(default = "default_epoch")]
     pub epoch: DurationMs,
+    /// What happens to a metric point older than its partition's watermark: `drop` (a dead
+    /// letter with reason `late`) or `update` (within `allowed_lateness` it is kept, and the
+    /// windows it falls in are emitted again with `revision` + 1).
+    #[serde(default)]
+    pub late: LatePolicy,
+    /// Under `late = "update"`: how far behind its partition's watermark a point may be and
+    /// still revise its windows (older ones are dead letters). Default 1m.
+    #[serde(default)]
+    pub allowed_lateness: Option<DurationMs>,
+}
+
+/// The late policy of a pipeline (DESIGN §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatePolicy {
+    /// Late points are dead letters (reason `late`).
+    #[default]
+    Drop,
+    /// Late points within `allowed_lateness` revise their windows.
+    Update,
+}
+
+impl EngineConfig {
+    /// `allowed_lateness` in ms under `late = "update"`, `None` under `drop`.
+    pub fn kept_lateness(&self) -> Option<DurationMs> {
+        match self.late {
+            LatePolicy::Drop => None,
+            LatePolicy::Update => Some(self.allowed_lateness.unwrap_or(DurationMs::from_secs(60))),
+        }
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { workers: None, epoch: default_epoch() }
+        EngineConfig { workers: None, epoch: default_epoch(), late: LatePolicy::Drop, allowed_lateness: None }
     }
 }
 
@@ -150,6 +180,9 @@ impl Pipeline {
             match key.as_str() {
                 "engine" => {
                     if let Some(e) = section::<EngineConfig>("engine", value, &mut p) {
+                        if e.late == LatePolicy::Drop && e.allowed_lateness.is_some() {
+                            p.push(problem("engine.allowed_lateness", "applies only with `late = \"update\"` (late points are dropped)"));
+                        }
                         engine = e;
                     }
                 }
@@ -233,7 +266,11 @@ impl Pipeline {
                 p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
             }
             match FileSource::plan(c, base, next_part) {
-                Ok(s) => {
+                Ok(mut s) => {
+                    // Only metric points can be revised: late alerts stay dead letters.
+                    if c.records == Records::Metrics {
+                        s.allowed_lateness = engine.kept_lateness().map(|d| d.millis() as i64);
+                    }
                     next_part += s.partitions.len() as u32;
                     source_index.insert(c.name.clone(), (sources.len(), c.records));
                     sources.push(Arc::new(s));
@@ -278,8 +315,14 @@ impl Pipeline {
             };
             match Aggregate::with_config(c, engine.epoch) {
                 Ok(op) => {
-                    if let Some(idx) = input {
-                        aggregates.push((op, idx));
+                    let op = match engine.kept_lateness() {
+                        None => Ok(op),
+                        Some(l) => op.with_late_updates(l),
+                    };
+                    match (op, input) {
+                        (Ok(op), Some(idx)) => aggregates.push((op, idx)),
+                        (Ok(_), None) => {}
+                        (Err(e), _) => p.push(problem(&format!("{at}.{}", e.field), e.message)),
                     }
                 }
                 Err(errs) => {

@@ -125,7 +125,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     std::fs::create_dir_all(&out).map_err(out_err)?;
     let mut table_schemas = Vec::new();
     for (agg, _) in &pipeline.aggregates {
-        table_schemas.push((agg.name().to_string(), WindowTable::new(agg.group_by(), agg.functions()).schema()));
+        table_schemas.push((agg.name().to_string(), WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()).schema()));
     }
     if pipeline.alerts.is_some() {
         table_schemas.push((ALERTS.to_string(), AlertsTable::default().schema()));
@@ -272,7 +272,7 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             stats.sinks[sink_index - 1].clone()
         };
         for (agg, input) in &pipeline.aggregates {
-            let s = sink(agg.name()).with(WindowTable::new(agg.group_by(), agg.functions()));
+            let s = sink(agg.name()).with(WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()));
             let p = points[*input].clone().expect("validated: aggregates read metric sources");
             p.aggregate(agg).sink_parquet(s, next_sink(), failure.clone());
         }

@@ -10,6 +10,7 @@ pub mod labels;
 pub mod metric;
 pub mod series;
 pub mod size;
+pub mod sketch;
 pub mod tables;
 pub mod time;
 pub mod topology;

@@ -24,4 +24,10 @@ pub struct Metric {
     pub part: u32,
     /// Position inside the partition (line index or offset).
     pub pos: u64,
+    /// Older than its partition's watermark but within `allowed_lateness` (late policy
+    /// `update`): stamped at the watermark's epoch rather than its own, so operators that
+    /// keep closed windows can revise them, and operators that need event-time order skip it.
+    /// Fits in the padding after `part`: the record stays 40 bytes.
+    #[serde(default)]
+    pub late: bool,
 }

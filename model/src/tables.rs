@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampMillisecondArray,
+    ArrayRef, BinaryBuilder, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -94,12 +95,19 @@ impl TableRow for DeadLetter {
 pub struct WindowTable {
     group_by: Vec<String>,
     functions: Vec<AggFn>,
+    revisions: bool,
     schema: SchemaRef,
 }
 
 impl WindowTable {
     /// The table for these labels and functions.
     pub fn new(group_by: &[String], functions: &[AggFn]) -> Self {
+        Self::with_revisions(group_by, functions, false)
+    }
+
+    /// The table of an aggregate under the late policy `update`: a last column `revision`
+    /// (Int32; 0 for a window's first row, one more for each correction).
+    pub fn with_revisions(group_by: &[String], functions: &[AggFn], revisions: bool) -> Self {
         let mut fields = vec![
             Field::new("window_start", time_type(), false),
             Field::new("window_end", time_type(), false),
@@ -113,7 +121,10 @@ impl WindowTable {
             let t = if *f == AggFn::Count { DataType::Int64 } else { DataType::Float64 };
             fields.push(Field::new(f.name(), t, false));
         }
-        WindowTable { group_by: group_by.to_vec(), functions: functions.to_vec(), schema: Arc::new(Schema::new(fields)) }
+        if revisions {
+            fields.push(Field::new("revision", DataType::Int32, false));
+        }
+        WindowTable { group_by: group_by.to_vec(), functions: functions.to_vec(), revisions, schema: Arc::new(Schema::new(fields)) }
     }
 }
 
@@ -122,7 +133,7 @@ impl TableBuilder<WindowRow> for WindowTable {
         self.schema.clone()
     }
     fn sort(&self, rows: &mut [WindowRow]) {
-        rows.sort_unstable_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+        rows.sort_unstable_by(|a, b| (a.start, a.end, &a.key, a.revision).cmp(&(b.start, b.end, &b.key, b.revision)));
     }
     fn build(&self, rows: &[WindowRow]) -> Result<RecordBatch, ArrowError> {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
@@ -139,6 +150,9 @@ impl TableBuilder<WindowRow> for WindowTable {
                 f => Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.acc.value(*f)))),
             };
             cols.push(a);
+        }
+        if self.revisions {
+            cols.push(Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.revision as i32))));
         }
         RecordBatch::try_new(self.schema.clone(), cols)
     }
@@ -427,11 +441,11 @@ mod tests {
 
     #[test]
     fn window_batches_have_the_documented_schema() {
-        let t = WindowTable::new(&["host".into()], &AggFn::ALL);
+        let t = WindowTable::new(&["host".into()], &AggFn::DEFAULT);
         let key = GroupKey::project(&Series::new("t0", "cpu", &[("host", "h1")]), &["host".into()]);
         let mut acc = Acc::of(1.0);
         acc.add(3.0);
-        let rows = vec![WindowRow { start: 60_000, end: 120_000, key, acc }];
+        let rows = vec![WindowRow { start: 60_000, end: 120_000, key, acc, revision: 0 }];
         let b = t.build(&rows).unwrap();
         let schema = b.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::series::Series;
+use crate::sketch::Sketch;
 use crate::time::Millis;
 
 /// An aggregate function of a window.
@@ -24,11 +25,37 @@ pub enum AggFn {
     Max,
     /// Mean value.
     Avg,
+    /// The value of the latest point (by event time; ties by input partition and position).
+    Last,
+    /// Population standard deviation (as Prometheus' `stddev_over_time`), by Welford's method.
+    Stddev,
+    /// Median, from the window's [`Sketch`] (relative error ≤ 1 %).
+    P50,
+    /// 90th percentile, from the sketch.
+    P90,
+    /// 95th percentile, from the sketch.
+    P95,
+    /// 99th percentile, from the sketch.
+    P99,
 }
 
 impl AggFn {
     /// Every function, in column order.
-    pub const ALL: [AggFn; 5] = [AggFn::Count, AggFn::Sum, AggFn::Min, AggFn::Max, AggFn::Avg];
+    pub const ALL: [AggFn; 11] = [
+        AggFn::Count,
+        AggFn::Sum,
+        AggFn::Min,
+        AggFn::Max,
+        AggFn::Avg,
+        AggFn::Last,
+        AggFn::Stddev,
+        AggFn::P50,
+        AggFn::P90,
+        AggFn::P95,
+        AggFn::P99,
+    ];
+    /// The functions an aggregate computes when it lists none.
+    pub const DEFAULT: [AggFn; 5] = [AggFn::Count, AggFn::Sum, AggFn::Min, AggFn::Max, AggFn::Avg];
     /// The function's name, which is also its column name.
     pub fn name(self) -> &'static str {
         match self {
@@ -37,6 +64,22 @@ impl AggFn {
             AggFn::Min => "min",
             AggFn::Max => "max",
             AggFn::Avg => "avg",
+            AggFn::Last => "last",
+            AggFn::Stddev => "stddev",
+            AggFn::P50 => "p50",
+            AggFn::P90 => "p90",
+            AggFn::P95 => "p95",
+            AggFn::P99 => "p99",
+        }
+    }
+    /// The quantile a percentile function reads from the sketch.
+    pub fn quantile(self) -> Option<f64> {
+        match self {
+            AggFn::P50 => Some(0.5),
+            AggFn::P90 => Some(0.9),
+            AggFn::P95 => Some(0.95),
+            AggFn::P99 => Some(0.99),
+            _ => None,
         }
     }
 }
@@ -69,12 +112,33 @@ impl<'de> Deserialize<'de> for AggFn {
     }
 }
 
-/// The accumulator of one window and group: count, compensated sum, min, max.
+/// Which statistics beyond count, sum, min and max an accumulator keeps: only what the
+/// aggregate's functions need, so the common case stays a small copyable record with no heap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// `last` and `stddev` (cheap: a few words per accumulator).
+    pub moments: bool,
+    /// The quantile sketch (a heap array of bins).
+    pub sketch: bool,
+}
+
+impl Needs {
+    /// What these functions need.
+    pub fn of(functions: &[AggFn]) -> Needs {
+        Needs {
+            moments: functions.iter().any(|f| matches!(f, AggFn::Last | AggFn::Stddev)),
+            sketch: functions.iter().any(|f| f.quantile().is_some()),
+        }
+    }
+}
+
+/// The accumulator of one window and group: count, compensated sum, min, max, and — when the
+/// functions need them — the latest point, Welford's moments and a quantile sketch.
 ///
 /// The sum uses Neumaier's compensated summation, so it stays within an ulp or two of the exact
-/// sum; partial accumulators are merged in a canonical order (input partition order), so the
-/// result is also bit-identical whatever the worker count.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// sum; partial accumulators are merged in a canonical order (input partition order, then
+/// time), so the result is also bit-identical whatever the worker count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Acc {
     /// Number of points.
     pub count: u64,
@@ -84,16 +148,44 @@ pub struct Acc {
     pub min: f64,
     /// Largest value.
     pub max: f64,
+    extra: Option<Box<Extra>>,
+}
+
+/// The optional part of an accumulator (boxed: most aggregates never need it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Extra {
+    /// `(ts, part, pos)` of the latest point and its value.
+    last: ((i64, u32, u64), f64),
+    /// Welford's running mean and sum of squared deviations.
+    mean: f64,
+    m2: f64,
+    sketch: Option<Sketch>,
 }
 
 impl Acc {
-    /// An accumulator holding one value.
+    /// An accumulator holding one value (count, sum, min and max only).
     #[inline]
     pub fn of(v: f64) -> Acc {
-        Acc { count: 1, sum: v, comp: 0.0, min: v, max: v }
+        Acc { count: 1, sum: v, comp: 0.0, min: v, max: v, extra: None }
     }
 
-    /// Adds one value.
+    /// An accumulator holding one point, keeping what `needs` says.
+    #[inline]
+    pub fn start(needs: Needs, v: f64, ts: i64, part: u32, pos: u64) -> Acc {
+        let mut a = Acc::of(v);
+        if needs.moments || needs.sketch {
+            let sketch = needs.sketch.then(|| {
+                let mut s = Sketch::new();
+                s.add(v);
+                s
+            });
+            a.extra = Some(Box::new(Extra { last: ((ts, part, pos), v), mean: v, m2: 0.0, sketch }));
+        }
+        a
+    }
+
+    /// Adds one value (count, sum, min and max only: use [`add_point`](Self::add_point) for
+    /// accumulators made by [`start`](Self::start)).
     #[inline]
     pub fn add(&mut self, v: f64) {
         self.count += 1;
@@ -103,6 +195,23 @@ impl Acc {
         }
         if v > self.max {
             self.max = v;
+        }
+    }
+
+    /// Adds one point.
+    #[inline]
+    pub fn add_point(&mut self, v: f64, ts: i64, part: u32, pos: u64) {
+        self.add(v);
+        if let Some(x) = self.extra.as_mut() {
+            if (ts, part, pos) > x.last.0 {
+                x.last = ((ts, part, pos), v);
+            }
+            let delta = v - x.mean;
+            x.mean += delta / self.count as f64;
+            x.m2 += delta * (v - x.mean);
+            if let Some(s) = x.sketch.as_mut() {
+                s.add(v);
+            }
         }
     }
 
@@ -120,6 +229,20 @@ impl Acc {
     /// Merges another accumulator into this one.
     #[inline]
     pub fn merge(&mut self, o: &Acc) {
+        if let (Some(x), Some(y)) = (self.extra.as_mut(), o.extra.as_ref()) {
+            if y.last.0 > x.last.0 {
+                x.last = y.last;
+            }
+            // Chan et al.'s pairwise update of the mean and the squared deviations.
+            let (na, nb) = (self.count as f64, o.count as f64);
+            let n = na + nb;
+            let delta = y.mean - x.mean;
+            x.mean += delta * nb / n;
+            x.m2 += y.m2 + delta * delta * na * nb / n;
+            if let (Some(s), Some(t)) = (x.sketch.as_mut(), y.sketch.as_ref()) {
+                s.merge(t);
+            }
+        }
         self.count += o.count;
         self.add_sum(o.sum);
         self.comp += o.comp;
@@ -139,7 +262,7 @@ impl Acc {
         self.sum() / self.count as f64
     }
 
-    /// The value of one function.
+    /// The value of one function (NaN for a function the accumulator was not made for).
     pub fn value(&self, f: AggFn) -> f64 {
         match f {
             AggFn::Count => self.count as f64,
@@ -147,7 +270,18 @@ impl Acc {
             AggFn::Min => self.min,
             AggFn::Max => self.max,
             AggFn::Avg => self.avg(),
+            AggFn::Last => self.extra.as_ref().map_or(f64::NAN, |x| x.last.1),
+            AggFn::Stddev => self.extra.as_ref().map_or(f64::NAN, |x| (x.m2.max(0.0) / self.count as f64).sqrt()),
+            q => {
+                let sketch = self.extra.as_ref().and_then(|x| x.sketch.as_ref());
+                sketch.map_or(f64::NAN, |s| s.quantile(q.quantile().unwrap_or(0.5)))
+            }
         }
+    }
+
+    /// Heap bytes held (the boxed extra statistics and the sketch's bins).
+    pub fn heap_bytes(&self) -> usize {
+        self.extra.as_ref().map_or(0, |x| std::mem::size_of::<Extra>() + x.sketch.as_ref().map_or(0, Sketch::heap_bytes))
     }
 }
 
@@ -257,6 +391,9 @@ pub struct WindowRow {
     pub key: GroupKey,
     /// The aggregated values.
     pub acc: Acc,
+    /// 0 for the first row of a window and group; each correction under the late policy
+    /// `update` counts one up (the row with the highest revision is the correct one).
+    pub revision: u32,
 }
 
 #[cfg(test)]

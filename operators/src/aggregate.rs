@@ -1,18 +1,22 @@
-//! Window aggregate: tumbling windows in event time, grouped by tenant, metric name and chosen
-//! labels, emitting one row per window and group once the frontier passes the window's end.
+//! Window aggregate: tumbling and hopping windows in event time (session windows live in
+//! [`crate::session`]), grouped by tenant, metric name and chosen labels, emitting one row per
+//! window and group once the frontier passes the window's end.
 //!
 //! Two stages. **Pre-aggregation** runs on the worker that decoded the points (no exchange):
-//! it folds points into one accumulator per (window, series, input partition), keyed by the
+//! it folds points into one accumulator per (pane, series, input partition), keyed by the
 //! interned series' address, so the per-point cost is two small map probes and no allocation.
-//! When the frontier passes a window it ships those partials, projected onto the group key, to
-//! the worker that owns the group. **Merge** folds the partials of a group in the canonical
-//! order (partition, first position): the order does not depend on the worker count or on
-//! batching, so neither do the floating-point sums.
+//! A pane is the greatest common divisor of the window's size and slide (for tumbling windows,
+//! the window itself), so every point lands in exactly one pane however many hopping windows
+//! hold it. When the frontier passes a pane it ships those partials, projected onto the group
+//! key, to the worker that owns the group. **Merge** folds the partials of a group in the
+//! canonical order (partition, first position), then — for hopping windows — the panes of a
+//! window in time order: the order depends on neither the worker count nor the batching, so
+//! neither do the floating-point results.
 
 use std::collections::BTreeMap;
 
 use alertflow_model::time::{DurationMs, floor_to};
-use alertflow_model::window::{Acc, AggFn, GroupKey, WindowRow};
+use alertflow_model::window::{Acc, AggFn, GroupKey, Needs, WindowRow};
 use alertflow_model::{Metric, Series};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
@@ -24,6 +28,10 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::{ConfigError, Time};
 
+/// Most panes one hopping window may span (`size / gcd(size, slide)`): each pane of a group is
+/// merged into every window that holds it.
+const MAX_PANES_PER_WINDOW: i64 = 10_000;
+
 /// The `[[aggregate]]` section of a pipeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,18 +40,20 @@ pub struct AggregateConfig {
     pub name: String,
     /// The source (metric stream) to aggregate.
     pub input: String,
-    /// The window: `{ type = "tumbling", size = "1m" }`.
+    /// The window: `{ type = "tumbling", size = "1m" }`, `{ type = "hopping", size = "5m",
+    /// slide = "1m" }` or `{ type = "session", gap = "2m" }`.
     pub window: WindowSpec,
     /// Labels to group by; tenant and metric name are always keys.
     #[serde(default)]
     pub group_by: Vec<String>,
-    /// Aggregate functions, each a column: count, sum, min, max, avg.
+    /// Aggregate functions, each a column: count, sum, min, max, avg, last, stddev, p50, p90,
+    /// p95, p99 (default: count, sum, min, max, avg).
     #[serde(default = "default_functions")]
     pub functions: Vec<AggFn>,
 }
 
 fn default_functions() -> Vec<AggFn> {
-    AggFn::ALL.to_vec()
+    AggFn::DEFAULT.to_vec()
 }
 
 /// A window shape.
@@ -55,29 +65,105 @@ pub enum WindowSpec {
         /// Window length.
         size: DurationMs,
     },
+    /// Windows of `size` starting every `slide` (aligned to the Unix epoch): a point belongs
+    /// to `size / slide` windows.
+    Hopping {
+        /// Window length.
+        size: DurationMs,
+        /// Distance between window starts (at most `size`).
+        slide: DurationMs,
+    },
+    /// Per group, a run of points with less than `gap` between consecutive ones; the window is
+    /// `[first point, last point + gap)`.
+    Session {
+        /// The quiet time that ends a session.
+        gap: DurationMs,
+    },
+}
+
+/// The shape of a validated window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Tumbling (`slide == size`) or hopping windows, aggregated from panes of `pane` ms.
+    Fixed {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+        /// `gcd(size, slide)`.
+        pane: i64,
+    },
+    /// Session windows.
+    Session {
+        /// The quiet time that ends a session.
+        gap: i64,
+    },
 }
 
 /// A validated window aggregate, ready to build.
 #[derive(Clone, Debug)]
 pub struct Aggregate {
-    name: String,
-    size: i64,
-    epoch: i64,
-    group_by: Vec<String>,
-    functions: Vec<AggFn>,
+    pub(crate) name: String,
+    pub(crate) shape: Shape,
+    pub(crate) epoch: i64,
+    pub(crate) group_by: Vec<String>,
+    pub(crate) functions: Vec<AggFn>,
+    pub(crate) needs: Needs,
+    /// `allowed_lateness` in ms under the late policy `update`; `None` under `drop`.
+    pub(crate) late: Option<i64>,
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn check_duration(errs: &mut Vec<ConfigError>, field: &str, d: DurationMs) {
+    if d.millis() == 0 {
+        errs.push(ConfigError::new(field, "must be greater than 0"));
+    }
+    if d.millis() > 366 * 86_400_000 {
+        errs.push(ConfigError::new(field, "must be at most 366d"));
+    }
 }
 
 impl Aggregate {
     /// Validates a config for a pipeline whose timely epoch is `epoch`.
     pub fn with_config(cfg: &AggregateConfig, epoch: DurationMs) -> Result<Aggregate, Vec<ConfigError>> {
         let mut errs = Vec::new();
-        let WindowSpec::Tumbling { size } = cfg.window;
-        if size.millis() == 0 {
-            errs.push(ConfigError::new("window.size", "must be greater than 0"));
-        }
-        if size.millis() > 366 * 86_400_000 {
-            errs.push(ConfigError::new("window.size", "must be at most 366d"));
-        }
+        let shape = match cfg.window {
+            WindowSpec::Tumbling { size } => {
+                check_duration(&mut errs, "window.size", size);
+                let size = size.millis() as i64;
+                Shape::Fixed { size, slide: size, pane: size }
+            }
+            WindowSpec::Hopping { size, slide } => {
+                check_duration(&mut errs, "window.size", size);
+                check_duration(&mut errs, "window.slide", slide);
+                let (size, slide) = (size.millis() as i64, slide.millis() as i64);
+                if slide > size {
+                    errs.push(ConfigError::new(
+                        "window.slide",
+                        "must be at most `size` (a hopping window with slide > size would skip points)",
+                    ));
+                }
+                let pane = if size > 0 && slide > 0 { gcd(size, slide) } else { 1 };
+                if size / pane > MAX_PANES_PER_WINDOW {
+                    errs.push(ConfigError::new(
+                        "window.slide",
+                        format!(
+                            "size and slide share too small a divisor: a window would span {} panes of {pane} ms (at most \
+                             {MAX_PANES_PER_WINDOW}); make size a multiple of slide",
+                            size / pane
+                        ),
+                    ));
+                }
+                Shape::Fixed { size, slide, pane }
+            }
+            WindowSpec::Session { gap } => {
+                check_duration(&mut errs, "window.gap", gap);
+                Shape::Session { gap: gap.millis() as i64 }
+            }
+        };
         let reserved: Vec<&str> = alertflow_model::tables::WINDOW_FIXED_COLUMNS
             .iter()
             .chain(alertflow_model::tables::PARTITION_COLUMNS.iter())
@@ -103,7 +189,8 @@ impl Aggregate {
             }
         }
         if cfg.functions.is_empty() {
-            errs.push(ConfigError::new("functions", "list at least one function: count, sum, min, max, avg"));
+            let names: Vec<&str> = AggFn::ALL.iter().map(|f| f.name()).collect();
+            errs.push(ConfigError::new("functions", format!("list at least one function: {}", names.join(", "))));
         }
         for (i, f) in cfg.functions.iter().enumerate() {
             if cfg.functions[..i].contains(f) {
@@ -115,11 +202,34 @@ impl Aggregate {
         }
         Ok(Aggregate {
             name: cfg.name.clone(),
-            size: size.millis() as i64,
+            shape,
             epoch: epoch.millis().max(1) as i64,
             group_by: cfg.group_by.clone(),
             functions: cfg.functions.clone(),
+            needs: Needs::of(&cfg.functions),
+            late: None,
         })
+    }
+
+    /// Applies the late policy `update`: closed windows are kept for `allowed_lateness`, and a
+    /// window that late points (see [`Metric::late`]) reach is emitted again with `revision`
+    /// one higher. Session windows do not support it (a late point can join two sessions,
+    /// which a revision of one row cannot say).
+    pub fn with_late_updates(mut self, allowed_lateness: DurationMs) -> Result<Aggregate, ConfigError> {
+        if let Shape::Session { .. } = self.shape {
+            return Err(ConfigError::new(
+                "window",
+                "session windows do not support the late policy `update` (a late point may merge two sessions); use \
+                 tumbling or hopping windows, or `late = \"drop\"`",
+            ));
+        }
+        self.late = Some(allowed_lateness.millis() as i64);
+        Ok(self)
+    }
+
+    /// Whether rows carry revisions (late policy `update`).
+    pub fn revises(&self) -> bool {
+        self.late.is_some()
     }
 
     /// The output table's name.
@@ -134,22 +244,47 @@ impl Aggregate {
     pub fn functions(&self) -> &[AggFn] {
         &self.functions
     }
-    /// The window start of an event time.
-    #[inline]
-    fn window_start(&self, ts: i64) -> i64 {
-        floor_to(ts, self.size)
-    }
-    /// The timely time at which a window can close: the epoch of its last millisecond. Points
-    /// of the window carry times at or before it, so once the frontier passes it the window is
-    /// complete.
-    #[inline]
-    fn close_time(&self, start: i64) -> Time {
-        floor_to(start + self.size - 1, self.epoch) as Time
+    /// The window's shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 }
 
-/// A partial accumulator of one window, group and input partition, shipped from
-/// pre-aggregation to the merge.
+/// The pane arithmetic of tumbling and hopping windows.
+#[derive(Clone, Copy, Default)]
+struct Panes {
+    size: i64,
+    slide: i64,
+    pane: i64,
+    epoch: i64,
+}
+
+impl Panes {
+    #[inline]
+    fn pane_start(&self, ts: i64) -> i64 {
+        floor_to(ts, self.pane)
+    }
+    /// The timely time at which a span ending (exclusively) at `end` can close: the epoch of
+    /// its last millisecond. Points of the span carry times at or before it, so once the
+    /// frontier passes it the span is complete.
+    #[inline]
+    fn close_time(&self, end: i64) -> Time {
+        floor_to(end - 1, self.epoch) as Time
+    }
+    fn tumbling(&self) -> bool {
+        self.slide == self.size
+    }
+    /// The ends of the windows that hold the pane starting at `start`, ascending.
+    fn window_ends(&self, start: i64) -> impl Iterator<Item = i64> + use<> {
+        // Window starts s = k·slide with s ≤ start < s + size.
+        let (size, slide) = (self.size, self.slide);
+        let first = floor_to(start - size, slide) + slide;
+        (0..).map(move |k| first + k * slide).take_while(move |&s| s <= start).map(move |s| s + size)
+    }
+}
+
+/// A partial accumulator of one pane, group and input partition, shipped from pre-aggregation
+/// to the merge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Partial {
     key: GroupKey,
@@ -158,6 +293,9 @@ pub struct Partial {
     /// Position of the first point folded in: with `part`, a canonical merge order.
     first_pos: u64,
     acc: Acc,
+    /// One late point whose pane had closed when it came (late policy `update`): it travels
+    /// at its own time and revises the pane.
+    late: bool,
 }
 
 /// Builds window aggregates on metric streams.
@@ -166,18 +304,19 @@ pub trait AggregateExt<'s> {
     fn aggregate(self, op: &Aggregate) -> Stream<'s, Time, Vec<WindowRow>>;
 }
 
-/// Partials of one window before the exchange: (series address, partition) → (series, first
+/// Partials of one pane before the exchange: (series address, partition) → (series, first
 /// position, accumulator).
 type SeriesPartials = HashMap<(usize, u32), (Series, u64, Acc)>;
 
-struct PreWindow {
+struct PrePane {
     cap: Capability<Time>,
     series: SeriesPartials,
 }
 
-struct MergeWindow {
+struct MergePane {
     cap: Capability<Time>,
-    groups: HashMap<GroupKey, Parts>,
+    /// (pane start, group) → partials.
+    groups: HashMap<(i64, GroupKey), Parts>,
 }
 
 /// The partials of one group: nearly always one or two, so the first lives inline.
@@ -186,61 +325,99 @@ struct Parts {
     rest: Vec<(u32, u64, Acc)>,
 }
 
+impl Parts {
+    /// The group's accumulator: the partials merged in canonical order.
+    fn merged(self) -> Acc {
+        let Parts { first, mut rest } = self;
+        if rest.is_empty() {
+            return first.2;
+        }
+        rest.push(first);
+        rest.sort_unstable_by_key(|&(part, pos, _)| (part, pos));
+        let mut it = rest.into_iter();
+        let mut acc = it.next().map(|p| p.2).expect("non-empty");
+        for (_, _, a) in it {
+            acc.merge(&a);
+        }
+        acc
+    }
+}
+
+/// The group key of a series, projected once per series. The cache holds the series, so its
+/// address (the cache key) cannot be reused by another series while cached.
+#[inline]
+fn key_of<'k>(keys: &'k mut HashMap<usize, (Series, GroupKey)>, series: &Series, group_by: &[String]) -> &'k GroupKey {
+    &keys.entry(series.addr()).or_insert_with(|| (series.clone(), GroupKey::project(series, group_by))).1
+}
+
 impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
     fn aggregate(self, op: &Aggregate) -> Stream<'s, Time, Vec<WindowRow>> {
+        let (size, slide, pane) = match op.shape {
+            Shape::Fixed { size, slide, pane } => (size, slide, pane),
+            Shape::Session { .. } => return crate::session::sessions(self, op),
+        };
+        let panes = Panes { size, slide, pane, epoch: op.epoch };
         let pre_op = op.clone();
         let partials = self.unary_frontier::<CapacityContainerBuilder<Vec<Partial>>, _, _, _>(
             Pipeline,
             &format!("aggregate:{}:pre", op.name),
             move |_cap, _info| {
                 let op = pre_op;
-                let mut windows: BTreeMap<i64, PreWindow> = BTreeMap::new();
-                // Maps of flushed windows, kept with their capacity for the next windows:
-                // growing fresh maps window after window cost page faults and rehashing.
+                let needs = op.needs;
+                let mut open: BTreeMap<i64, PrePane> = BTreeMap::new();
+                // Maps of flushed panes, kept with their capacity for the next panes: growing
+                // fresh maps pane after pane cost page faults and rehashing.
                 let mut spare: Vec<SeriesPartials> = Vec::new();
                 // Series → group key, computed once per series (and holding the series, so
                 // its address cannot be reused while cached).
                 let mut keys: HashMap<usize, (Series, GroupKey)> = HashMap::new();
+                let mut late: Vec<Partial> = Vec::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
+                        // Timely time is totally ordered: a stamp is one time.
+                        let Some(now) = cap.least().copied() else { return };
                         for batch in data {
-                            // Consecutive points nearly always share a window: look it up once
-                            // per run of equal window starts.
-                            let mut current: Option<(i64, &mut PreWindow)> = None;
+                            // Consecutive points nearly always share a pane: look it up once
+                            // per run of equal pane starts.
+                            let mut current: Option<(i64, &mut PrePane)> = None;
                             for m in batch.drain(..) {
-                                let start = op.window_start(m.ts);
+                                let start = panes.pane_start(m.ts);
+                                if m.late && now > panes.close_time(start + pane) {
+                                    // Its pane has closed: it goes on alone, at its own time.
+                                    let key = key_of(&mut keys, &m.series, &op.group_by).clone();
+                                    let acc = Acc::start(needs, m.value, m.ts, m.part, m.pos);
+                                    late.push(Partial { key, start, part: m.part, first_pos: m.pos, acc, late: true });
+                                    continue;
+                                }
                                 let w = match current {
                                     Some((s, w)) if s == start => w,
-                                    _ => windows.entry(start).or_insert_with(|| PreWindow {
-                                        cap: cap.delayed(&op.close_time(start), port),
+                                    _ => open.entry(start).or_insert_with(|| PrePane {
+                                        cap: cap.delayed(&panes.close_time(start + pane), port),
                                         series: spare.pop().unwrap_or_default(),
                                     }),
                                 };
                                 w.series
                                     .entry((m.series.addr(), m.part))
-                                    .and_modify(|e| e.2.add(m.value))
-                                    .or_insert_with(|| (m.series, m.pos, Acc::of(m.value)));
+                                    .and_modify(|e| e.2.add_point(m.value, m.ts, m.part, m.pos))
+                                    .or_insert_with(|| (m.series, m.pos, Acc::start(needs, m.value, m.ts, m.part, m.pos)));
                                 current = Some((start, w));
                             }
                         }
+                        if !late.is_empty() {
+                            output.session(&cap.delayed(&now, port)).give_iterator(late.drain(..));
+                        }
                     });
-                    while let Some(entry) = windows.first_entry() {
-                        if frontier.less_equal(&op.close_time(*entry.key())) {
+                    while let Some(entry) = open.first_entry() {
+                        if frontier.less_equal(&panes.close_time(*entry.key() + pane)) {
                             break;
                         }
                         let start = *entry.key();
                         let mut w = entry.remove();
                         let mut session = output.session(&w.cap);
-                        for ((addr, part), (series, first_pos, acc)) in w.series.drain() {
-                            let key = &keys
-                                .entry(addr)
-                                .or_insert_with(|| {
-                                    let k = GroupKey::project(&series, &op.group_by);
-                                    (series, k)
-                                })
-                                .1;
-                            session.give(Partial { key: key.clone(), start, part, first_pos, acc });
+                        for ((_, part), (series, first_pos, acc)) in w.series.drain() {
+                            let key = key_of(&mut keys, &series, &op.group_by).clone();
+                            session.give(Partial { key, start, part, first_pos, acc, late: false });
                         }
                         spare.push(w.series);
                     }
@@ -248,25 +425,33 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
             },
         );
 
-        let merge_op = op.clone();
+        let lateness = op.late;
         partials.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             Exchange::new(|p: &Partial| p.key.stable_hash()),
             &format!("aggregate:{}:merge", op.name),
             move |_cap, _info| {
-                let op = merge_op;
-                let mut windows: BTreeMap<i64, MergeWindow> = BTreeMap::new();
-                let mut spare: Vec<HashMap<GroupKey, Parts>> = Vec::new();
+                let mut merge = Merge { panes, lateness, ..Merge::default() };
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
+                        let Some(now) = cap.least().copied() else { return };
                         for batch in data {
                             for p in batch.drain(..) {
-                                let w = windows.entry(p.start).or_insert_with(|| MergeWindow {
-                                    cap: cap.delayed(&op.close_time(p.start), port),
-                                    groups: spare.pop().unwrap_or_default(),
-                                });
+                                let pane = if p.late {
+                                    merge
+                                        .late
+                                        .entry(now)
+                                        .or_insert_with(|| MergePane { cap: cap.delayed(&now, port), groups: HashMap::new() })
+                                } else {
+                                    merge.open.entry(p.start).or_insert_with(|| MergePane {
+                                        cap: cap.delayed(&panes.close_time(p.start + panes.pane), port),
+                                        groups: merge.spare.pop().unwrap_or_default(),
+                                    })
+                                };
+                                // Late partials of different panes share a batch: key them by
+                                // pane too (on-time panes hold one start).
                                 let part = (p.part, p.first_pos, p.acc);
-                                match w.groups.entry(p.key) {
+                                match pane.groups.entry((p.start, p.key)) {
                                     hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().rest.push(part),
                                     hashbrown::hash_map::Entry::Vacant(e) => {
                                         e.insert(Parts { first: part, rest: Vec::new() });
@@ -275,69 +460,251 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                             }
                         }
                     });
-                    while let Some(entry) = windows.first_entry() {
-                        if frontier.less_equal(&op.close_time(*entry.key())) {
-                            break;
-                        }
-                        let start = *entry.key();
-                        let mut w = entry.remove();
-                        let mut session = output.session(&w.cap);
-                        for (key, Parts { first, mut rest }) in w.groups.drain() {
-                            let acc = if rest.is_empty() {
-                                first.2
-                            } else {
-                                rest.push(first);
-                                rest.sort_unstable_by_key(|&(part, pos, _)| (part, pos));
-                                let mut acc = rest[0].2;
-                                for (_, _, a) in &rest[1..] {
-                                    acc.merge(a);
-                                }
-                                acc
-                            };
-                            session.give(WindowRow { start, end: start + op.size, key, acc });
-                        }
-                        spare.push(w.groups);
-                    }
+                    merge.advance(frontier, |cap, rows| output.session(cap).give_container(rows));
                 }
             },
         )
     }
 }
 
+/// The merge stage's state on one worker.
+#[derive(Default)]
+struct Merge {
+    panes: Panes,
+    lateness: Option<i64>,
+    /// Panes still receiving partials, by start.
+    open: BTreeMap<i64, MergePane>,
+    /// Late partials (policy `update`) by the time they came at.
+    late: BTreeMap<Time, MergePane>,
+    /// Maps of flushed panes, kept with their capacity.
+    spare: Vec<HashMap<(i64, GroupKey), Parts>>,
+    /// Closed panes still needed by a window (hopping windows, or any window while it may be
+    /// revised), by start.
+    closed: BTreeMap<i64, HashMap<GroupKey, Acc>>,
+    /// A capability for each window end that holds data and has not been emitted.
+    ends: BTreeMap<i64, Capability<Time>>,
+    /// Under `update`: the last revision emitted per window end and group, while revisable.
+    revisions: BTreeMap<i64, HashMap<GroupKey, u32>>,
+}
+
+impl Merge {
+    /// Handles everything the frontier has passed, in timely-time order: pane closes, then
+    /// late batches, then window emissions of the same time (a window closing at `t` holds
+    /// every point that came at or before `t`, late ones included).
+    fn advance(
+        &mut self,
+        frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        mut emit: impl FnMut(&Capability<Time>, &mut Vec<WindowRow>),
+    ) {
+        let p = self.panes;
+        let passed = |t: Time| !frontier.less_equal(&t);
+        let mut rows = Vec::new();
+        loop {
+            let t_pane = self.open.first_key_value().map(|(&s, _)| p.close_time(s + p.pane)).filter(|&t| passed(t));
+            let t_late = self.late.first_key_value().map(|(&t, _)| t).filter(|&t| passed(t));
+            let t_end = self.ends.first_key_value().map(|(&e, _)| p.close_time(e)).filter(|&t| passed(t));
+            let Some(t) = [t_pane, t_late, t_end].into_iter().flatten().min() else { break };
+            if t_pane == Some(t) {
+                let (start, mut w) = self.open.pop_first().expect("non-empty");
+                if p.tumbling() && self.lateness.is_none() {
+                    // The common case: the pane is the window, nothing is kept.
+                    for ((_, key), parts) in w.groups.drain() {
+                        rows.push(WindowRow { start, end: start + p.size, key, acc: parts.merged(), revision: 0 });
+                    }
+                    emit(&w.cap, &mut rows);
+                } else {
+                    for end in p.window_ends(start) {
+                        self.ends.entry(end).or_insert_with(|| w.cap.delayed(&p.close_time(end)));
+                    }
+                    self.closed.insert(start, w.groups.drain().map(|((_, k), parts)| (k, parts.merged())).collect());
+                }
+                self.spare.push(w.groups);
+            } else if t_late == Some(t) {
+                let (_, mut w) = self.late.pop_first().expect("non-empty");
+                self.revise(t, &mut w, &mut rows);
+                emit(&w.cap, &mut rows);
+            } else {
+                let (end, cap) = self.ends.pop_first().expect("non-empty");
+                let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
+                for (_, pane_groups) in self.closed.range(end - p.size..end) {
+                    for (key, acc) in pane_groups {
+                        match groups.get_mut(key) {
+                            Some(a) => a.merge(acc),
+                            None => {
+                                groups.insert(key.clone(), acc.clone());
+                            }
+                        }
+                    }
+                }
+                if self.lateness.is_some() {
+                    self.revisions.insert(end, groups.keys().map(|k| (k.clone(), 0)).collect());
+                }
+                rows.extend(groups.into_iter().map(|(key, acc)| WindowRow { start: end - p.size, end, key, acc, revision: 0 }));
+                emit(&cap, &mut rows);
+                if self.lateness.is_none() {
+                    // Later windows start at `end + slide - size` or after.
+                    while self.closed.first_key_value().is_some_and(|(&s, _)| s < end + p.slide - p.size) {
+                        self.closed.pop_first();
+                    }
+                }
+            }
+        }
+        if let Some(lateness) = self.lateness {
+            // A late point of pane `s` comes at the latest at the epoch of `s + pane − 1 +
+            // lateness`, and revises windows ending at most at `s + size`: once the frontier
+            // has passed both, the pane is done with. A window end likewise.
+            while self.closed.first_key_value().is_some_and(|(&s, _)| passed(p.close_time(s + p.size + lateness))) {
+                self.closed.pop_first();
+            }
+            while self.revisions.first_key_value().is_some_and(|(&e, _)| passed(p.close_time(e + lateness))) {
+                self.revisions.pop_first();
+            }
+        }
+    }
+
+    /// Folds one batch of late partials (come at `t`) into their closed panes and re-emits
+    /// every emitted window they reach, once per window and group, with the next revision.
+    fn revise(&mut self, t: Time, w: &mut MergePane, rows: &mut Vec<WindowRow>) {
+        let p = self.panes;
+        let mut touched: HashMap<(i64, GroupKey), ()> = HashMap::new();
+        for ((start, key), parts) in w.groups.drain() {
+            let acc = parts.merged();
+            match self.closed.entry(start).or_default().entry(key.clone()) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(&acc),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(acc);
+                }
+            }
+            for end in p.window_ends(start) {
+                if p.close_time(end) < t {
+                    touched.insert((end, key.clone()), ());
+                } else {
+                    // Not emitted yet: it will hold the revised pane.
+                    self.ends.entry(end).or_insert_with(|| w.cap.delayed(&p.close_time(end)));
+                }
+            }
+        }
+        for ((end, key), ()) in touched {
+            let mut acc: Option<Acc> = None;
+            for (_, pane_groups) in self.closed.range(end - p.size..end) {
+                if let Some(a) = pane_groups.get(&key) {
+                    match acc.as_mut() {
+                        Some(x) => x.merge(a),
+                        None => acc = Some(a.clone()),
+                    }
+                }
+            }
+            let Some(acc) = acc else { continue };
+            let revision = match self.revisions.entry(end).or_default().entry(key.clone()) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => {
+                    *e.get_mut() += 1;
+                    *e.get()
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => *e.insert(0),
+            };
+            rows.push(WindowRow { start: end - p.size, end, key, acc, revision });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Lcg, run_metrics};
+    use crate::testing::{Lcg, run_metrics, run_stamped};
+    use alertflow_model::sketch::RELATIVE_ERROR;
     use std::collections::BTreeMap as Map;
 
-    fn config(size: &str, group_by: &[&str]) -> AggregateConfig {
+    fn config(window: WindowSpec, group_by: &[&str], functions: &[AggFn]) -> AggregateConfig {
         AggregateConfig {
             name: "w".into(),
             input: "points".into(),
-            window: WindowSpec::Tumbling { size: size.parse().unwrap() },
+            window,
             group_by: group_by.iter().map(|s| s.to_string()).collect(),
-            functions: AggFn::ALL.to_vec(),
+            functions: functions.to_vec(),
         }
     }
 
-    /// The oracle: every point of the input, grouped naively.
-    fn oracle(points: &[Metric], size: i64, group_by: &[String]) -> Map<(i64, GroupKey), (u64, f64, f64, f64)> {
-        let mut m: Map<(i64, GroupKey), Vec<f64>> = Map::new();
-        for p in points {
-            let k = GroupKey::project(&p.series, group_by);
-            m.entry((floor_to(p.ts, size), k)).or_default().push(p.value);
-        }
-        m.into_iter()
-            .map(|(k, v)| {
-                let sum: f64 = v.iter().sum();
-                let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-                let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                (k, (v.len() as u64, sum, min, max))
-            })
-            .collect()
+    fn tumbling(size: &str) -> WindowSpec {
+        WindowSpec::Tumbling { size: size.parse().unwrap() }
+    }
+    fn hopping(size: &str, slide: &str) -> WindowSpec {
+        WindowSpec::Hopping { size: size.parse().unwrap(), slide: slide.parse().unwrap() }
+    }
+    fn session(gap: &str) -> WindowSpec {
+        WindowSpec::Session { gap: gap.parse().unwrap() }
     }
 
-    fn random_points(seed: u64, n: usize) -> Vec<Metric> {
+    /// The oracle's windows: every (start, end, group) with its points, from the whole input
+    /// at once — each point placed in every window that holds it, sessions cut naively.
+    fn oracle_windows<'a>(points: &'a [Metric], op: &Aggregate) -> Map<(i64, i64, GroupKey), Vec<&'a Metric>> {
+        let mut m: Map<(i64, i64, GroupKey), Vec<&'a Metric>> = Map::new();
+        match op.shape {
+            Shape::Fixed { size, slide, .. } => {
+                for p in points {
+                    let k = GroupKey::project(&p.series, &op.group_by);
+                    // Every window start s = k·slide with s ≤ ts < s + size.
+                    let mut s = floor_to(p.ts, slide);
+                    while s > p.ts - size {
+                        m.entry((s, s + size, k.clone())).or_default().push(p);
+                        s -= slide;
+                    }
+                }
+            }
+            Shape::Session { gap } => {
+                let mut by_group: Map<GroupKey, Vec<&Metric>> = Map::new();
+                for p in points {
+                    by_group.entry(GroupKey::project(&p.series, &op.group_by)).or_default().push(p);
+                }
+                for (k, mut ps) in by_group {
+                    ps.sort_by_key(|p| (p.ts, p.part, p.pos));
+                    let mut run: Vec<&Metric> = Vec::new();
+                    for p in ps {
+                        if let Some(last) = run.last()
+                            && p.ts >= last.ts + gap
+                        {
+                            let w = std::mem::take(&mut run);
+                            m.insert((w[0].ts, w[w.len() - 1].ts + gap, k.clone()), w);
+                        }
+                        run.push(p);
+                    }
+                    let end = run[run.len() - 1].ts + gap;
+                    m.insert((run[0].ts, end, k), run);
+                }
+            }
+        }
+        m
+    }
+
+    /// Checks one row against the naive value of every function.
+    fn check_row(r: &WindowRow, ps: &[&Metric], functions: &[AggFn], what: &str) {
+        let mut v: Vec<f64> = ps.iter().map(|p| p.value).collect();
+        let n = v.len() as f64;
+        let sum: f64 = v.iter().sum();
+        let mean = sum / n;
+        v.sort_by(f64::total_cmp);
+        for &f in functions {
+            let got = r.acc.value(f);
+            let want = match f {
+                AggFn::Count => n,
+                AggFn::Sum => sum,
+                AggFn::Min => v[0],
+                AggFn::Max => v[v.len() - 1],
+                AggFn::Avg => mean,
+                AggFn::Last => ps.iter().max_by_key(|p| (p.ts, p.part, p.pos)).unwrap().value,
+                AggFn::Stddev => (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt(),
+                // Nearest rank, as DuckDB's quantile_disc.
+                q => v[((q.quantile().unwrap() * n).ceil() as usize).clamp(1, v.len()) - 1],
+            };
+            let tol = match f {
+                AggFn::Count | AggFn::Min | AggFn::Max | AggFn::Last => 0.0,
+                AggFn::Sum | AggFn::Avg | AggFn::Stddev => 1e-9 * want.abs().max(1.0),
+                _ => RELATIVE_ERROR * want.abs() * (1.0 + 1e-12) + 1e-9,
+            };
+            assert!((got - want).abs() <= tol, "{what}: {f} of {:?} [{}, {}) is {got}, want {want}", r.key, r.start, r.end);
+        }
+    }
+
+    fn random_points(seed: u64, n: usize, spacing: i64) -> Vec<Metric> {
         let mut r = Lcg(seed);
         let hosts: Vec<String> = (0..37).map(|i| format!("h{i}")).collect();
         let series: Vec<Series> = (0..200)
@@ -350,7 +717,7 @@ mod tests {
             .collect();
         (0..n)
             .map(|i| {
-                let base = 1_767_225_600_000 + (i as i64) * 50;
+                let base = 1_767_225_600_000 + (i as i64) * spacing;
                 // up to 3 s of disorder
                 let ts = base + (r.next() % 6000) as i64 - 3000;
                 Metric {
@@ -359,44 +726,157 @@ mod tests {
                     value: (r.next() % 100_000) as f64 / 7.0 - 5000.0,
                     part: (i / 997) as u32,
                     pos: (i % 997) as u64,
+                    late: false,
                 }
             })
             .collect()
     }
 
-    #[test]
-    fn matches_the_oracle_at_any_worker_count() {
-        for (seed, size, group_by) in
-            [(1, "1m", vec!["host"]), (2, "10s", vec![]), (3, "1m", vec!["zone", "host"]), (4, "7s", vec!["zone"])]
-        {
-            let cfg = config(size, &group_by);
-            let points = random_points(seed, 20_000);
-            let op = Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap();
-            let want = oracle(&points, op.size, &op.group_by);
-            let mut first: Option<Vec<WindowRow>> = None;
-            for workers in [1, 2, 4] {
-                let op2 = op.clone();
-                let mut rows = run_metrics(workers, points.clone(), 5000, move |s| s.aggregate(&op2));
-                rows.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
-                assert_eq!(rows.len(), want.len(), "seed {seed}, {workers} workers");
-                for r in &rows {
-                    let (count, sum, min, max) = want[&(r.start, r.key.clone())];
-                    assert_eq!(r.end - r.start, op.size);
-                    assert_eq!((r.acc.count, r.acc.min, r.acc.max), (count, min, max));
-                    assert!((r.acc.sum() - sum).abs() <= 1e-9 * sum.abs().max(1.0), "{} vs {sum}", r.acc.sum());
-                }
-                // Bit-identical whatever the worker count.
-                match &first {
-                    None => first = Some(rows),
-                    Some(f) => assert!(f == &rows, "seed {seed}: {workers} workers differ from 1"),
-                }
+    /// Runs `cfg` over `points` on 1, 2 and 4 workers: the rows are exactly the oracle's
+    /// windows, every function within its bound, and bit-identical at every worker count.
+    fn check_against_oracle(cfg: &AggregateConfig, points: &[Metric], what: &str) {
+        let op = Aggregate::with_config(cfg, "1s".parse().unwrap()).unwrap();
+        let want = oracle_windows(points, &op);
+        let mut first: Option<Vec<WindowRow>> = None;
+        for workers in [1, 2, 4] {
+            let op2 = op.clone();
+            let mut rows = run_metrics(workers, points.to_vec(), 5000, move |s| s.aggregate(&op2));
+            rows.sort_by(|a, b| (a.start, a.end, &a.key).cmp(&(b.start, b.end, &b.key)));
+            let got: Vec<(i64, i64, GroupKey)> = rows.iter().map(|r| (r.start, r.end, r.key.clone())).collect();
+            let keys: Vec<(i64, i64, GroupKey)> = want.keys().cloned().collect();
+            assert!(got == keys, "{what}, {workers} workers: {} rows, the oracle has {} windows", got.len(), keys.len());
+            for r in &rows {
+                check_row(r, &want[&(r.start, r.end, r.key.clone())], &op.functions, what);
+            }
+            match &first {
+                None => first = Some(rows),
+                Some(f) => assert!(f == &rows, "{what}: {workers} workers differ from 1"),
             }
         }
     }
 
     #[test]
+    fn tumbling_windows_match_the_oracle_at_any_worker_count() {
+        for (seed, size, group_by) in
+            [(1, "1m", vec!["host"]), (2, "10s", vec![]), (3, "1m", vec!["zone", "host"]), (4, "7s", vec!["zone"])]
+        {
+            let cfg = config(tumbling(size), &group_by, &AggFn::DEFAULT);
+            check_against_oracle(&cfg, &random_points(seed, 20_000, 50), &format!("tumbling {size}, seed {seed}"));
+        }
+    }
+
+    #[test]
+    fn every_function_matches_the_oracle() {
+        let cfg = config(tumbling("30s"), &["zone"], &AggFn::ALL);
+        check_against_oracle(&cfg, &random_points(5, 20_000, 50), "all functions");
+    }
+
+    #[test]
+    fn hopping_windows_match_the_oracle_at_any_worker_count() {
+        for (seed, size, slide, group_by) in
+            [(6, "5m", "1m", vec!["host"]), (7, "10s", "4s", vec![]), (8, "1m", "1m", vec!["zone"]), (9, "30s", "10s", vec!["zone"])]
+        {
+            let cfg = config(hopping(size, slide), &group_by, &AggFn::ALL);
+            check_against_oracle(&cfg, &random_points(seed, 20_000, 50), &format!("hopping {size}/{slide}, seed {seed}"));
+        }
+    }
+
+    #[test]
+    fn session_windows_match_the_oracle_at_any_worker_count() {
+        // Sparse points (one every 400 ms over 200 series, so a series sees a point every
+        // ~80 s on average) make sessions of every length for gaps of 1–5 minutes.
+        for (seed, gap, group_by) in [(10, "2m", vec!["host"]), (11, "5m", vec![]), (12, "1m", vec!["zone", "host"])] {
+            let cfg = config(session(gap), &group_by, &AggFn::ALL);
+            check_against_oracle(&cfg, &random_points(seed, 10_000, 400), &format!("session {gap}, seed {seed}"));
+        }
+    }
+
+    /// Stamps points the way the file source does under the late policy `update`: per
+    /// partition in position order, a point older than the partition's watermark (max event
+    /// time − `ooo`) by at most `lateness` is kept, marked late and stamped at the watermark's
+    /// epoch; an older one is dropped (a dead letter).
+    fn stamp_like_the_source(points: &[Metric], ooo: i64, lateness: i64) -> Vec<(Time, Metric)> {
+        let mut max_ts: Map<u32, i64> = Map::new();
+        let mut out = Vec::new();
+        for m in points {
+            let wm = max_ts.get(&m.part).map(|t| t - ooo);
+            match wm {
+                Some(wm) if m.ts < wm => {
+                    if wm - m.ts <= lateness {
+                        out.push((floor_to(wm, 1000) as Time, Metric { late: true, ..m.clone() }));
+                    }
+                }
+                _ => {
+                    max_ts.insert(m.part, max_ts.get(&m.part).map_or(m.ts, |t| (*t).max(m.ts)));
+                    out.push((floor_to(m.ts, 1000) as Time, m.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn late_updates_revise_windows_like_the_oracle() {
+        let (ooo, lateness) = (1000, 2000);
+        for (seed, window) in [(13, tumbling("10s")), (14, hopping("20s", "5s")), (15, tumbling("1m"))] {
+            let what = format!("late update, {window:?}, seed {seed}");
+            let cfg = config(window, &["zone"], &AggFn::ALL);
+            let op = Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap().with_late_updates(DurationMs(lateness as u64)).unwrap();
+            let stamped = stamp_like_the_source(&random_points(seed, 20_000, 50), ooo, lateness);
+            let late = stamped.iter().filter(|(_, m)| m.late).count();
+            assert!(late > 500, "{what}: only {late} late points");
+            // The oracle: for each window and group, one row per emission time — the window's
+            // close, then each later time late points of it came at — holding every point
+            // that came by then.
+            let accepted: Vec<Metric> = stamped.iter().map(|(_, m)| m.clone()).collect();
+            let stamp_of: Map<(u32, u64), Time> = stamped.iter().map(|(t, m)| ((m.part, m.pos), *t)).collect();
+            let mut want: Map<(i64, i64, GroupKey, u32), Vec<&Metric>> = Map::new();
+            for ((start, end, key), ps) in oracle_windows(&accepted, &op) {
+                let close = floor_to(end - 1, 1000) as Time;
+                let mut times: Vec<Time> = ps.iter().map(|p| stamp_of[&(p.part, p.pos)].max(close)).collect();
+                times.sort();
+                times.dedup();
+                for (rev, t) in times.into_iter().enumerate() {
+                    let upto: Vec<&Metric> = ps.iter().copied().filter(|p| stamp_of[&(p.part, p.pos)] <= t).collect();
+                    want.insert((start, end, key.clone(), rev as u32), upto);
+                }
+            }
+            assert!(want.keys().any(|k| k.3 > 0), "{what}: no revisions");
+            let mut first: Option<Vec<WindowRow>> = None;
+            for workers in [1, 2, 4] {
+                let op2 = op.clone();
+                let mut rows = run_stamped(workers, stamped.clone(), move |s| s.aggregate(&op2));
+                rows.sort_by(|a, b| (a.start, a.end, &a.key, a.revision).cmp(&(b.start, b.end, &b.key, b.revision)));
+                let got: Vec<_> = rows.iter().map(|r| (r.start, r.end, r.key.clone(), r.revision)).collect();
+                let keys: Vec<_> = want.keys().cloned().collect();
+                assert!(got == keys, "{what}, {workers} workers: {} rows, the oracle has {}", got.len(), keys.len());
+                for r in &rows {
+                    check_row(r, &want[&(r.start, r.end, r.key.clone(), r.revision)], &op.functions, &what);
+                }
+                match &first {
+                    None => first = Some(rows),
+                    Some(f) => assert!(f == &rows, "{what}: {workers} workers differ from 1"),
+                }
+            }
+        }
+        let s = Aggregate::with_config(&config(session("1m"), &[], &AggFn::DEFAULT), DurationMs(1000)).unwrap();
+        assert!(s.with_late_updates(DurationMs(1000)).unwrap_err().to_string().contains("session windows do not support"));
+    }
+
+    #[test]
+    fn pane_arithmetic() {
+        let p = Panes { size: 300, slide: 60, pane: 60, epoch: 1 };
+        assert_eq!(p.window_ends(600).collect::<Vec<_>>(), [660, 720, 780, 840, 900]);
+        let p = Panes { size: 10, slide: 4, pane: 2, epoch: 1 };
+        // Windows [0,10) [4,14) [8,18) hold the pane [8,10).
+        assert_eq!(p.window_ends(8).collect::<Vec<_>>(), [10, 14, 18]);
+        // The pane [-2, 0) is in the windows [-8, 2) and [-4, 6).
+        assert_eq!(p.window_ends(-2).collect::<Vec<_>>(), [2, 6]);
+    }
+
+    #[test]
     fn rejects_bad_configs() {
-        let mut c = config("0s", &["date", "host", "host", "count"]);
+        let mut c = config(tumbling("0s"), &["date", "host", "host", "count"], &[]);
         c.functions = vec![];
         let errs = Aggregate::with_config(&c, DurationMs(1000)).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -410,6 +890,14 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing `{want}` in\n{all}");
         }
+        let bad = |w: WindowSpec| {
+            let e = Aggregate::with_config(&config(w, &[], &AggFn::DEFAULT), DurationMs(1000)).unwrap_err();
+            e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        };
+        assert!(bad(hopping("1m", "2m")).contains("window.slide: must be at most `size`"));
+        assert!(bad(hopping("1h", "0s")).contains("window.slide: must be greater than 0"));
+        assert!(bad(hopping("1d", "7001ms")).contains("share too small a divisor"));
+        assert!(bad(session("0s")).contains("window.gap: must be greater than 0"));
     }
 
     #[test]
@@ -422,5 +910,14 @@ mod tests {
         let bad =
             serde_json::from_str::<AggregateConfig>(r#"{"name":"x","input":"p","window":{"type":"tumbling","size":"1m","slide":"1s"}}"#);
         assert!(bad.unwrap_err().to_string().contains("unknown field `slide`"));
+        let h: AggregateConfig = serde_json::from_str(
+            r#"{"name":"x","input":"p","window":{"type":"hopping","size":"5m","slide":"1m"},"functions":["p99","last"]}"#,
+        )
+        .unwrap();
+        assert_eq!(h.window, hopping("5m", "1m"));
+        assert_eq!(h.functions, [AggFn::P99, AggFn::Last]);
+        let s: AggregateConfig = serde_json::from_str(r#"{"name":"x","input":"p","window":{"type":"session","gap":"2m"}}"#).unwrap();
+        assert_eq!(s.window, session("2m"));
+        assert_eq!(s.functions, AggFn::DEFAULT);
     }
 }

@@ -10,12 +10,13 @@ pub mod dedup;
 pub mod enrich;
 pub mod error;
 pub mod ordered;
+pub mod session;
 pub mod suppress;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, WindowSpec};
+pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, Shape, WindowSpec};
 pub use correlate::{Correlate, CorrelateConfig, CorrelateExt, Correlated, TopologyChange};
 pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
 pub use enrich::EnrichExt;

@@ -83,6 +83,46 @@ where
     std::mem::take(&mut *out.lock().expect("poisoned"))
 }
 
+/// Runs `build` on `workers` threads over records with explicit timely times (as a source
+/// stamps them: late records at their partition's watermark). Partition `p` goes to worker
+/// `p % workers`, which sends its records in time order.
+pub fn run_stamped<R, F>(workers: usize, records: Vec<(Time, Metric)>, build: F) -> Vec<R>
+where
+    R: Clone + Send + 'static,
+    F: for<'s> Fn(Stream<'s, Time, Vec<Metric>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
+{
+    let records = Arc::new(records);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let out2 = out.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<Metric>>>::new();
+        let out = out2.clone();
+        worker.dataflow::<Time, _, _>(|scope| {
+            let s = scope.input_from(&mut input);
+            build(s).inspect(move |r: &R| out.lock().expect("poisoned").push(r.clone()));
+        });
+        let mut mine: Vec<&(Time, Metric)> = records.iter().filter(|(_, m)| m.part as usize % peers == index).collect();
+        mine.sort_by_key(|(t, _)| *t);
+        for (i, (t, m)) in mine.into_iter().enumerate() {
+            if *t > *input.time() {
+                input.advance_to(*t);
+            }
+            input.send(m.clone());
+            if i % 1000 == 0 {
+                worker.step();
+            }
+        }
+        drop(input);
+        while worker.has_dataflows() {
+            worker.step_or_park(None);
+        }
+    })
+    .expect("timely failed to start");
+    drop(guards.join());
+    std::mem::take(&mut *out.lock().expect("poisoned"))
+}
+
 /// What the alert chain produced.
 #[derive(Default, Clone)]
 pub struct AlertOutputs {

@@ -152,6 +152,10 @@ pub struct FileSource {
     pub name: Arc<str>,
     /// Allowed disorder in ms.
     pub out_of_orderness: i64,
+    /// Late records at most this much older than their partition's watermark (ms) are kept
+    /// and marked late instead of becoming dead letters: the engine sets it for metric
+    /// sources under the late policy `update` (`None`: every late record is a dead letter).
+    pub allowed_lateness: Option<i64>,
     /// The partitions, in a fixed order (files sorted by path, then by position).
     pub partitions: Vec<Partition>,
     /// Bytes of all files.
@@ -272,6 +276,7 @@ impl FileSource {
         Ok(FileSource {
             name: cfg.name.as_str().into(),
             out_of_orderness: cfg.max_out_of_orderness.millis() as i64,
+            allowed_lateness: None,
             partitions,
             total_bytes: total,
             files,

@@ -36,6 +36,11 @@ pub trait FileRecord: Clone + Send + 'static {
 
     /// Decodes row `i` of a Parquet batch.
     fn parquet_row(dec: &mut Self::Decoder, cols: &Columns, i: usize, part: u32, pos: u64) -> Result<(i64, Self), DecodeError>;
+
+    /// Marks a record accepted late (see [`alertflow_model::Metric::late`]). Only record types
+    /// whose operators revise results take late records; the engine gives the others no
+    /// `allowed_lateness`, so this is never called for them.
+    fn mark_late(&mut self) {}
 }
 
 /// Decoding state for metric points.
@@ -56,6 +61,10 @@ impl FileRecord for Metric {
         CsvHeader::parse(line).map(CsvMetricDecoder::new)
     }
 
+    fn mark_late(&mut self) {
+        self.late = true;
+    }
+
     #[inline]
     fn decode_line(
         dec: &mut MetricDecoder,
@@ -70,13 +79,13 @@ impl FileRecord for Metric {
             None => dec.ndjson.decode(line, &mut dec.interner)?,
             Some(c) => c.decode(line, &mut dec.interner)?,
         };
-        emit(ts, Metric { series, ts, value, part, pos });
+        emit(ts, Metric { series, ts, value, part, pos, late: false });
         Ok(())
     }
 
     fn parquet_row(dec: &mut MetricDecoder, cols: &Columns, i: usize, part: u32, pos: u64) -> Result<(i64, Metric), DecodeError> {
         let (series, ts, value) = cols.row(i, &mut dec.interner)?;
-        Ok((ts, Metric { series, ts, value, part, pos }))
+        Ok((ts, Metric { series, ts, value, part, pos, late: false }))
     }
 }
 

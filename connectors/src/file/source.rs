@@ -151,6 +151,18 @@ impl<R> Work<R> {
     }
 }
 
+impl<R: FileRecord> Work<R> {
+    /// Sends a record accepted late (policy `update`) at the epoch of its partition's
+    /// watermark — the earliest time the partition can still emit at, so the source's
+    /// capability allows it, and a time that depends only on the partition's data.
+    fn push_late(&mut self, max_ts: Option<i64>, low: i64, ooo: i64, epoch: i64, mut r: R) {
+        let wm = max_ts.map_or(low, |m| (m - ooo).max(low));
+        r.mark_late();
+        self.emitted += 1;
+        self.push(floor_to(wm.max(0), epoch) as Time, r);
+    }
+}
+
 /// The partition being read.
 struct Active {
     part: Partition,
@@ -345,6 +357,7 @@ impl<R: FileRecord> WorkerReader<R> {
         let src = &self.source;
         let late_ts = &mut self.late_ts;
         let ooo = src.out_of_orderness;
+        let keep_late = src.allowed_lateness;
         match &mut a.input {
             Input::Unreadable(e) => {
                 work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, 0, e.clone(), &[], None));
@@ -402,16 +415,18 @@ impl<R: FileRecord> WorkerReader<R> {
                                     Err(e) => Err(DecodeError::BadFileHeader(e.to_string())),
                                 },
                             };
-                            let (max_ts, part) = (&mut a.max_ts, a.part.id);
+                            let (max_ts, part, low) = (&mut a.max_ts, a.part.id, a.low);
                             let decoded = header.and_then(|h| {
-                                R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| {
-                                    if lateness(*max_ts, ooo, ts).is_some() {
-                                        late_ts.push(ts);
-                                    } else {
+                                R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| match lateness(*max_ts, ooo, ts) {
+                                    None => {
                                         *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
                                         work.emitted += 1;
                                         work.push(floor_to(ts, epoch) as Time, r);
                                     }
+                                    Some(l) => match keep_late {
+                                        Some(keep) if l <= keep => work.push_late(*max_ts, low, ooo, epoch, r),
+                                        _ => late_ts.push(ts),
+                                    },
                                 })
                             });
                             match decoded {
@@ -463,7 +478,11 @@ impl<R: FileRecord> WorkerReader<R> {
                     let row_no = *first_row + pos + 1;
                     match R::parquet_row(&mut self.dec, &cols, i, a.part.id, pos) {
                         Ok((ts, record)) => {
-                            if lateness(a.max_ts, ooo, ts).is_some() {
+                            if let Some(l) = lateness(a.max_ts, ooo, ts)
+                                && keep_late.is_some_and(|keep| l <= keep)
+                            {
+                                work.push_late(a.max_ts, a.low, ooo, epoch, record);
+                            } else if lateness(a.max_ts, ooo, ts).is_some() {
                                 work.dead.push(DeadLetter::new(
                                     &src.name,
                                     &a.part.file.display,
