@@ -22,6 +22,7 @@ pub fn w1_points(series: usize, points: usize, per_part: usize) -> Vec<Metric> {
                 value: (x % 100_000) as f64 / 1000.0,
                 part: (i / per_part) as u32,
                 pos: (i % per_part) as u64,
+                late: false,
             }
         })
         .collect()
