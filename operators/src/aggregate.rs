@@ -566,7 +566,7 @@ impl Merge {
     /// every emitted window they reach, once per window and group, with the next revision.
     fn revise(&mut self, t: Time, w: &mut MergePane, rows: &mut Vec<WindowRow>) {
         let p = self.panes;
-        let mut touched: HashMap<(i64, GroupKey), ()> = HashMap::new();
+        let mut touched: hashbrown::HashSet<(i64, GroupKey)> = hashbrown::HashSet::new();
         for ((start, key), parts) in w.groups.drain() {
             let acc = parts.merged();
             match self.closed.entry(start).or_default().entry(key.clone()) {
@@ -577,14 +577,14 @@ impl Merge {
             }
             for end in p.window_ends(start) {
                 if p.close_time(end) < t {
-                    touched.insert((end, key.clone()), ());
+                    touched.insert((end, key.clone()));
                 } else {
                     // Not emitted yet: it will hold the revised pane.
                     self.ends.entry(end).or_insert_with(|| w.cap.delayed(&p.close_time(end)));
                 }
             }
         }
-        for ((end, key), ()) in touched {
+        for (end, key) in touched {
             let mut acc: Option<Acc> = None;
             for (_, pane_groups) in self.closed.range(end - p.size..end) {
                 if let Some(a) = pane_groups.get(&key) {

@@ -46,41 +46,20 @@ where
     R: Clone + Send + 'static,
     F: for<'s> Fn(Stream<'s, Time, Vec<T>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
 {
-    let points = records;
-    let points = Arc::new(points);
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let out2 = out.clone();
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
-        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<T>>>::new();
-        let out = out2.clone();
-        worker.dataflow::<Time, _, _>(|scope| {
-            let s = scope.input_from(&mut input);
-            build(s).inspect(move |r: &R| out.lock().expect("poisoned").push(r.clone()));
-        });
-        let mine: Vec<&T> = points.iter().filter(|m| m.origin().0 as usize % peers == index).collect();
-        let mut max_seen = 0i64;
+    run_fed(workers, records, build, move |mine| {
+        // Each record goes at the time the input had reached when it was sent.
+        let (mut now, mut max_seen) = (0 as Time, 0i64);
+        let mut timed = Vec::with_capacity(mine.len());
         for chunk in mine.chunks(batch.max(1)) {
             for m in chunk {
                 max_seen = max_seen.max(m.ts());
-                input.send((*m).clone());
+                timed.push((now, *m));
             }
             let t = (max_seen - 6000).max(0);
-            let t = (t - t % 1000) as Time;
-            if t > *input.time() {
-                input.advance_to(t);
-            }
-            worker.step();
+            now = now.max((t - t % 1000) as Time);
         }
-        drop(input);
-        while worker.has_dataflows() {
-            worker.step_or_park(None);
-        }
+        timed
     })
-    .expect("timely failed to start");
-    drop(guards.join());
-    std::mem::take(&mut *out.lock().expect("poisoned"))
 }
 
 /// Runs `build` on `workers` threads over records with explicit timely times (as a source
@@ -91,25 +70,43 @@ where
     R: Clone + Send + 'static,
     F: for<'s> Fn(Stream<'s, Time, Vec<Metric>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
 {
+    let (times, records): (Vec<Time>, Vec<Metric>) = records.into_iter().unzip();
+    let at: std::collections::HashMap<(u32, u64), Time> = records.iter().zip(times).map(|(m, t)| ((m.part, m.pos), t)).collect();
+    run_fed(workers, records, build, move |mine| {
+        let mut timed: Vec<(Time, &Metric)> = mine.iter().map(|m| (at[&(m.part, m.pos)], *m)).collect();
+        timed.sort_by_key(|(t, _)| *t);
+        timed
+    })
+}
+
+/// The harness under [`run_records`] and [`run_stamped`]: each worker takes the records of
+/// its partitions (`part % workers`), `schedule` gives each the time to send it at
+/// (non-decreasing), and every output record is collected.
+fn run_fed<T, R, F, S>(workers: usize, records: Vec<T>, build: F, schedule: S) -> Vec<R>
+where
+    T: Timed + Clone + Send + Sync + 'static,
+    R: Clone + Send + 'static,
+    F: for<'s> Fn(Stream<'s, Time, Vec<T>>) -> Stream<'s, Time, Vec<R>> + Send + Sync + 'static,
+    S: for<'a> Fn(&[&'a T]) -> Vec<(Time, &'a T)> + Send + Sync + 'static,
+{
     let records = Arc::new(records);
     let out = Arc::new(Mutex::new(Vec::new()));
     let out2 = out.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<Metric>>>::new();
+        let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<T>>>::new();
         let out = out2.clone();
         worker.dataflow::<Time, _, _>(|scope| {
             let s = scope.input_from(&mut input);
             build(s).inspect(move |r: &R| out.lock().expect("poisoned").push(r.clone()));
         });
-        let mut mine: Vec<&(Time, Metric)> = records.iter().filter(|(_, m)| m.part as usize % peers == index).collect();
-        mine.sort_by_key(|(t, _)| *t);
-        for (i, (t, m)) in mine.into_iter().enumerate() {
-            if *t > *input.time() {
-                input.advance_to(*t);
+        let mine: Vec<&T> = records.iter().filter(|m| m.origin().0 as usize % peers == index).collect();
+        for (i, (t, m)) in schedule(&mine).into_iter().enumerate() {
+            if t > *input.time() {
+                input.advance_to(t);
             }
             input.send(m.clone());
-            if i % 1000 == 0 {
+            if i % 1000 == 999 {
                 worker.step();
             }
         }
