@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod correlate;
 pub mod dedup;
+pub mod detect;
 pub mod enrich;
 pub mod error;
 pub mod ordered;
