@@ -19,6 +19,7 @@ pub(crate) mod testing;
 pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, WindowSpec};
 pub use correlate::{Correlate, CorrelateConfig, CorrelateExt, Correlated, TopologyChange};
 pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
+pub use detect::{Detect, DetectConfig, DetectExt, DetectorKind, DetectorSpec};
 pub use enrich::EnrichExt;
 pub use error::ConfigError;
 pub use suppress::{StormMembers, Suppress, SuppressConfig, SuppressExt, Suppressed};
