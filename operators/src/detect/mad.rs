@@ -33,6 +33,9 @@ pub struct Mad {
     cal: Calibrator,
 }
 
+/// Points in the window before scoring starts.
+const MIN_POINTS: usize = 30;
+
 thread_local! {
     /// Scratch space for the selections, shared by every series of a worker thread.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -105,11 +108,16 @@ impl Detector for Mad {
             }
             return Score { score, expected };
         }
-        // Filling: judged against what there is, refreshed often while the window is young.
+        // Filling: judged against what there is once that is at least `MIN_POINTS` (a median
+        // and MAD of a handful of points would teach the calibration that huge surprises are
+        // normal), refreshed often while the window is young.
         let n = self.ring.len();
-        let z = if n > 1 { (value - self.median) / self.scale.max(scale_floor(self.median)) } else { 0.0 };
         let expected = if n > 1 { self.median } else { value };
-        let score = self.cal.score(z);
+        let score = if n > MIN_POINTS.min(w) {
+            self.cal.score((value - self.median) / self.scale.max(scale_floor(self.median)))
+        } else {
+            0.0
+        };
         if n < 32 || n % self.spec.stride.min(n / 8).max(1) == 0 || n == w {
             self.refresh();
         }

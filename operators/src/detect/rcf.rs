@@ -289,9 +289,12 @@ impl Detector for Rcf {
         }
         self.slot = (self.slot + 1) % self.spec.tree_size;
         self.filled = (self.filled + 1).min(self.spec.tree_size);
-        // The surprise: mean CoDisp relative to the window (a typical point displaces ~1).
-        let z = if self.filled < self.spec.tree_size / 4 { 0.0 } else { disp / self.trees.len() as f64 };
-        Score { score: self.cal.score(z), expected }
+        // The surprise: mean CoDisp (a typical point displaces ~1), once a quarter of the window
+        // is in the trees (before, every point is an outlier of a handful).
+        if self.filled < self.spec.tree_size / 4 {
+            return Score { score: 0.0, expected };
+        }
+        Score { score: self.cal.score(disp / self.trees.len() as f64), expected }
     }
 
     fn memory_bytes(&self) -> usize {

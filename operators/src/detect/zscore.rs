@@ -32,6 +32,9 @@ impl ZScore {
     }
 }
 
+/// Points that only set the moments before scoring starts.
+const MIN_POINTS: u64 = 10;
+
 /// The smallest scale: a series that has been constant so far turns any change into a large,
 /// finite surprise instead of a division by zero.
 #[inline]
@@ -50,11 +53,12 @@ impl Detector for ZScore {
         let expected = self.mean;
         let sd = self.var.sqrt().max(scale_floor(self.mean));
         let d = value - self.mean;
-        let z = d / sd;
-        let score = self.cal.score(z);
+        // The first points only set the moments: their deviations would teach the calibration
+        // that huge surprises are normal.
+        let score = if self.seen > MIN_POINTS { self.cal.score(d / sd) } else { 0.0 };
         // Warm-up: plain averages until the window has been seen once.
         let a = if (self.seen as f64) < 1.0 / self.alpha { 1.0 / self.seen as f64 } else { self.alpha };
-        let dc = if self.seen > 10 { d.clamp(-self.clip * sd, self.clip * sd) } else { d };
+        let dc = if self.seen > MIN_POINTS { d.clamp(-self.clip * sd, self.clip * sd) } else { d };
         self.mean += a * dc;
         self.var = (1.0 - a) * (self.var + a * dc * dc);
         Score { score, expected }
