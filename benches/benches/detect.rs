@@ -86,9 +86,13 @@ fn rss() -> usize {
 /// Not timed: prints the state of 100,000 series (1,000 for the forest), by `memory_bytes()`
 /// and by the growth of the resident set.
 fn memory(_c: &mut Criterion) {
-    for (kind, n) in
-        [(DetectorKind::Zscore, 100_000), (DetectorKind::Mad, 100_000), (DetectorKind::HoltWinters, 100_000), (DetectorKind::Ensemble, 100_000), (DetectorKind::Rcf, 1_000)]
-    {
+    for (kind, n) in [
+        (DetectorKind::Zscore, 100_000),
+        (DetectorKind::Mad, 100_000),
+        (DetectorKind::HoltWinters, 100_000),
+        (DetectorKind::Ensemble, 100_000),
+        (DetectorKind::Rcf, 1_000),
+    ] {
         let before = rss();
         let states = warmed(kind, n, 700);
         let after = rss();

@@ -200,9 +200,10 @@ impl Pipeline {
                 "dedup" => dedup_cfg = section::<DedupConfig>("dedup", value, &mut p),
                 "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
-                other => {
-                    p.push(problem(other, "unknown section; expected one of engine, source, aggregate, detect, dedup, suppress, correlate, output"))
-                }
+                other => p.push(problem(
+                    other,
+                    "unknown section; expected one of engine, source, aggregate, detect, dedup, suppress, correlate, output",
+                )),
             }
         }
 

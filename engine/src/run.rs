@@ -17,8 +17,8 @@ use alertflow_model::{Alert, Metric};
 use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::operators::Concatenate;
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::vec::Map;
 
 use crate::config::Pipeline;
 

@@ -52,7 +52,8 @@ impl AnomalyRow {
         labels.push(("severity", self.severity()));
         labels.sort_unstable();
         let (value, expected, score) = (self.value.to_string(), self.expected.to_string(), format!("{:.6}", self.score));
-        let annotations = [("detector", &*self.detector), ("expected", expected.as_str()), ("score", score.as_str()), ("value", value.as_str())];
+        let annotations =
+            [("detector", &*self.detector), ("expected", expected.as_str()), ("score", score.as_str()), ("value", value.as_str())];
         Alert {
             labels: LabelSet::new(self.series.tenant(), &labels),
             annotations: LabelSet::new("", &annotations),

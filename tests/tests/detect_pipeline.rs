@@ -72,8 +72,14 @@ fn anomalies_and_their_alerts_are_the_same_on_1_2_and_4_workers() {
         run_json(&dir.join("pipeline.toml"), workers);
         let t = [
             query_csv(&out, "SELECT * FROM anomalies ORDER BY ts, labels"),
-            query_csv(&out, "SELECT tenant, fingerprint, alertname, severity, labels, event, starts_at FROM alerts ORDER BY tenant, fingerprint, revision, event"),
-            query_csv(&out, "SELECT tenant, incident_id, alert_count, fingerprints, max_severity FROM incidents ORDER BY tenant, incident_id, revision"),
+            query_csv(
+                &out,
+                "SELECT tenant, fingerprint, alertname, severity, labels, event, starts_at FROM alerts ORDER BY tenant, fingerprint, revision, event",
+            ),
+            query_csv(
+                &out,
+                "SELECT tenant, incident_id, alert_count, fingerprints, max_severity FROM incidents ORDER BY tenant, incident_id, revision",
+            ),
         ];
         match &first {
             None => first = Some(t),
@@ -81,7 +87,10 @@ fn anomalies_and_their_alerts_are_the_same_on_1_2_and_4_workers() {
         }
     }
     // Every injected spike is found, at its own point, on its own host; `mem` is not watched.
-    let rows = query_csv(&out, "SELECT labels, CAST(ts AS BIGINT) AS ts, score, detector, name, value > expected + 30 AS up FROM anomalies ORDER BY ts");
+    let rows = query_csv(
+        &out,
+        "SELECT labels, CAST(ts AS BIGINT) AS ts, score, detector, name, value > expected + 30 AS up FROM anomalies ORDER BY ts",
+    );
     for (host, minute) in SPIKES {
         let hit = rows.lines().any(|l| {
             let ts: i64 = l.split(',').nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -94,7 +103,10 @@ fn anomalies_and_their_alerts_are_the_same_on_1_2_and_4_workers() {
     assert_eq!(names, "name\ncpu\n");
     // The anomalies became alerts with no alert source: opened in `alerts`, grouped in
     // `incidents`.
-    let alerts = query_csv(&out, "SELECT count(*) AS n FROM alerts WHERE alertname = 'MetricAnomaly' AND event = 'opened' AND labels LIKE '%\"metric\":\"cpu\"%'");
+    let alerts = query_csv(
+        &out,
+        "SELECT count(*) AS n FROM alerts WHERE alertname = 'MetricAnomaly' AND event = 'opened' AND labels LIKE '%\"metric\":\"cpu\"%'",
+    );
     let n: usize = alerts.lines().nth(1).unwrap().parse().unwrap();
     assert!(n >= 2, "anomaly alerts opened: {alerts}");
     let incidents = query_csv(&out, "SELECT count(DISTINCT incident_id) AS n FROM incidents");
@@ -140,5 +152,9 @@ fn detect_cli_scores_a_nab_csv() {
     std::fs::write(dir.join("bad.csv"), "timestamp,value\n2014-07-01 00:00:00,1\n2014-07-01 00:05:00,x\n").unwrap();
     let bad = alertflow(&["detect", dir.join("bad.csv").to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.csv:3: `x` is not a finite number"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("bad.csv:3: `x` is not a finite number"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -78,11 +78,7 @@ impl HoltWinters {
 
     fn start(&mut self) {
         let values: Vec<f64> = self.buffer.iter().map(|p| p.1).collect();
-        let period = if self.spec.period > 0 {
-            self.spec.period
-        } else {
-            detect_period(&self.buffer, &values, self.spec.max_period)
-        };
+        let period = if self.spec.period > 0 { self.spec.period } else { detect_period(&self.buffer, &values, self.spec.max_period) };
         let p = period.max(1);
         let n = values.len();
         let cycles = (n / p).max(1);

@@ -44,15 +44,7 @@ thread_local! {
 impl Mad {
     /// A fresh detector.
     pub fn new(spec: MadSpec, cal: Calibrator) -> Self {
-        Mad {
-            spec,
-            ring: Vec::with_capacity(spec.window.min(64)),
-            idx: 0,
-            since: 0,
-            median: 0.0,
-            scale: 0.0,
-            cal,
-        }
+        Mad { spec, ring: Vec::with_capacity(spec.window.min(64)), idx: 0, since: 0, median: 0.0, scale: 0.0, cal }
     }
 
     fn refresh(&mut self) {
@@ -113,11 +105,8 @@ impl Detector for Mad {
         // normal), refreshed often while the window is young.
         let n = self.ring.len();
         let expected = if n > 1 { self.median } else { value };
-        let score = if n > MIN_POINTS.min(w) {
-            self.cal.score((value - self.median) / self.scale.max(scale_floor(self.median)))
-        } else {
-            0.0
-        };
+        let score =
+            if n > MIN_POINTS.min(w) { self.cal.score((value - self.median) / self.scale.max(scale_floor(self.median))) } else { 0.0 };
         if n < 32 || n % self.spec.stride.min(n / 8).max(1) == 0 || n == w {
             self.refresh();
         }

@@ -64,7 +64,7 @@ pub enum DetectorKind {
     HoltWinters,
     /// Robust random cut forest over shingles.
     Rcf,
-    /// The best default: several calibrated detectors, highest score wins.
+    /// The best default: holt_winters, mad and rcf, the two highest scores combined.
     Ensemble,
 }
 
@@ -87,7 +87,7 @@ impl DetectorKind {
     /// One line on what it does.
     pub fn describe(self) -> &'static str {
         match self {
-            DetectorKind::Ensemble => "holt_winters and mad together, highest calibrated score wins",
+            DetectorKind::Ensemble => "holt_winters, mad and rcf; the two highest calibrated scores combined (default)",
             DetectorKind::HoltWinters => "Holt-Winters forecast error, additive seasonality (period detected)",
             DetectorKind::Mad => "distance from the rolling median in MADs",
             DetectorKind::Zscore => "distance from the EWMA mean in EWMA deviations",
@@ -128,7 +128,9 @@ impl DetectorSpec {
             warmup: r.int("warmup", 100, 0, 1_000_000),
             cooldown: r.int("cooldown", 100, 0, 1_000_000),
         };
-        let uses = |k: DetectorKind| kind == k || (kind == DetectorKind::Ensemble && matches!(k, DetectorKind::Mad | DetectorKind::HoltWinters));
+        let uses = |k: DetectorKind| {
+            kind == k || (kind == DetectorKind::Ensemble && matches!(k, DetectorKind::Mad | DetectorKind::HoltWinters | DetectorKind::Rcf))
+        };
         let mut zscore = ZScoreSpec { window: 500, clip: 4.0 };
         if uses(DetectorKind::Zscore) {
             zscore.window = r.int("window", zscore.window, 2, 1_000_000);
@@ -174,7 +176,8 @@ impl DetectorSpec {
             DetectorKind::Rcf => Box::new(Rcf::new(self.rcf, cal)),
             DetectorKind::Ensemble => Box::new(ensemble::Ensemble::new(vec![
                 Box::new(HoltWinters::new(self.hw, cal.clone())),
-                Box::new(Mad::new(self.mad, cal)),
+                Box::new(Mad::new(self.mad, cal.clone())),
+                Box::new(Rcf::new(self.rcf, cal)),
             ])),
         }
     }
@@ -437,7 +440,12 @@ mod tests {
         let errs = Detect::with_config(&c, "1s".parse().unwrap()).unwrap_err();
         let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         let all = all.join("\n");
-        for want in ["params.window: must be an integer from 3", "params.windw: `mad` has no parameter `windw`", "threshold: must be in [0, 1]", "metrics[1]: `cpu` is listed twice"] {
+        for want in [
+            "params.window: must be an integer from 3",
+            "params.windw: `mad` has no parameter `windw`",
+            "threshold: must be in [0, 1]",
+            "metrics[1]: `cpu` is listed twice",
+        ] {
             assert!(all.contains(want), "missing `{want}` in\n{all}");
         }
     }

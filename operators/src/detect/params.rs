@@ -80,8 +80,7 @@ impl<'a> ParamReader<'a> {
             None => default,
             Some(ParamValue::Int(i)) if *i >= min as i64 && *i <= max as i64 => *i as usize,
             Some(v) => {
-                self.errors
-                    .push(ConfigError::new(format!("params.{key}"), format!("must be an integer from {min} to {max}, not {v}")));
+                self.errors.push(ConfigError::new(format!("params.{key}"), format!("must be an integer from {min} to {max}, not {v}")));
                 default
             }
         }
@@ -95,8 +94,7 @@ impl<'a> ParamReader<'a> {
             Some(v) => match v.as_f64() {
                 Some(x) if x >= min && x <= max => x,
                 _ => {
-                    self.errors
-                        .push(ConfigError::new(format!("params.{key}"), format!("must be a number from {min} to {max}, not {v}")));
+                    self.errors.push(ConfigError::new(format!("params.{key}"), format!("must be a number from {min} to {max}, not {v}")));
                     default
                 }
             },
