@@ -465,6 +465,49 @@ fn is_table_name(s: &str) -> bool {
     matches!(b.next(), Some(b'a'..=b'z')) && s.len() <= 128 && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
+/// Validates the `[[detect]]` sections: table names (shared with the aggregates' `tables`),
+/// metric-source inputs, and each detector's config.
+fn detect_sections(
+    cfgs: &[(usize, DetectConfig)],
+    engine: &EngineConfig,
+    source_index: &std::collections::HashMap<String, (usize, Records)>,
+    declared: &[String],
+    tables: &mut HashSet<String>,
+    p: &mut Vec<ConfigProblem>,
+) -> Vec<(Detect, usize)> {
+    let mut detects = Vec::new();
+    for (i, c) in cfgs {
+        let at = format!("detect[{i}]");
+        if !is_table_name(&c.name) {
+            p.push(problem(
+                &format!("{at}.name"),
+                format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
+            ));
+        } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
+            p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
+        } else if !tables.insert(c.name.clone()) {
+            p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
+        }
+        let input = match source_index.get(&c.input) {
+            Some(&(idx, Records::Metrics)) => Some(idx),
+            Some(&(_, Records::Alerts)) => {
+                p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; detect reads metric sources", c.input)));
+                None
+            }
+            None => {
+                if !declared.contains(&c.input) {
+                    p.push(problem(&format!("{at}.input"), format!("no source named `{}` (sources: {})", c.input, declared.join(", "))));
+                }
+                None
+            }
+        };
+        if let (Some(op), Some(idx)) = (op_problems(&at, Detect::with_config(c, engine.epoch), p), input) {
+            detects.push((op, idx));
+        }
+    }
+    detects
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,47 +651,4 @@ path = "out"
         assert_eq!(p.table_names(), vec!["alerts", "storms", "incidents", "dead_letters"]);
         assert_eq!(p.alerts.as_ref().unwrap().inputs, vec![0]);
     }
-}
-
-/// Validates the `[[detect]]` sections: table names (shared with the aggregates' `tables`),
-/// metric-source inputs, and each detector's config.
-fn detect_sections(
-    cfgs: &[(usize, DetectConfig)],
-    engine: &EngineConfig,
-    source_index: &std::collections::HashMap<String, (usize, Records)>,
-    declared: &[String],
-    tables: &mut HashSet<String>,
-    p: &mut Vec<ConfigProblem>,
-) -> Vec<(Detect, usize)> {
-    let mut detects = Vec::new();
-    for (i, c) in cfgs {
-        let at = format!("detect[{i}]");
-        if !is_table_name(&c.name) {
-            p.push(problem(
-                &format!("{at}.name"),
-                format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
-            ));
-        } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
-            p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
-        } else if !tables.insert(c.name.clone()) {
-            p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
-        }
-        let input = match source_index.get(&c.input) {
-            Some(&(idx, Records::Metrics)) => Some(idx),
-            Some(&(_, Records::Alerts)) => {
-                p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; detect reads metric sources", c.input)));
-                None
-            }
-            None => {
-                if !declared.contains(&c.input) {
-                    p.push(problem(&format!("{at}.input"), format!("no source named `{}` (sources: {})", c.input, declared.join(", "))));
-                }
-                None
-            }
-        };
-        if let (Some(op), Some(idx)) = (op_problems(&at, Detect::with_config(c, engine.epoch), p), input) {
-            detects.push((op, idx));
-        }
-    }
-    detects
 }

@@ -107,7 +107,7 @@ impl Detector for Mad {
         let expected = if n > 1 { self.median } else { value };
         let score =
             if n > MIN_POINTS.min(w) { self.cal.score((value - self.median) / self.scale.max(scale_floor(self.median))) } else { 0.0 };
-        if n < 32 || n % self.spec.stride.min(n / 8).max(1) == 0 || n == w {
+        if n < 32 || n.is_multiple_of(self.spec.stride.min(n / 8).max(1)) || n == w {
             self.refresh();
         }
         Score { score, expected }

@@ -372,7 +372,7 @@ mod tests {
             .map(|i| {
                 let k = (r.next() % series.len() as u64) as usize;
                 level[k] += (r.next() % 1000) as f64 / 500.0 - 1.0;
-                let spike = if r.next() % 200 == 0 { 40.0 } else { 0.0 };
+                let spike = if r.next().is_multiple_of(200) { 40.0 } else { 0.0 };
                 let ts = 1_767_225_600_000 + (i as i64 / 2) * 100 + (r.next() % 6000) as i64 - 3000;
                 Metric { series: series[k].clone(), ts, value: level[k] + spike, part: (i / 1009) as u32, pos: (i % 1009) as u64 }
             })

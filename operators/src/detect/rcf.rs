@@ -201,10 +201,10 @@ impl Tree {
                 let mut a = parent;
                 while a != NONE {
                     self.nodes[a as usize].count += 1;
-                    let base = a as usize * 2 * dim;
-                    for k in 0..dim {
-                        self.boxes[base + k] = self.boxes[base + k].min(p[k]);
-                        self.boxes[base + dim + k] = self.boxes[base + dim + k].max(p[k]);
+                    let (min, max) = self.boxes[a as usize * 2 * dim..(a as usize + 1) * 2 * dim].split_at_mut(dim);
+                    for ((lo, hi), &x) in min.iter_mut().zip(max.iter_mut()).zip(p) {
+                        *lo = lo.min(x);
+                        *hi = hi.max(x);
                     }
                     a = self.nodes[a as usize].parent;
                 }
