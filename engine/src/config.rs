@@ -13,7 +13,7 @@ use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
 use alertflow_model::time::DurationMs;
 use alertflow_operators::dedup::{Dedup, DedupConfig};
 use alertflow_operators::suppress::{Suppress, SuppressConfig};
-use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig};
+use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig, Detect, DetectConfig};
 use serde::{Deserialize, Serialize};
 
 /// The `[engine]` section.
@@ -118,11 +118,13 @@ pub struct ConfigErrors {
 }
 
 /// The alert chain: alert sources → dedup → suppress → correlate, writing the `alerts`,
-/// `storms` and `incidents` tables. It runs whenever the pipeline has an alert source; the
-/// `[dedup]`, `[suppress]` and `[correlate]` sections only change the defaults.
+/// `storms` and `incidents` tables. It runs whenever the pipeline has an alert source or a
+/// `[[detect]]` with `raise_alerts = true`; the `[dedup]`, `[suppress]` and `[correlate]`
+/// sections only change the defaults.
 #[derive(Debug)]
 pub struct AlertChain {
-    /// Indexes of the alert sources feeding it.
+    /// Indexes of the alert sources feeding it (anomaly alerts of `[[detect]]` sections with
+    /// `raise_alerts` join them).
     pub inputs: Vec<usize>,
     /// Lifecycle.
     pub dedup: Dedup,
@@ -145,7 +147,9 @@ pub struct Pipeline {
     pub sources: Vec<Arc<FileSource>>,
     /// Aggregates with the index of their input source.
     pub aggregates: Vec<(Aggregate, usize)>,
-    /// The alert chain, when there are alert sources.
+    /// Anomaly detections with the index of their input source.
+    pub detects: Vec<(Detect, usize)>,
+    /// The alert chain, when there are alert sources (or anomaly alerts).
     pub alerts: Option<AlertChain>,
     /// `[output]`.
     pub output: OutputConfig,
@@ -169,6 +173,7 @@ impl Pipeline {
         let mut engine = EngineConfig::default();
         let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
         let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
+        let mut detect_cfgs: Vec<(usize, DetectConfig)> = Vec::new();
         let mut output: Option<OutputConfig> = None;
         let mut dedup_cfg: Option<DedupConfig> = None;
         let mut suppress_cfg: Option<SuppressConfig> = None;
@@ -218,12 +223,20 @@ impl Pipeline {
                         }
                     }
                 }
+                "detect" => {
+                    for (i, v) in array("detect", value, &mut p).iter().enumerate() {
+                        if let Some(c) = section::<DetectConfig>(&format!("detect[{i}]"), v, &mut p) {
+                            detect_cfgs.push((i, c));
+                        }
+                    }
+                }
                 "dedup" => dedup_cfg = section::<DedupConfig>("dedup", value, &mut p),
                 "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
-                other => {
-                    p.push(problem(other, "unknown section; expected one of engine, source, aggregate, dedup, suppress, correlate, output"))
-                }
+                other => p.push(problem(
+                    other,
+                    "unknown section; expected one of engine, source, aggregate, detect, dedup, suppress, correlate, output",
+                )),
             }
         }
 
@@ -333,6 +346,9 @@ impl Pipeline {
             }
         }
 
+        let detects = detect_sections(&detect_cfgs, &engine, &source_index, &declared, &mut tables, &mut p);
+        let anomaly_alerts = detects.iter().any(|(d, _)| d.raise_alerts());
+
         let alerts = alert_chain(
             base,
             &engine,
@@ -341,6 +357,7 @@ impl Pipeline {
             &declared,
             (dedup_cfg, suppress_cfg, correlate_cfg),
             source_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+            anomaly_alerts,
             &mut p,
         );
 
@@ -349,12 +366,13 @@ impl Pipeline {
         }
         let output = output.expect("checked above");
         let output_dir = base.join(&output.path);
-        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, alerts, output, output_dir })
+        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, detects, alerts, output, output_dir })
     }
 
     /// The names of the tables this pipeline writes.
     pub fn table_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.aggregates.iter().map(|(a, _)| a.name().to_string()).collect();
+        v.extend(self.detects.iter().map(|(d, _)| d.name().to_string()));
         if self.alerts.is_some() {
             v.extend([ALERTS, STORMS, INCIDENTS].map(String::from));
         }
@@ -367,7 +385,8 @@ type AlertSections = (Option<DedupConfig>, Option<SuppressConfig>, Option<Correl
 
 /// Validates the alert chain's sections (with defaults for the missing ones) and reads the
 /// topology file. `sources_ok` says whether every source parsed (otherwise a missing alert
-/// source may just be a broken one, already reported).
+/// source may just be a broken one, already reported); `anomaly_alerts` whether a `[[detect]]`
+/// feeds the chain (then it runs without an alert source too).
 #[allow(clippy::too_many_arguments)]
 fn alert_chain(
     base: &Path,
@@ -377,13 +396,14 @@ fn alert_chain(
     declared: &[String],
     (dedup, suppress, correlate): AlertSections,
     sources_ok: bool,
+    anomaly_alerts: bool,
     p: &mut Vec<ConfigProblem>,
 ) -> Option<AlertChain> {
     let mut alert_sources: Vec<(usize, &String)> =
         source_index.iter().filter(|(_, (_, r))| *r == Records::Alerts).map(|(n, (i, _))| (*i, n)).collect();
     alert_sources.sort();
     let sections: Vec<&str> = ["dedup", "suppress", "correlate"].into_iter().filter(|s| table.contains_key(*s)).collect();
-    if alert_sources.is_empty() {
+    if alert_sources.is_empty() && !anomaly_alerts {
         if sources_ok && let Some(s) = sections.first() {
             p.push(problem(s, "no alert source: add a [[source]] with records = \"alerts\" for the alert chain to read"));
         }
@@ -486,6 +506,49 @@ fn is_identifier(s: &str) -> bool {
 fn is_table_name(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(b'a'..=b'z')) && s.len() <= 128 && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Validates the `[[detect]]` sections: table names (shared with the aggregates' `tables`),
+/// metric-source inputs, and each detector's config.
+fn detect_sections(
+    cfgs: &[(usize, DetectConfig)],
+    engine: &EngineConfig,
+    source_index: &std::collections::HashMap<String, (usize, Records)>,
+    declared: &[String],
+    tables: &mut HashSet<String>,
+    p: &mut Vec<ConfigProblem>,
+) -> Vec<(Detect, usize)> {
+    let mut detects = Vec::new();
+    for (i, c) in cfgs {
+        let at = format!("detect[{i}]");
+        if !is_table_name(&c.name) {
+            p.push(problem(
+                &format!("{at}.name"),
+                format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
+            ));
+        } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
+            p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
+        } else if !tables.insert(c.name.clone()) {
+            p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
+        }
+        let input = match source_index.get(&c.input) {
+            Some(&(idx, Records::Metrics)) => Some(idx),
+            Some(&(_, Records::Alerts)) => {
+                p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; detect reads metric sources", c.input)));
+                None
+            }
+            None => {
+                if !declared.contains(&c.input) {
+                    p.push(problem(&format!("{at}.input"), format!("no source named `{}` (sources: {})", c.input, declared.join(", "))));
+                }
+                None
+            }
+        };
+        if let (Some(op), Some(idx)) = (op_problems(&at, Detect::with_config(c, engine.epoch), p), input) {
+            detects.push((op, idx));
+        }
+    }
+    detects
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@ use alertflow_connectors::file::{Records, SourceStats, file_source};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
-    ALERTS, AlertsTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder, WindowTable,
+    ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder,
+    WindowTable,
 };
 use alertflow_model::{Alert, Metric};
-use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, EnrichExt, SuppressExt, Time};
+use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::vec::Map;
 
 use crate::config::Pipeline;
 
@@ -127,6 +129,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     for (agg, _) in &pipeline.aggregates {
         table_schemas.push((agg.name().to_string(), WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()).schema()));
     }
+    for (det, _) in &pipeline.detects {
+        table_schemas.push((det.name().to_string(), AnomaliesTable::default().schema()));
+    }
     if pipeline.alerts.is_some() {
         table_schemas.push((ALERTS.to_string(), AlertsTable::default().schema()));
         table_schemas.push((STORMS.to_string(), StormsTable::default().schema()));
@@ -236,7 +241,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
 #[derive(Clone, Copy)]
 struct Stats<'a> {
     sources: &'a [Arc<SourceStats>],
-    /// In the order of the tables: aggregates, then the alert tables, then dead letters.
+    /// In the order of the tables: aggregates, anomaly tables, the alert tables, dead letters.
     sinks: &'a [Arc<SinkStats>],
     dedup: &'a Arc<DedupStats>,
 }
@@ -276,13 +281,27 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             let p = points[*input].clone().expect("validated: aggregates read metric sources");
             p.aggregate(agg).sink_parquet(s, next_sink(), failure.clone());
         }
+        // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
+        // (and the metric source's progress into the topology's frontier).
+        let mut anomaly_alerts = Vec::new();
+        let mut anomaly_feeds = Vec::new();
+        for (det, input) in &pipeline.detects {
+            let p = points[*input].clone().expect("validated: detect reads metric sources");
+            let rows = p.detect(det);
+            if det.raise_alerts() {
+                anomaly_alerts.push(rows.clone().map(|r| r.to_alert()));
+                anomaly_feeds.push(*input);
+            }
+            rows.sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
+        }
         if let Some(chain) = &pipeline.alerts {
-            let input = scope.concatenate(chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources")));
+            let sources = chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources"));
+            let input = scope.concatenate(sources.chain(anomaly_alerts));
             let events = input.dedup(&chain.dedup, stats.dedup.clone());
             let (events, topology) = match &chain.topology {
                 Some(file) => {
                     // The dead-letter streams of the alert sources move with their data's frontier.
-                    let frontier = scope.concatenate(chain.inputs.iter().map(|&i| dead[i].clone()));
+                    let frontier = scope.concatenate(chain.inputs.iter().chain(&anomaly_feeds).map(|&i| dead[i].clone()));
                     let topology = topology_source(scope, file.clone(), frontier);
                     let epoch = pipeline.engine.epoch.millis().max(1) as i64;
                     (events.enrich(chain.correlate.service_label(), topology.clone(), epoch), topology)

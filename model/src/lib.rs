@@ -4,6 +4,7 @@
 //! This crate is the leaf of the workspace: it knows nothing of timely or of I/O.
 
 pub mod alert;
+pub mod anomaly;
 pub mod dead_letter;
 pub mod decode;
 pub mod labels;
@@ -17,6 +18,7 @@ pub mod topology;
 pub mod window;
 
 pub use alert::{Alert, Status};
+pub use anomaly::AnomalyRow;
 pub use dead_letter::DeadLetter;
 pub use labels::{LabelInterner, LabelSet};
 pub use metric::Metric;

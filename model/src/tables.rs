@@ -12,6 +12,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::alert::{AlertEvent, IncidentRow, StormRow};
+use crate::anomaly::AnomalyRow;
 use crate::dead_letter::DeadLetter;
 use crate::labels::fingerprint_hex;
 use crate::time::{HOUR_MS, date_hour};
@@ -26,6 +27,8 @@ pub const ALERTS: &str = "alerts";
 pub const STORMS: &str = "storms";
 /// The name of the incident table.
 pub const INCIDENTS: &str = "incidents";
+/// The default name of an anomaly table (a `[[detect]]` section names its own).
+pub const ANOMALIES: &str = "anomalies";
 
 /// Column names a table may not also use for a `group_by` label.
 pub const WINDOW_FIXED_COLUMNS: [&str; 4] = ["window_start", "window_end", "tenant", "name"];
@@ -154,6 +157,58 @@ impl TableBuilder<WindowRow> for WindowTable {
         if self.revisions {
             cols.push(Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.revision as i32))));
         }
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}
+
+impl TableRow for AnomalyRow {
+    fn partition(&self) -> Partition {
+        Partition::Hour(self.ts.div_euclid(HOUR_MS))
+    }
+}
+
+/// An anomaly table: `tenant`, `name`, `labels` (JSON object text, sorted keys), `ts`,
+/// `value`, `expected`, `score`, `detector`; partitioned by the hour of `ts`.
+#[derive(Clone, Debug)]
+pub struct AnomaliesTable {
+    schema: SchemaRef,
+}
+
+impl Default for AnomaliesTable {
+    fn default() -> Self {
+        AnomaliesTable {
+            schema: Arc::new(Schema::new(vec![
+                Field::new("tenant", DataType::Utf8, false),
+                Field::new("name", DataType::Utf8, false),
+                Field::new("labels", DataType::Utf8, false),
+                Field::new("ts", time_type(), false),
+                Field::new("value", DataType::Float64, false),
+                Field::new("expected", DataType::Float64, false),
+                Field::new("score", DataType::Float64, false),
+                Field::new("detector", DataType::Utf8, false),
+            ])),
+        }
+    }
+}
+
+impl TableBuilder<AnomalyRow> for AnomaliesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn sort(&self, rows: &mut [AnomalyRow]) {
+        rows.sort_unstable_by(|a, b| (a.ts, &a.series, a.part, a.pos).cmp(&(b.ts, &b.series, b.part, b.pos)));
+    }
+    fn build(&self, rows: &[AnomalyRow]) -> Result<RecordBatch, ArrowError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.tenant()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.name()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.labels_json()))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.ts)).with_timezone("UTC")),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.expected))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.score))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &*r.detector))),
+        ];
         RecordBatch::try_new(self.schema.clone(), cols)
     }
 }

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod correlate;
 pub mod dedup;
+pub mod detect;
 pub mod enrich;
 pub mod error;
 pub mod ordered;
@@ -19,6 +20,7 @@ pub(crate) mod testing;
 pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, Shape, WindowSpec};
 pub use correlate::{Correlate, CorrelateConfig, CorrelateExt, Correlated, TopologyChange};
 pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
+pub use detect::{Detect, DetectConfig, DetectExt, DetectorKind, DetectorSpec};
 pub use enrich::EnrichExt;
 pub use error::ConfigError;
 pub use suppress::{StormMembers, Suppress, SuppressConfig, SuppressExt, Suppressed};

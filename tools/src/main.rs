@@ -42,6 +42,8 @@ enum Command {
     Gen(cli::gen_cmd::GenArgs),
     /// Score a pipeline's output against ground truth.
     Eval(cli::eval_cmd::EvalArgs),
+    /// Score a `timestamp,value` CSV with an anomaly detector (NAB format) to stdout.
+    Detect(cli::detect::DetectArgs),
     /// Generate a small data set, run a bundled pipeline on it and show example queries.
     Demo(cli::demo::DemoArgs),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => cli::gen_cmd::run(args),
         Command::Eval(args) => cli::eval_cmd::run(args),
         Command::Demo(args) => cli::demo::demo(args),
+        Command::Detect(args) => cli::detect::run(args),
     };
     ExitCode::from(code)
 }

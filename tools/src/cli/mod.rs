@@ -1,6 +1,7 @@
 //! Subcommands. Exit codes: 0 ok, 1 runtime failure, 2 bad config or arguments.
 
 pub mod demo;
+pub mod detect;
 pub mod eval_cmd;
 pub mod gen_cmd;
 pub mod run;

@@ -1,0 +1,206 @@
+//! Calibration: a detector's raw surprise (|residual| in units of its own scale) becomes a score
+//! in [0, 1] that means the same on every series, so one threshold fits a whole fleet.
+//!
+//! Raw surprises are heavy-tailed, and how heavy differs from series to series (a bursty
+//! series sees 6-sigma residuals every day, a smooth one never). So the score is a tail
+//! probability against the series' *own* recent history of surprises: `u = ln(1 + z)`
+//! (averaged over the last `short` points) goes into an exponentially decaying histogram
+//! (horizon about `long` points); the score of a point is `1 − P(U ≥ u)` under that history.
+//! Beyond the highest surprise seen, the tail is extrapolated exponentially in `u` (a Pareto
+//! tail in `z`) with the mean excess of the history's top decile as its scale, so a point far
+//! beyond anything recent still ranks above one just beyond. A surprise the series produced
+//! recently is therefore not news: repeated bursts score lower than the first, the way an
+//! alert that is already firing is not raised again.
+//!
+//! Optional **cooldown**: a score that does not beat the highest score of the last `cooldown`
+//! points is halved.
+
+/// Calibrator settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CalibrationSpec {
+    /// Points averaged into the short-term surprise.
+    pub short: usize,
+    /// Horizon (points) of the history.
+    pub long: usize,
+    /// Points scored 0 at the start while the history fills.
+    pub warmup: usize,
+    /// Points during which a score must beat the recent peak to count fully (0: off).
+    pub cooldown: usize,
+}
+
+/// Longest short-term average.
+pub const MAX_SHORT: usize = 16;
+/// Histogram bins over `u = ln(1 + z)`, each `BIN` wide: `u` up to 12 (`z` ≈ 160,000).
+const BINS: usize = 96;
+const BIN: f64 = 0.125;
+
+/// The calibration state of one series: about 530 bytes.
+#[derive(Clone, Debug)]
+pub struct Calibrator {
+    spec: CalibrationSpec,
+    /// Growth of a new point's weight (`1 / (1 − 1/long)`): old weights decay relatively.
+    growth: f64,
+    weight: f64,
+    total: f64,
+    hist: [f32; BINS],
+    /// The highest bin ever filled: the tail sums stop there.
+    top: usize,
+    seen: u64,
+    ring: [f32; MAX_SHORT],
+    idx: usize,
+    sum: f64,
+    /// The highest score of the last `cooldown` points and its age.
+    peak: f64,
+    peak_age: usize,
+}
+
+impl Calibrator {
+    /// A fresh calibrator.
+    pub fn new(spec: CalibrationSpec) -> Self {
+        let short = spec.short.clamp(1, MAX_SHORT);
+        Calibrator {
+            spec: CalibrationSpec { short, ..spec },
+            growth: 1.0 / (1.0 - 1.0 / spec.long.max(2) as f64),
+            weight: 1.0,
+            total: 0.0,
+            hist: [0.0; BINS],
+            top: 0,
+            seen: 0,
+            ring: [0.0; MAX_SHORT],
+            idx: 0,
+            sum: 0.0,
+            peak: 0.0,
+            peak_age: 0,
+        }
+    }
+
+    /// The score of a point whose raw surprise is `z` (its sign is ignored; NaN counts as
+    /// huge).
+    #[inline]
+    pub fn score(&mut self, z: f64) -> f64 {
+        let z = if z.is_nan() { 1e12 } else { z.abs().min(1e12) };
+        let k = self.spec.short;
+        let u = if k == 1 {
+            z.ln_1p()
+        } else {
+            let u = z.ln_1p();
+            self.sum += u - self.ring[self.idx] as f64;
+            self.ring[self.idx] = u as f32;
+            self.idx = if self.idx + 1 == k { 0 } else { self.idx + 1 };
+            (self.sum / (self.seen as usize + 1).min(k) as f64).max(0.0)
+        };
+        self.seen += 1;
+        // f32 bins against an f64 total can overshoot by a rounding error: clamp.
+        let s = if (self.seen as usize) <= self.spec.warmup.max(1) { 0.0 } else { (1.0 - self.tail(u)).clamp(0.0, 1.0) };
+        self.learn(u);
+        self.novel(s)
+    }
+
+    /// `P(U ≥ u)` under the history.
+    #[inline]
+    fn tail(&self, u: f64) -> f64 {
+        if self.total <= 0.0 {
+            return 1.0;
+        }
+        let pos = u / BIN;
+        let b = (pos as usize).min(BINS - 1);
+        let frac = (pos - b as f64).min(1.0);
+        let mut above = 0.0f64;
+        let mut top = 0;
+        for j in b + 1..=self.top.max(b) {
+            let h = self.hist[j];
+            above += h as f64;
+            if h > 0.0 {
+                top = j;
+            }
+        }
+        if above > 0.0 {
+            return (above + self.hist[b] as f64 * (1.0 - frac)) / self.total;
+        }
+        // At or past the highest occupied bin: interpolate, floored by the exponential tail.
+        let top = if self.hist[b] > 0.0 { b } else { (0..b).rev().find(|&j| self.hist[j] > 0.0).unwrap_or(top) };
+        let h_top = self.hist[top] as f64;
+        let inside = if top == b { h_top * (1.0 - frac) } else { 0.0 };
+        let ext = h_top * (-(u - top as f64 * BIN).max(0.0) / self.excess_scale()).exp();
+        inside.max(ext) / self.total
+    }
+
+    /// The mean excess of the history's top decile over the decile's lower edge (at least half
+    /// a bin): the scale of the exponential tail.
+    fn excess_scale(&self) -> f64 {
+        let limit = 0.1 * self.total;
+        let (mut w, mut wx) = (0.0f64, 0.0f64);
+        let mut edge = 0.0;
+        for j in (0..=self.top).rev() {
+            let h = self.hist[j] as f64;
+            if h == 0.0 {
+                continue;
+            }
+            edge = j as f64 * BIN;
+            w += h;
+            wx += h * (j as f64 + 0.5) * BIN;
+            if w >= limit {
+                break;
+            }
+        }
+        if w <= 0.0 { BIN } else { (wx / w - edge).max(BIN * 0.5) }
+    }
+
+    #[inline]
+    fn learn(&mut self, u: f64) {
+        let b = ((u / BIN) as usize).min(BINS - 1);
+        self.hist[b] += self.weight as f32;
+        self.top = self.top.max(b);
+        self.total += self.weight;
+        self.weight *= self.growth;
+        if self.weight > 1e20 {
+            // Rescale so the newest weight is 1 again (f32 bins keep ~7 digits).
+            let f = 1.0 / self.weight;
+            for h in &mut self.hist {
+                *h = (*h as f64 * f) as f32;
+            }
+            self.total *= f;
+            self.weight = 1.0;
+        }
+    }
+
+    /// Halves a score that does not beat the peak of the last `cooldown` points.
+    #[inline]
+    fn novel(&mut self, s: f64) -> f64 {
+        if self.spec.cooldown == 0 {
+            return s;
+        }
+        self.peak_age += 1;
+        if self.peak_age > self.spec.cooldown {
+            self.peak = 0.0;
+        }
+        if s > self.peak {
+            self.peak = s;
+            self.peak_age = 0;
+            s
+        } else {
+            s * 0.5
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spike_scores_high_and_noise_does_not() {
+        let spec = CalibrationSpec { short: 1, long: 500, warmup: 50, cooldown: 0 };
+        let mut c = Calibrator::new(spec);
+        let mut r = crate::testing::Lcg(7);
+        let mut high = 0;
+        for _ in 0..5000 {
+            let z = (r.next() % 1000) as f64 / 500.0; // |z| up to 2
+            let s = c.score(z);
+            assert!((0.0..=1.0).contains(&s));
+            high += (s > 0.999) as usize;
+        }
+        assert!(high < 10, "{high} noise points over 0.999");
+        assert!(c.score(40.0) > 0.999);
+    }
+}

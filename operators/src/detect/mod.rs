@@ -1,0 +1,501 @@
+//! Anomaly detection: per series (tenant, name, labels), a streaming detector with bounded
+//! state scores every point in [0, 1]; points at or over the threshold become anomaly rows.
+//!
+//! Detectors (one file each): EWMA z-score ([`zscore`]), rolling median/MAD ([`mad`]),
+//! Holt-Winters with additive seasonality ([`holt_winters`]), a robust random cut forest over
+//! shingles ([`rcf`]) and an ensemble ([`ensemble`]). Every detector reduces a point to a raw
+//! surprise and turns it into a score with the same calibration ([`calibrate`]), so scores
+//! mean the same on every series and one threshold fits them all.
+
+pub mod calibrate;
+pub mod ensemble;
+pub mod holt_winters;
+pub mod mad;
+pub mod params;
+pub mod rcf;
+pub mod zscore;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use alertflow_model::{AnomalyRow, Metric, Series};
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use self::calibrate::{CalibrationSpec, Calibrator};
+use self::holt_winters::{HoltWinters, HoltWintersSpec};
+use self::mad::{Mad, MadSpec};
+pub use self::params::{ParamReader, ParamValue, Params};
+use self::rcf::{Rcf, RcfSpec};
+use self::zscore::{ZScore, ZScoreSpec};
+use crate::ordered::{Due, Ordered};
+use crate::{ConfigError, Time};
+
+/// A point's score.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// How anomalous the point is, in [0, 1]; 0 while the detector warms up, never NaN.
+    pub score: f64,
+    /// What the detector expected the value to be.
+    pub expected: f64,
+}
+
+/// A streaming detector over one series, with bounded state.
+pub trait Detector: Send {
+    /// Scores the next point (points arrive in event-time order) and learns from it.
+    fn score(&mut self, ts: i64, value: f64) -> Score;
+    /// An estimate of the state's size in bytes (heap included).
+    fn memory_bytes(&self) -> usize;
+}
+
+/// The detector algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Robust EWMA z-score.
+    Zscore,
+    /// Rolling median / MAD.
+    Mad,
+    /// Holt-Winters, additive seasonality.
+    HoltWinters,
+    /// Robust random cut forest over shingles.
+    Rcf,
+    /// The best default: holt_winters, mad and rcf, the two highest scores combined.
+    Ensemble,
+}
+
+impl DetectorKind {
+    /// Every detector, best default first.
+    pub const ALL: [DetectorKind; 5] =
+        [DetectorKind::Ensemble, DetectorKind::HoltWinters, DetectorKind::Mad, DetectorKind::Zscore, DetectorKind::Rcf];
+
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorKind::Zscore => "zscore",
+            DetectorKind::Mad => "mad",
+            DetectorKind::HoltWinters => "holt_winters",
+            DetectorKind::Rcf => "rcf",
+            DetectorKind::Ensemble => "ensemble",
+        }
+    }
+
+    /// One line on what it does.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DetectorKind::Ensemble => "holt_winters, mad and rcf; the two highest calibrated scores combined (default)",
+            DetectorKind::HoltWinters => "Holt-Winters forecast error, additive seasonality (period detected)",
+            DetectorKind::Mad => "distance from the rolling median in MADs",
+            DetectorKind::Zscore => "distance from the EWMA mean in EWMA deviations",
+            DetectorKind::Rcf => "robust random cut forest collusive displacement over shingles",
+        }
+    }
+
+    /// The detector of that name.
+    pub fn parse(name: &str) -> Option<DetectorKind> {
+        DetectorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A detector with validated parameters: builds one fresh state per series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorSpec {
+    kind: DetectorKind,
+    cal: CalibrationSpec,
+    zscore: ZScoreSpec,
+    mad: MadSpec,
+    hw: HoltWintersSpec,
+    rcf: RcfSpec,
+}
+
+impl DetectorSpec {
+    /// Validates `params` for `kind`; every error names its key (`params.window`).
+    pub fn new(kind: DetectorKind, params: &Params) -> Result<DetectorSpec, Vec<ConfigError>> {
+        let mut r = ParamReader::new(params);
+        let cal = CalibrationSpec {
+            short: r.int("short", 1, 1, calibrate::MAX_SHORT),
+            long: r.int("long", 4000, 2, 1_000_000),
+            warmup: r.int("warmup", 100, 0, 1_000_000),
+            cooldown: r.int("cooldown", 100, 0, 1_000_000),
+        };
+        let uses = |k: DetectorKind| {
+            kind == k || (kind == DetectorKind::Ensemble && matches!(k, DetectorKind::Mad | DetectorKind::HoltWinters | DetectorKind::Rcf))
+        };
+        let mut zscore = ZScoreSpec { window: 500, clip: 4.0 };
+        if uses(DetectorKind::Zscore) {
+            zscore.window = r.int("window", zscore.window, 2, 1_000_000);
+            zscore.clip = r.float("clip", zscore.clip, 1.0, 1e6);
+        }
+        let mut mad = MadSpec { window: 500, stride: 50 };
+        if uses(DetectorKind::Mad) {
+            mad.window = r.int("window", mad.window, 3, 100_000);
+            mad.stride = r.int("stride", (mad.window / 10).max(1), 1, 100_000);
+        }
+        let mut hw = HoltWintersSpec { period: 0, max_period: 1024, alpha: 0.1, beta: 0.005, gamma: 0.1, warmup: 600 };
+        if uses(DetectorKind::HoltWinters) {
+            hw.max_period = r.int("max_period", hw.max_period, 2, 100_000);
+            hw.period = r.int("period", 0, 0, hw.max_period);
+            hw.alpha = r.float("alpha", hw.alpha, 0.0, 1.0);
+            hw.beta = r.float("beta", hw.beta, 0.0, 1.0);
+            hw.gamma = r.float("gamma", hw.gamma, 0.0, 1.0);
+            hw.warmup = r.int("hw_warmup", hw.warmup, 4, 1_000_000);
+        }
+        let mut rcf = RcfSpec::default();
+        if uses(DetectorKind::Rcf) {
+            rcf.trees = r.int("trees", rcf.trees, 1, 1000);
+            rcf.tree_size = r.int("tree_size", rcf.tree_size, 4, 4096);
+            rcf.shingle = r.int("shingle", rcf.shingle, 1, rcf::MAX_SHINGLE);
+            rcf.seed = r.int("seed", rcf.seed as usize, 0, usize::MAX) as u64;
+        }
+        r.finish(kind.name())?;
+        Ok(DetectorSpec { kind, cal, zscore, mad, hw, rcf })
+    }
+
+    /// The algorithm.
+    pub fn kind(&self) -> DetectorKind {
+        self.kind
+    }
+
+    /// A fresh state for one series.
+    pub fn build(&self) -> Box<dyn Detector> {
+        let cal = Calibrator::new(self.cal);
+        match self.kind {
+            DetectorKind::Zscore => Box::new(ZScore::new(self.zscore, cal)),
+            DetectorKind::Mad => Box::new(Mad::new(self.mad, cal)),
+            DetectorKind::HoltWinters => Box::new(HoltWinters::new(self.hw, cal)),
+            DetectorKind::Rcf => Box::new(Rcf::new(self.rcf, cal)),
+            DetectorKind::Ensemble => Box::new(ensemble::Ensemble::new(vec![
+                Box::new(HoltWinters::new(self.hw, cal.clone())),
+                Box::new(Mad::new(self.mad, cal.clone())),
+                Box::new(Rcf::new(self.rcf, cal)),
+            ])),
+        }
+    }
+}
+
+/// The `[[detect]]` section of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// The output table's name.
+    pub name: String,
+    /// The source (metric stream) to watch.
+    pub input: String,
+    /// Metric names to watch; empty or absent: every metric.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    /// The detector: ensemble (default), holt_winters, mad, zscore or rcf.
+    #[serde(default = "default_detector")]
+    pub detector: DetectorKind,
+    /// The detector's parameters, e.g. `{ window = 500 }` (see README, "Anomaly detection").
+    #[serde(default)]
+    pub params: Params,
+    /// Points scoring at least this (in [0, 1]) become rows of the table.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Also raise a `MetricAnomaly` alert per row, into the alert chain (dedup → correlate).
+    #[serde(default)]
+    pub raise_alerts: bool,
+}
+
+fn default_detector() -> DetectorKind {
+    DetectorKind::Ensemble
+}
+
+fn default_threshold() -> f64 {
+    0.999
+}
+
+/// A validated `[[detect]]` section, ready to build.
+#[derive(Clone, Debug)]
+pub struct Detect {
+    name: String,
+    metrics: Vec<String>,
+    spec: DetectorSpec,
+    detector: std::sync::Arc<str>,
+    threshold: f64,
+    raise_alerts: bool,
+    epoch: i64,
+}
+
+impl Detect {
+    /// Validates a config for a pipeline whose timely epoch is `epoch`.
+    pub fn with_config(cfg: &DetectConfig, epoch: alertflow_model::DurationMs) -> Result<Detect, Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        let spec = match DetectorSpec::new(cfg.detector, &cfg.params) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errs.extend(e);
+                None
+            }
+        };
+        if !(0.0..=1.0).contains(&cfg.threshold) {
+            errs.push(ConfigError::new("threshold", format!("must be in [0, 1] (scores are), not {}", cfg.threshold)));
+        }
+        for (i, m) in cfg.metrics.iter().enumerate() {
+            if m.is_empty() {
+                errs.push(ConfigError::new(format!("metrics[{i}]"), "a metric name cannot be empty"));
+            } else if cfg.metrics[..i].contains(m) {
+                errs.push(ConfigError::new(format!("metrics[{i}]"), format!("`{m}` is listed twice")));
+            }
+        }
+        match spec {
+            Some(spec) if errs.is_empty() => Ok(Detect {
+                name: cfg.name.clone(),
+                metrics: cfg.metrics.clone(),
+                detector: cfg.detector.name().into(),
+                spec,
+                threshold: cfg.threshold,
+                raise_alerts: cfg.raise_alerts,
+                epoch: epoch.millis().max(1) as i64,
+            }),
+            _ => Err(errs),
+        }
+    }
+
+    /// The output table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Whether rows also become alerts.
+    pub fn raise_alerts(&self) -> bool {
+        self.raise_alerts
+    }
+    /// The detector with its parameters.
+    pub fn spec(&self) -> &DetectorSpec {
+        &self.spec
+    }
+    /// Whether points of this metric are watched.
+    #[inline]
+    fn watches(&self, name: &str) -> bool {
+        self.metrics.is_empty() || self.metrics.iter().any(|m| m == name)
+    }
+}
+
+/// Builds anomaly detection on metric streams.
+pub trait DetectExt<'s> {
+    /// One [`AnomalyRow`] per point scoring at least the threshold, at the point's epoch.
+    /// Points are exchanged by series and scored per series in event-time order (ties by
+    /// `(part, pos)`) once the frontier has passed their epoch, so the rows are the same at
+    /// any worker count. Late points (flagged under `late = "update"`) are not scored.
+    fn detect(self, op: &Detect) -> Stream<'s, Time, Vec<AnomalyRow>>;
+}
+
+impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
+    fn detect(self, op: &Detect) -> Stream<'s, Time, Vec<AnomalyRow>> {
+        let op = op.clone();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<AnomalyRow>>, _, _, _>(
+            Exchange::new(|m: &Metric| m.series.stable_hash()),
+            &format!("detect:{}", op.name),
+            move |cap, _info| {
+                let mut ordered: Ordered<Metric> = Ordered::new(cap, op.epoch);
+                let mut states: HashMap<Series, Box<dyn Detector>> = HashMap::new();
+                let mut out: BTreeMap<Time, Vec<AnomalyRow>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|_, data| {
+                        for batch in data {
+                            for m in batch.drain(..) {
+                                // A late point (late = "update") arrives after its series moved
+                                // on; a streaming detector cannot rewind its state, so it is
+                                // left to the windowed aggregates, which revise.
+                                if !m.late && op.watches(m.series.name()) {
+                                    ordered.push(m);
+                                }
+                            }
+                        }
+                    });
+                    ordered.begin(frontier);
+                    while let Some(due) = ordered.next_due() {
+                        let Due::Record(m) = due else { continue };
+                        let state = match states.get_mut(&m.series) {
+                            Some(s) => s,
+                            None => states.entry(m.series.clone()).or_insert_with(|| op.spec.build()),
+                        };
+                        let s = state.score(m.ts, m.value);
+                        if s.score >= op.threshold {
+                            out.entry(ordered.epoch_of(m.ts)).or_default().push(AnomalyRow {
+                                ts: m.ts,
+                                value: m.value,
+                                expected: s.expected,
+                                score: s.score,
+                                detector: op.detector.clone(),
+                                part: m.part,
+                                pos: m.pos,
+                                series: m.series,
+                            });
+                        }
+                    }
+                    for (t, mut rows) in std::mem::take(&mut out) {
+                        if let Some(cap) = ordered.cap_at(t as i64) {
+                            output.session(&cap).give_container(&mut rows);
+                        }
+                    }
+                    ordered.settle(frontier);
+                }
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Lcg, run_metrics};
+
+    fn config(detector: DetectorKind, threshold: f64) -> DetectConfig {
+        DetectConfig {
+            name: "anomalies".into(),
+            input: "points".into(),
+            metrics: vec!["cpu".into(), "mem".into()],
+            detector,
+            params: Params::new(),
+            threshold,
+            raise_alerts: false,
+        }
+    }
+
+    /// Random walks with spikes over 30 series (a third of them `disk`, not watched), up to 3 s
+    /// of disorder, duplicate timestamps across partitions.
+    fn random_points(seed: u64, n: usize) -> Vec<Metric> {
+        let mut r = Lcg(seed);
+        let series: Vec<Series> =
+            (0..30).map(|i| Series::new("t", ["cpu", "mem", "disk"][i % 3], &[("host", format!("h{i}").as_str())])).collect();
+        let mut level = vec![50.0f64; series.len()];
+        (0..n)
+            .map(|i| {
+                let k = (r.next() % series.len() as u64) as usize;
+                level[k] += (r.next() % 1000) as f64 / 500.0 - 1.0;
+                let spike = if r.next().is_multiple_of(200) { 40.0 } else { 0.0 };
+                let ts = 1_767_225_600_000 + (i as i64 / 2) * 100 + (r.next() % 6000) as i64 - 3000;
+                Metric {
+                    series: series[k].clone(),
+                    ts,
+                    value: level[k] + spike,
+                    part: (i / 1009) as u32,
+                    pos: (i % 1009) as u64,
+                    late: false,
+                }
+            })
+            .collect()
+    }
+
+    /// The oracle: every watched series scored naively, in (ts, part, pos) order.
+    fn oracle(points: &[Metric], op: &Detect) -> Vec<AnomalyRow> {
+        let mut by_series: BTreeMap<Series, Vec<&Metric>> = BTreeMap::new();
+        for p in points.iter().filter(|p| op.watches(p.series.name())) {
+            by_series.entry(p.series.clone()).or_default().push(p);
+        }
+        let mut rows = Vec::new();
+        for (series, mut ps) in by_series {
+            ps.sort_by_key(|p| (p.ts, p.part, p.pos));
+            let mut d = op.spec.build();
+            for p in ps {
+                let s = d.score(p.ts, p.value);
+                assert!((0.0..=1.0).contains(&s.score), "score {} out of range", s.score);
+                if s.score >= op.threshold {
+                    rows.push(AnomalyRow {
+                        series: series.clone(),
+                        ts: p.ts,
+                        value: p.value,
+                        expected: s.expected,
+                        score: s.score,
+                        detector: op.detector.clone(),
+                        part: p.part,
+                        pos: p.pos,
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    fn key(r: &AnomalyRow) -> (i64, Series, u32, u64) {
+        (r.ts, r.series.clone(), r.part, r.pos)
+    }
+
+    #[test]
+    fn matches_the_oracle_at_any_worker_count() {
+        for (seed, kind) in [(1, DetectorKind::Mad), (2, DetectorKind::Zscore), (3, DetectorKind::Ensemble), (4, DetectorKind::Rcf)] {
+            let op = Detect::with_config(&config(kind, 0.99), "1s".parse().unwrap()).unwrap();
+            let points = random_points(seed, 30_000);
+            let mut want = oracle(&points, &op);
+            want.sort_by_key(key);
+            assert!(want.len() > 20, "{kind}: the input should hold anomalies, found {}", want.len());
+            assert!(want.iter().all(|r| r.series.name() != "disk"), "unwatched metric scored");
+            for workers in [1, 2, 4] {
+                let op2 = op.clone();
+                let mut rows = run_metrics(workers, points.clone(), 3000, move |s| s.detect(&op2));
+                rows.sort_by_key(key);
+                assert!(rows == want, "{kind}, {workers} workers: {} rows, oracle {}", rows.len(), want.len());
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_configs_naming_the_key() {
+        let mut c = config(DetectorKind::Mad, 1.5);
+        c.params.insert("window".into(), ParamValue::Int(1));
+        c.params.insert("windw".into(), ParamValue::Int(10));
+        c.metrics = vec!["cpu".into(), "cpu".into()];
+        let errs = Detect::with_config(&c, "1s".parse().unwrap()).unwrap_err();
+        let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let all = all.join("\n");
+        for want in [
+            "params.window: must be an integer from 3",
+            "params.windw: `mad` has no parameter `windw`",
+            "threshold: must be in [0, 1]",
+            "metrics[1]: `cpu` is listed twice",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in\n{all}");
+        }
+    }
+
+    #[test]
+    fn config_parses_from_toml_shape() {
+        let c: DetectConfig = serde_json::from_str(
+            r#"{"name":"anomalies","input":"points","metrics":["cpu"],"detector":"holt_winters","params":{"period":24,"alpha":0.2},"threshold":0.9,"raise_alerts":true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.detector, DetectorKind::HoltWinters);
+        assert_eq!(c.params["period"], ParamValue::Int(24));
+        assert!(Detect::with_config(&c, "1s".parse().unwrap()).is_ok());
+        let bad = serde_json::from_str::<DetectConfig>(r#"{"name":"x","input":"p","detector":"lstm"}"#);
+        assert!(bad.unwrap_err().to_string().contains("unknown variant `lstm`"));
+    }
+
+    /// Every detector: scores in [0, 1], never NaN, 0 during warm-up; a level shift and a spike
+    /// after a quiet stretch score higher than any quiet point.
+    #[test]
+    fn every_detector_flags_a_spike_after_a_quiet_stretch() {
+        for kind in DetectorKind::ALL {
+            let spec = DetectorSpec::new(kind, &Params::new()).unwrap();
+            let mut d = spec.build();
+            let mut r = Lcg(11);
+            let mut quiet_max = 0.0f64;
+            let first = d.score(0, 10.0).score;
+            assert_eq!(first, 0.0, "{kind}: warm-up scores 0");
+            for i in 1..3000i64 {
+                let v = 10.0 + (i as f64 / 20.0).sin() + (r.next() % 100) as f64 / 100.0;
+                let s = d.score(i * 60_000, v).score;
+                assert!((0.0..=1.0).contains(&s), "{kind}: {s}");
+                if i > 1500 {
+                    quiet_max = quiet_max.max(s);
+                }
+            }
+            let spike = d.score(3000 * 60_000, 40.0);
+            assert!(spike.score > quiet_max && spike.score > 0.99, "{kind}: spike {} vs quiet max {quiet_max}", spike.score);
+            assert!(spike.expected > 5.0 && spike.expected < 15.0, "{kind}: expected {}", spike.expected);
+            assert!(d.memory_bytes() > 0);
+        }
+    }
+}
