@@ -13,7 +13,7 @@ use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
 use alertflow_model::time::DurationMs;
 use alertflow_operators::dedup::{Dedup, DedupConfig};
 use alertflow_operators::suppress::{Suppress, SuppressConfig};
-use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig, Detect, DetectConfig};
+use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig, Detect, DetectConfig, Rule, RuleConfig};
 use serde::{Deserialize, Serialize};
 
 /// The `[engine]` section.
@@ -149,7 +149,9 @@ pub struct Pipeline {
     pub aggregates: Vec<(Aggregate, usize)>,
     /// Anomaly detections with the index of their input source.
     pub detects: Vec<(Detect, usize)>,
-    /// The alert chain, when there are alert sources (or anomaly alerts).
+    /// Rules with the index of their aggregate (in `aggregates`).
+    pub rules: Vec<(Rule, usize)>,
+    /// The alert chain, when there are alert sources (or anomaly or rule alerts).
     pub alerts: Option<AlertChain>,
     /// `[output]`.
     pub output: OutputConfig,
@@ -174,6 +176,7 @@ impl Pipeline {
         let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
         let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
         let mut detect_cfgs: Vec<(usize, DetectConfig)> = Vec::new();
+        let mut rule_cfgs: Vec<(usize, RuleConfig)> = Vec::new();
         let mut output: Option<OutputConfig> = None;
         let mut dedup_cfg: Option<DedupConfig> = None;
         let mut suppress_cfg: Option<SuppressConfig> = None;
@@ -230,12 +233,19 @@ impl Pipeline {
                         }
                     }
                 }
+                "rule" => {
+                    for (i, v) in array("rule", value, &mut p).iter().enumerate() {
+                        if let Some(c) = section::<RuleConfig>(&format!("rule[{i}]"), v, &mut p) {
+                            rule_cfgs.push((i, c));
+                        }
+                    }
+                }
                 "dedup" => dedup_cfg = section::<DedupConfig>("dedup", value, &mut p),
                 "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
                 other => p.push(problem(
                     other,
-                    "unknown section; expected one of engine, source, aggregate, detect, dedup, suppress, correlate, output",
+                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, output",
                 )),
             }
         }
@@ -347,7 +357,9 @@ impl Pipeline {
         }
 
         let detects = detect_sections(&detect_cfgs, &engine, &source_index, &declared, &mut tables, &mut p);
-        let anomaly_alerts = detects.iter().any(|(d, _)| d.raise_alerts());
+        let names: Vec<&str> = aggregate_cfgs.iter().map(|(_, c)| c.name.as_str()).collect();
+        let rules = rule_sections(&rule_cfgs, &engine, &aggregates, &names, &mut p);
+        let derived_alerts = detects.iter().any(|(d, _)| d.raise_alerts()) || !rules.is_empty();
 
         let alerts = alert_chain(
             base,
@@ -357,7 +369,7 @@ impl Pipeline {
             &declared,
             (dedup_cfg, suppress_cfg, correlate_cfg),
             source_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
-            anomaly_alerts,
+            derived_alerts,
             &mut p,
         );
 
@@ -366,7 +378,7 @@ impl Pipeline {
         }
         let output = output.expect("checked above");
         let output_dir = base.join(&output.path);
-        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, detects, alerts, output, output_dir })
+        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, detects, rules, alerts, output, output_dir })
     }
 
     /// The names of the tables this pipeline writes.
@@ -385,8 +397,8 @@ type AlertSections = (Option<DedupConfig>, Option<SuppressConfig>, Option<Correl
 
 /// Validates the alert chain's sections (with defaults for the missing ones) and reads the
 /// topology file. `sources_ok` says whether every source parsed (otherwise a missing alert
-/// source may just be a broken one, already reported); `anomaly_alerts` whether a `[[detect]]`
-/// feeds the chain (then it runs without an alert source too).
+/// source may just be a broken one, already reported); `derived_alerts` whether a `[[detect]]`
+/// or a `[[rule]]` feeds the chain (then it runs without an alert source too).
 #[allow(clippy::too_many_arguments)]
 fn alert_chain(
     base: &Path,
@@ -396,14 +408,14 @@ fn alert_chain(
     declared: &[String],
     (dedup, suppress, correlate): AlertSections,
     sources_ok: bool,
-    anomaly_alerts: bool,
+    derived_alerts: bool,
     p: &mut Vec<ConfigProblem>,
 ) -> Option<AlertChain> {
     let mut alert_sources: Vec<(usize, &String)> =
         source_index.iter().filter(|(_, (_, r))| *r == Records::Alerts).map(|(n, (i, _))| (*i, n)).collect();
     alert_sources.sort();
     let sections: Vec<&str> = ["dedup", "suppress", "correlate"].into_iter().filter(|s| table.contains_key(*s)).collect();
-    if alert_sources.is_empty() && !anomaly_alerts {
+    if alert_sources.is_empty() && !derived_alerts {
         if sources_ok && let Some(s) = sections.first() {
             p.push(problem(s, "no alert source: add a [[source]] with records = \"alerts\" for the alert chain to read"));
         }
@@ -551,6 +563,32 @@ fn detect_sections(
     detects
 }
 
+/// Validates the `[[rule]]` sections: each reads a valid aggregate (`names`: every declared
+/// aggregate, so one that failed its own checks is not reported twice).
+fn rule_sections(
+    cfgs: &[(usize, RuleConfig)],
+    engine: &EngineConfig,
+    aggregates: &[(Aggregate, usize)],
+    names: &[&str],
+    p: &mut Vec<ConfigProblem>,
+) -> Vec<(Rule, usize)> {
+    let mut rules = Vec::new();
+    for (i, c) in cfgs {
+        let at = format!("rule[{i}]");
+        let Some(idx) = aggregates.iter().position(|(a, _)| a.name() == c.input) else {
+            if !names.contains(&c.input.as_str()) {
+                let list = if names.is_empty() { "none; add an [[aggregate]]".to_string() } else { names.join(", ") };
+                p.push(problem(&format!("{at}.input"), format!("no aggregate named `{}` (aggregates: {list})", c.input)));
+            }
+            continue;
+        };
+        if let Some(op) = op_problems(&at, Rule::with_config(c, &aggregates[idx].0, *i, engine.epoch), p) {
+            rules.push((op, idx));
+        }
+    }
+    rules
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +669,28 @@ path = "out"
         assert!(all.contains("output: missing"), "{all}");
         let all = Pipeline::parse("this is not toml", &d).unwrap_err().to_string();
         assert!(all.starts_with("not valid TOML"), "{all}");
+    }
+
+    #[test]
+    fn rules_are_validated_and_start_the_alert_chain() {
+        let d = dir_with_points();
+        let good = format!("{CONTRACT}\n[[rule]]\nname = \"HighCpu\"\ninput = \"per_minute\"\nwhen = \"avg > 90\"\nfor = \"5m\"\n");
+        let p = Pipeline::parse(&good, &d).unwrap();
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.table_names(), vec!["per_minute", "alerts", "storms", "incidents", "dead_letters"], "rule alerts need the chain");
+        let bad = format!(
+            "{CONTRACT}\n[[rule]]\nname = \"A\"\ninput = \"per_hour\"\nwhen = \"avg > 1\"\n\
+             [[rule]]\nname = \"B\"\ninput = \"per_minute\"\nwhen = \"p99 > 1 or\"\n\
+             [[rule]]\nname = \"C\"\ninput = \"per_minute\"\nwhen = \"p99 > 1\"\nfour = \"1m\"\n"
+        );
+        let all = Pipeline::parse(&bad, &d).unwrap_err().to_string();
+        for want in [
+            "rule[0].input: no aggregate named `per_hour` (aggregates: per_minute)",
+            "rule[1].when: `p99 > 1 or`: column 11: expected a function name or a number, found the end",
+            "rule[2].four: unknown key",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
     }
 
     #[test]

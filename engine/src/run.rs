@@ -14,7 +14,7 @@ use alertflow_model::tables::{
     WindowTable,
 };
 use alertflow_model::{Alert, Metric};
-use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, SuppressExt, Time};
+use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, RuleExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::operator::empty;
@@ -276,32 +276,39 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             sink_index += 1;
             stats.sinks[sink_index - 1].clone()
         };
+        let mut windows = Vec::new();
         for (agg, input) in &pipeline.aggregates {
             let s = sink(agg.name()).with(WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()));
             let p = points[*input].clone().expect("validated: aggregates read metric sources");
-            p.aggregate(agg).sink_parquet(s, next_sink(), failure.clone());
+            let rows = p.aggregate(agg);
+            windows.push(rows.clone());
+            rows.sink_parquet(s, next_sink(), failure.clone());
         }
         // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
-        // (and the metric source's progress into the topology's frontier).
-        let mut anomaly_alerts = Vec::new();
-        let mut anomaly_feeds = Vec::new();
+        // (and the metric source's progress into the topology's frontier). Rules likewise.
+        let mut derived_alerts = Vec::new();
+        let mut derived_feeds = Vec::new();
+        for (rule, a) in &pipeline.rules {
+            derived_alerts.push(windows[*a].clone().rule(rule));
+            derived_feeds.push(pipeline.aggregates[*a].1);
+        }
         for (det, input) in &pipeline.detects {
             let p = points[*input].clone().expect("validated: detect reads metric sources");
             let rows = p.detect(det);
             if det.raise_alerts() {
-                anomaly_alerts.push(rows.clone().map(|r| r.to_alert()));
-                anomaly_feeds.push(*input);
+                derived_alerts.push(rows.clone().map(|r| r.to_alert()));
+                derived_feeds.push(*input);
             }
             rows.sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
         }
         if let Some(chain) = &pipeline.alerts {
             let sources = chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources"));
-            let input = scope.concatenate(sources.chain(anomaly_alerts));
+            let input = scope.concatenate(sources.chain(derived_alerts));
             let events = input.dedup(&chain.dedup, stats.dedup.clone());
             let (events, topology) = match &chain.topology {
                 Some(file) => {
                     // The dead-letter streams of the alert sources move with their data's frontier.
-                    let frontier = scope.concatenate(chain.inputs.iter().chain(&anomaly_feeds).map(|&i| dead[i].clone()));
+                    let frontier = scope.concatenate(chain.inputs.iter().chain(&derived_feeds).map(|&i| dead[i].clone()));
                     let topology = topology_source(scope, file.clone(), frontier);
                     let epoch = pipeline.engine.epoch.millis().max(1) as i64;
                     (events.enrich(chain.correlate.service_label(), topology.clone(), epoch), topology)

@@ -11,6 +11,7 @@ pub mod detect;
 pub mod enrich;
 pub mod error;
 pub mod ordered;
+pub mod rule;
 pub mod session;
 pub mod suppress;
 
@@ -23,6 +24,7 @@ pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
 pub use detect::{Detect, DetectConfig, DetectExt, DetectorKind, DetectorSpec};
 pub use enrich::EnrichExt;
 pub use error::ConfigError;
+pub use rule::{Rule, RuleConfig, RuleExt};
 pub use suppress::{StormMembers, Suppress, SuppressConfig, SuppressExt, Suppressed};
 
 /// The timely timestamp of every alertflow dataflow: event time in ms, coarsened to an epoch.

@@ -19,6 +19,10 @@
 //!   most that).
 //! - `value` has exactly three decimals: a per-series base level, plus a daily sinusoid (of the
 //!   nominal time, so series peak at different hours), plus noise, clamped to `[0, 100]`.
+//! - With an [`Incident`], the first `hosts` cpu series of tenant `t0` (series indexes that
+//!   are multiples of 4 and of `tenants`) read `96 + 1.5·z` (z the same approximately normal
+//!   noise, clamped to 100) while their nominal time is in `[start_ms + at, start_ms + at +
+//!   duration)`: an injected incident for rules and detectors to find.
 //! - `points` good lines are written in all; `malformed` extra bad lines are inserted at
 //!   pseudo-random positions, cycling over [`MALFORMED_KINDS`], and reported with their
 //!   1-based line numbers in [`GenReport::malformed`].
@@ -60,6 +64,19 @@ pub struct MetricsGen {
     pub start_ms: i64,
     /// Number of extra malformed lines inserted among the good ones (default 0).
     pub malformed: u64,
+    /// An injected incident (none by default).
+    pub incident: Option<Incident>,
+}
+
+/// A stretch of time in which some cpu series run hot (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incident {
+    /// Start, relative to `start_ms`.
+    pub at_ms: i64,
+    /// Length.
+    pub duration_ms: i64,
+    /// How many cpu series of tenant `t0` run hot.
+    pub hosts: usize,
 }
 
 impl Default for MetricsGen {
@@ -73,6 +90,7 @@ impl Default for MetricsGen {
             tenants: 4,
             start_ms: 1_767_225_600_000,
             malformed: 0,
+            incident: None,
         }
     }
 }
@@ -135,6 +153,15 @@ pub fn generate_metrics(cfg: &MetricsGen, mut out: impl Write) -> io::Result<Gen
 
     let mut seeder = SplitMix64(cfg.seed);
     let series = make_series(cfg, &mut seeder);
+    // The hot series and the nominal-time span of the incident.
+    let step = 4 * cfg.tenants / gcd(4, cfg.tenants);
+    let (heated, hot_span): (Vec<bool>, std::ops::Range<i64>) = match cfg.incident {
+        Some(inc) => (
+            (0..cfg.series).map(|i| i % step == 0 && i / step < inc.hosts).collect(),
+            cfg.start_ms.saturating_add(inc.at_ms)..cfg.start_ms.saturating_add(inc.at_ms).saturating_add(inc.duration_ms),
+        ),
+        None => (Vec::new(), 0..0),
+    };
     // Series in nominal-time order within a round.
     let mut order: Vec<u32> = (0..cfg.series as u32).collect();
     order.sort_by_key(|&i| (series[i as usize].offset, i));
@@ -170,7 +197,7 @@ pub fn generate_metrics(cfg: &MetricsGen, mut out: impl Write) -> io::Result<Gen
             let ts = nominal + (below(jitter, 2 * disorder as u64 + 1) as i64 - disorder);
             // The nominal time's phase within its UTC day, in [0, 1).
             let day_frac = nominal.rem_euclid(DAY_MS) as f64 * (1.0 / DAY_MS as f64);
-            let value = s.value(day_frac, noise);
+            let value = if hot_span.contains(&nominal) && heated[i as usize] { hot(noise) } else { s.value(day_frac, noise) };
             write_good(&mut buf, ts, i as usize, cfg.tenants, value);
             line_no += 1;
             emitted += 1;
@@ -213,12 +240,27 @@ impl SeriesParams {
     /// from `r`, clamped to `[0, 100]`.
     #[inline]
     fn value(&self, day_frac: f64, r: u64) -> f64 {
-        // Approximately normal: the sum of four uniforms, scaled to unit variance.
-        let u = (r & 0xFFFF) + ((r >> 16) & 0xFFFF) + ((r >> 32) & 0xFFFF) + (r >> 48);
-        let z = (u as f64 * (1.0 / 65536.0) - 2.0) * 1.732_050_807_568_877_2;
-        let v = self.base + self.amp * (std::f64::consts::TAU * (day_frac + self.phase)).sin() + self.noise * z;
+        let v = self.base + self.amp * (std::f64::consts::TAU * (day_frac + self.phase)).sin() + self.noise * normal(r);
         v.clamp(0.0, 100.0)
     }
+}
+
+/// A hot series' value during an injected incident.
+#[inline]
+fn hot(r: u64) -> f64 {
+    (96.0 + 1.5 * normal(r)).clamp(0.0, 100.0)
+}
+
+/// Approximately standard normal from 64 random bits: the sum of four uniforms, scaled to unit
+/// variance.
+#[inline]
+fn normal(r: u64) -> f64 {
+    let u = (r & 0xFFFF) + ((r >> 16) & 0xFFFF) + ((r >> 32) & 0xFFFF) + (r >> 48);
+    (u as f64 * (1.0 / 65536.0) - 2.0) * 1.732_050_807_568_877_2
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn make_series(cfg: &MetricsGen, seeder: &mut SplitMix64) -> Vec<SeriesParams> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use alertflow_model::time::DurationMs;
 use alertflow_tools::alertgen::{AlertFormat, AlertGen, write_files};
-use alertflow_tools::datagen::{GenReport, MetricsGen, generate_metrics};
+use alertflow_tools::datagen::{GenReport, Incident, MetricsGen, generate_metrics};
 
 use super::{BAD_CONFIG, FAILED, OK};
 
@@ -57,6 +57,16 @@ pub enum GenWhat {
         /// Output file ("-" for standard output).
         #[arg(long)]
         out: PathBuf,
+        /// Inject an incident this long after the start (a duration): the first
+        /// --incident-hosts cpu series of tenant t0 read ≈ 96 for --incident-for.
+        #[arg(long)]
+        incident_at: Option<String>,
+        /// How long the injected incident lasts.
+        #[arg(long, default_value = "10m", requires = "incident_at")]
+        incident_for: String,
+        /// How many cpu series the injected incident heats.
+        #[arg(long, default_value_t = 3, requires = "incident_at")]
+        incident_hosts: usize,
     },
     /// A realistic alert stream with ground truth, its topology and a ready pipeline
     ///
@@ -103,7 +113,20 @@ pub enum GenWhat {
 /// Runs `alertflow gen`; returns the exit code: 0 ok, 1 I/O failure, 2 bad arguments.
 pub fn run(args: GenArgs) -> u8 {
     match args.what {
-        GenWhat::Metrics { series, points, seed, disorder, interval, tenants, malformed, malformed_log, out } => {
+        GenWhat::Metrics {
+            series,
+            points,
+            seed,
+            disorder,
+            interval,
+            tenants,
+            malformed,
+            malformed_log,
+            out,
+            incident_at,
+            incident_for,
+            incident_hosts,
+        } => {
             let disorder_ms = match parse_duration("--disorder", &disorder) {
                 Ok(d) => d,
                 Err(code) => return code,
@@ -121,7 +144,19 @@ pub fn run(args: GenArgs) -> u8 {
                 eprintln!("error: {msg}");
                 return BAD_CONFIG;
             }
-            let cfg = MetricsGen { series, points, seed, disorder_ms, interval_ms, tenants, malformed, ..MetricsGen::default() };
+            let incident = match incident_at {
+                None => None,
+                Some(at) => {
+                    let (at_ms, duration_ms) = match (parse_duration("--incident-at", &at), parse_duration("--incident-for", &incident_for))
+                    {
+                        (Ok(a), Ok(d)) => (a, d),
+                        (Err(code), _) | (_, Err(code)) => return code,
+                    };
+                    let clamp = |ms: u64| ms.min(i64::MAX as u64 / 4) as i64;
+                    Some(Incident { at_ms: clamp(at_ms), duration_ms: clamp(duration_ms), hosts: incident_hosts })
+                }
+            };
+            let cfg = MetricsGen { series, points, seed, disorder_ms, interval_ms, tenants, malformed, incident, ..MetricsGen::default() };
             metrics(&cfg, &out, malformed_log.as_deref())
         }
         GenWhat::Alerts { out, seed, tenants, services, incidents, duration, noise_rate, format, storm_size, disorder } => {
