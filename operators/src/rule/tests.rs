@@ -57,7 +57,7 @@ fn random_points(seed: u64) -> Vec<Metric> {
             let step = 1_000 + (r.next() % 2_000) as i64;
             if phase != 2 {
                 let base = if phase == 1 { 90.0 } else { 50.0 };
-                let spike = if r.next() % 40 == 0 { 9.0 } else { 0.0 };
+                let spike = if r.next().is_multiple_of(40) { 9.0 } else { 0.0 };
                 let value = base + (r.next() % 1000) as f64 / 100.0 - 5.0 + spike;
                 let ts = t + (r.next() % 3000) as i64;
                 out.push(Metric { series: series.clone(), ts, value, part: 0, pos: 0, late: false });
