@@ -310,32 +310,8 @@ impl Pipeline {
         let mut aggregates = Vec::new();
         for (i, c) in &aggregate_cfgs {
             let at = format!("aggregate[{i}]");
-            if !is_table_name(&c.name) {
-                p.push(problem(
-                    &format!("{at}.name"),
-                    format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
-                ));
-            } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
-                p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
-            } else if !tables.insert(c.name.clone()) {
-                p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
-            }
-            let input = match source_index.get(&c.input) {
-                Some(&(idx, Records::Metrics)) => Some(idx),
-                Some(&(_, Records::Alerts)) => {
-                    p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; aggregates read metric sources", c.input)));
-                    None
-                }
-                None => {
-                    if !declared.contains(&c.input) {
-                        p.push(problem(
-                            &format!("{at}.input"),
-                            format!("no source named `{}` (sources: {})", c.input, declared.join(", ")),
-                        ));
-                    } // else: the source itself is invalid, and reported
-                    None
-                }
-            };
+            check_table_name(&at, &c.name, &mut tables, &mut p);
+            let input = metric_input(&at, "aggregates read", &c.input, &source_index, &declared, &mut p);
             match Aggregate::with_config(c, engine.epoch) {
                 Ok(op) => {
                     let op = match engine.kept_lateness() {
@@ -520,6 +496,46 @@ fn is_table_name(s: &str) -> bool {
     matches!(b.next(), Some(b'a'..=b'z')) && s.len() <= 128 && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
+/// Checks a table's name: valid, not a built-in table's, not taken (`tables` gains it).
+fn check_table_name(at: &str, name: &str, tables: &mut HashSet<String>, p: &mut Vec<ConfigProblem>) {
+    if !is_table_name(name) {
+        p.push(problem(
+            &format!("{at}.name"),
+            format!("`{name}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter"),
+        ));
+    } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&name) {
+        p.push(problem(&format!("{at}.name"), format!("`{name}` is the name of a built-in table; choose another")));
+    } else if !tables.insert(name.to_string()) {
+        p.push(problem(&format!("{at}.name"), format!("another table is already named `{name}`")));
+    }
+}
+
+/// The stream index of metric source `input` read by section `at` (`who`: the phrase naming its
+/// metric sources: "aggregates read"), or a problem: an alert source, or no such source (unless it was declared
+/// and is broken, which is reported already).
+fn metric_input(
+    at: &str,
+    who: &str,
+    input: &str,
+    source_index: &std::collections::HashMap<String, (usize, Records)>,
+    declared: &[String],
+    p: &mut Vec<ConfigProblem>,
+) -> Option<usize> {
+    match source_index.get(input) {
+        Some(&(idx, Records::Metrics)) => Some(idx),
+        Some(&(_, Records::Alerts)) => {
+            p.push(problem(&format!("{at}.input"), format!("`{input}` is an alert source; {who} metric sources")));
+            None
+        }
+        None => {
+            if !declared.iter().any(|d| d == input) {
+                p.push(problem(&format!("{at}.input"), format!("no source named `{input}` (sources: {})", declared.join(", "))));
+            }
+            None
+        }
+    }
+}
+
 /// Validates the `[[detect]]` sections: table names (shared with the aggregates' `tables`),
 /// metric-source inputs, and each detector's config.
 fn detect_sections(
@@ -533,29 +549,8 @@ fn detect_sections(
     let mut detects = Vec::new();
     for (i, c) in cfgs {
         let at = format!("detect[{i}]");
-        if !is_table_name(&c.name) {
-            p.push(problem(
-                &format!("{at}.name"),
-                format!("`{}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter", c.name),
-            ));
-        } else if [DEAD_LETTERS, ALERTS, STORMS, INCIDENTS].contains(&c.name.as_str()) {
-            p.push(problem(&format!("{at}.name"), format!("`{}` is the name of a built-in table; choose another", c.name)));
-        } else if !tables.insert(c.name.clone()) {
-            p.push(problem(&format!("{at}.name"), format!("another table is already named `{}`", c.name)));
-        }
-        let input = match source_index.get(&c.input) {
-            Some(&(idx, Records::Metrics)) => Some(idx),
-            Some(&(_, Records::Alerts)) => {
-                p.push(problem(&format!("{at}.input"), format!("`{}` is an alert source; detect reads metric sources", c.input)));
-                None
-            }
-            None => {
-                if !declared.contains(&c.input) {
-                    p.push(problem(&format!("{at}.input"), format!("no source named `{}` (sources: {})", c.input, declared.join(", "))));
-                }
-                None
-            }
-        };
+        check_table_name(&at, &c.name, tables, p);
+        let input = metric_input(&at, "detect reads", &c.input, source_index, declared, p);
         if let (Some(op), Some(idx)) = (op_problems(&at, Detect::with_config(c, engine.epoch), p), input) {
             detects.push((op, idx));
         }
