@@ -510,9 +510,9 @@ fn check_table_name(at: &str, name: &str, tables: &mut HashSet<String>, p: &mut 
     }
 }
 
-/// The stream index of metric source `input` read by section `at` (`who`: the phrase naming its
-/// metric sources: "aggregates read"), or a problem: an alert source, or no such source (unless it was declared
-/// and is broken, which is reported already).
+/// The stream index of metric source `input` read by section `at`, or a problem: an alert
+/// source (`who` names the reader, e.g. "aggregates read"), or no such source (unless it was
+/// declared and is broken, which is reported already).
 fn metric_input(
     at: &str,
     who: &str,
