@@ -79,7 +79,7 @@ pub fn run_pipeline(pipeline: Pipeline, workers: Option<usize>) -> Result<RunSum
             bar.set_message(format!("{} records, {}/s", thousands(p.records), thousands((p.records as f64 / secs) as u64)));
         }) as alertflow_engine::ProgressFn
     });
-    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress });
+    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, ..Default::default() });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
