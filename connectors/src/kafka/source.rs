@@ -53,7 +53,7 @@ pub fn kafka_source<'s, R: FileRecord>(
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
-        let mut reader = KafkaReader::<R>::new(shared, index, peers);
+        let mut reader = KafkaReader::<R>::new(shared, index, peers, epoch);
         // Wake the worker when messages arrive for an empty queue.
         let wake = std::sync::Mutex::new(sync_activator);
         let mut wake = Some(move || {
@@ -70,6 +70,8 @@ pub fn kafka_source<'s, R: FileRecord>(
             }
             if let Err(e) = reader.connect(&mut wake) {
                 failure.set(e);
+                points_cap = None;
+                dead_cap = None;
                 return;
             }
             let mut work = Work::default();
@@ -133,7 +135,8 @@ struct Part {
     /// Reached its end (`stop_at_end`).
     done: bool,
     /// Prefix maxima of the emitted records' event times, with their offsets (ascending in
-    /// both): the first entry with `ts ≥ K` is the first record a window not yet durable needs.
+    /// both), kept when they enter a new epoch: the first entry with `ts ≥ K` (K a multiple of
+    /// the epoch) is the first record a window not yet durable needs.
     prefix: VecDeque<(i64, i64)>,
     /// Dead letters not yet known durable: (the time they were sent at, offset).
     dead: VecDeque<(Time, i64)>,
@@ -157,10 +160,11 @@ struct KafkaReader<R: FileRecord> {
     last_commit: Instant,
     last_f: Time,
     errors: RateLimited,
+    epoch: i64,
 }
 
 impl<R: FileRecord> KafkaReader<R> {
-    fn new(shared: Arc<KafkaShared>, index: usize, peers: usize) -> Self {
+    fn new(shared: Arc<KafkaShared>, index: usize, peers: usize, epoch: i64) -> Self {
         KafkaReader {
             shared,
             index,
@@ -175,6 +179,7 @@ impl<R: FileRecord> KafkaReader<R> {
             last_commit: Instant::now(),
             last_f: 0,
             errors: RateLimited::new(Duration::from_secs(10)),
+            epoch,
         }
     }
 
@@ -311,7 +316,9 @@ impl<R: FileRecord> KafkaReader<R> {
                     return;
                 }
                 *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
-                if commit && prefix.back().is_none_or(|&(m, _)| ts > m) {
+                // One entry per epoch at most (the commit rounds K down to an epoch), so the
+                // list stays small however fast the partition is.
+                if commit && prefix.back().is_none_or(|&(m, _)| t > floor_to(m, epoch) as Time) {
                     prefix.push_back((ts, offset));
                 }
                 work.emitted += 1;
@@ -399,7 +406,7 @@ impl<R: FileRecord> KafkaReader<R> {
         let Some(newest) = newest else { return };
         let cap = (newest.max(0) as u64) - (newest.max(0) as u64) % span;
         let f = f.min(cap);
-        let k = f as i64 - horizon;
+        let k = floor_to(f as i64 - horizon, self.epoch);
         for p in &mut self.parts {
             while p.prefix.front().is_some_and(|&(ts, _)| ts < k) {
                 p.prefix.pop_front();
