@@ -325,7 +325,10 @@ impl Pipeline {
                 p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
             }
             match KafkaSource::plan(c, next_part) {
-                Ok(s) => {
+                Ok(mut s) => {
+                    if c.records == Records::Metrics {
+                        s.allowed_lateness = engine.kept_lateness().map(|d| d.millis() as i64);
+                    }
                     next_part = next_part.saturating_add(s.part_ids());
                     source_index.insert(c.name.clone(), (sources.len() + kafka.len(), c.records));
                     kafka.push(Arc::new(s));

@@ -397,7 +397,9 @@ fn a_table_goes_to_a_kafka_sink_as_json_keyed_by_tenant_and_id() {
     let brokers = m.bootstrap_servers();
     produce(&brokers, "metrics", 3, &lines);
     let dir = temp_dir("sink");
-    let sink = format!("start = \"earliest\"\nstop_at_end = true\n[[sink]]\ntype = \"kafka\"\ntable = \"per_minute\"\nbrokers = \"{brokers}\"\ntopic = \"per-minute\"");
+    let sink = format!(
+        "start = \"earliest\"\nstop_at_end = true\n[[sink]]\ntype = \"kafka\"\ntable = \"per_minute\"\nbrokers = \"{brokers}\"\ntopic = \"per-minute\""
+    );
     let pipe = kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, "g-sink", &sink);
     let s = run(pipe, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
     let table = read_table(&dir.join("out/per_minute"));
@@ -417,9 +419,21 @@ fn a_table_goes_to_a_kafka_sink_as_json_keyed_by_tenant_and_id() {
             let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
             let key = std::str::from_utf8(msg.key().unwrap()).unwrap().to_string();
             // The key: tenant, name, host and the window start.
-            let want_key = format!("{}/{}/{}/{}", v["tenant"].as_str().unwrap(), v["name"].as_str().unwrap(), v["host"].as_str().unwrap(), v["window_start"].as_str().unwrap());
+            let want_key = format!(
+                "{}/{}/{}/{}",
+                v["tenant"].as_str().unwrap(),
+                v["name"].as_str().unwrap(),
+                v["host"].as_str().unwrap(),
+                v["window_start"].as_str().unwrap()
+            );
             assert_eq!(key, want_key);
-            got.push((v["window_start"].as_str().unwrap().to_string(), v["tenant"].as_str().unwrap().to_string(), v["host"].as_str().unwrap().to_string(), v["count"].as_i64().unwrap(), v["sum"].as_f64().unwrap()));
+            got.push((
+                v["window_start"].as_str().unwrap().to_string(),
+                v["tenant"].as_str().unwrap().to_string(),
+                v["host"].as_str().unwrap().to_string(),
+                v["count"].as_i64().unwrap(),
+                v["sum"].as_f64().unwrap(),
+            ));
         }
     }
     assert!(c.poll(Duration::from_millis(500)).is_none(), "more messages than rows");

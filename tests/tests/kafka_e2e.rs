@@ -20,7 +20,9 @@ fn broker() -> Option<String> {
         Ok(b) if !b.is_empty() => Some(b),
         _ if in_ci() => panic!("ALERTFLOW_KAFKA is not set: in CI the Kafka tests must run (scripts/test.sh starts the broker)"),
         _ => {
-            eprintln!("SKIPPED Kafka end-to-end test: ALERTFLOW_KAFKA is not set (scripts/test.sh starts a broker with scripts/kafka-broker.sh)");
+            eprintln!(
+                "SKIPPED Kafka end-to-end test: ALERTFLOW_KAFKA is not set (scripts/test.sh starts a broker with scripts/kafka-broker.sh)"
+            );
             None
         }
     }
@@ -147,7 +149,8 @@ fn validate_rejects_a_bad_options_key_without_a_broker() {
     let p = dir.join("pipeline.toml");
     let ok = alertflow(&["validate", &p.to_string_lossy()]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let text = std::fs::read_to_string(&p).unwrap().replace("stop_at_end = true", "stop_at_end = true\noptions = { \"fetch.max.bytez\" = \"1\" }");
+    let text =
+        std::fs::read_to_string(&p).unwrap().replace("stop_at_end = true", "stop_at_end = true\noptions = { \"fetch.max.bytez\" = \"1\" }");
     std::fs::write(&p, text).unwrap();
     let bad = alertflow(&["validate", &p.to_string_lossy()]);
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -160,11 +163,7 @@ fn walk_count(d: &Path) -> usize {
     rd.flatten()
         .map(|e| {
             let p = e.path();
-            if p.is_dir() {
-                walk_count(&p)
-            } else {
-                usize::from(e.file_name().to_string_lossy().starts_with("part-"))
-            }
+            if p.is_dir() { walk_count(&p) } else { usize::from(e.file_name().to_string_lossy().starts_with("part-")) }
         })
         .sum()
 }

@@ -155,7 +155,7 @@ impl<R: FileRecord> Work<R> {
     /// Sends a record accepted late (policy `update`) at the epoch of its partition's
     /// watermark — the earliest time the partition can still emit at, so the source's
     /// capability allows it, and a time that depends only on the partition's data.
-    fn push_late(&mut self, max_ts: Option<i64>, low: i64, ooo: i64, epoch: i64, mut r: R) {
+    pub(crate) fn push_late(&mut self, max_ts: Option<i64>, low: i64, ooo: i64, epoch: i64, mut r: R) {
         let wm = max_ts.map_or(low, |m| (m - ooo).max(low));
         r.mark_late();
         self.emitted += 1;

@@ -178,6 +178,9 @@ pub struct KafkaSource {
     pub options: BTreeMap<String, String>,
     /// The `part` of partition 0 of the first topic.
     pub first_part: u32,
+    /// Late records at most this much older than their partition's watermark (ms) are kept and
+    /// marked late (the engine sets it for metric sources under the late policy `update`).
+    pub allowed_lateness: Option<i64>,
 }
 
 /// One problem with a Kafka section: the field (relative to the section) and the message.
@@ -261,6 +264,7 @@ impl KafkaSource {
             commit_interval: Duration::from_millis(cfg.commit_interval.millis()),
             options: cfg.options.clone(),
             first_part,
+            allowed_lateness: None,
         };
         if p.is_empty() {
             // The whole configuration, as the run will use it (catches conflicting properties).
@@ -384,7 +388,7 @@ impl KafkaShared {
     pub fn start(source: Arc<KafkaSource>, durability: Arc<Durability>, horizon: Option<i64>) -> Arc<Self> {
         if horizon.is_none() {
             tracing::warn!(
-                "source `{}`: offsets are not committed: its records feed the alert chain, whose state has no time bound \
+                "source `{}`: offsets are not committed: its records feed state without a time bound (the alert chain, session windows) \
                  (committing needs checkpoints); a restart re-reads from `start`",
                 source.name
             );

@@ -264,6 +264,7 @@ impl<R: FileRecord> KafkaReader<R> {
         let src = self.shared.source.clone();
         let commit = self.shared.horizon.is_some();
         let ooo = src.out_of_orderness;
+        let keep_late = src.allowed_lateness;
         let mut polled = 0;
         while polled < MESSAGES_PER_ACTIVATION {
             polled += 1;
@@ -310,9 +311,17 @@ impl<R: FileRecord> KafkaReader<R> {
                     return; // its windows are in the durable output of the run this one resumes
                 }
                 let t = floor_to(ts, epoch) as Time;
-                let late = max_ts.is_some_and(|m| ts < m - ooo) || t < cap;
-                if late {
-                    late_ts.push(ts);
+                let behind = max_ts.map_or(0, |m| m - ooo - ts);
+                if behind > 0 || t < cap {
+                    // Late: kept (policy `update`) within `allowed_lateness` of its partition's
+                    // watermark when that still lies at or after the capability; else a dead letter.
+                    let wm = max_ts.map_or(0, |m| m - ooo);
+                    match keep_late {
+                        Some(keep) if behind <= keep && floor_to(wm.max(0), epoch) as Time >= cap => {
+                            work.push_late(*max_ts, 0, ooo, epoch, r)
+                        }
+                        _ => late_ts.push(ts),
+                    }
                     return;
                 }
                 *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
