@@ -399,7 +399,7 @@ impl Pipeline {
         );
 
         let mut kafka_sinks = Vec::new();
-        let mut all_tables: Vec<String> = aggregates.iter().map(|(a, _): &(Aggregate, usize)| a.name().to_string()).collect();
+        let mut all_tables: Vec<String> = aggregate_cfgs.iter().map(|(_, c)| c.name.clone()).collect();
         if alerts.is_some() {
             all_tables.extend([ALERTS, STORMS, INCIDENTS].map(String::from));
         }

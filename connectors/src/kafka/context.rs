@@ -55,17 +55,27 @@ impl RateLimited {
 pub struct KafkaContext {
     name: String,
     errors: RateLimited,
+    /// Logs nothing (the client `validate` creates to check a configuration).
+    quiet: bool,
 }
 
 impl KafkaContext {
     /// A context for the source or sink `name`.
     pub fn new(name: &str) -> Self {
-        KafkaContext { name: name.to_string(), errors: RateLimited::new(Duration::from_secs(10)) }
+        KafkaContext { name: name.to_string(), errors: RateLimited::new(Duration::from_secs(10)), quiet: false }
+    }
+
+    /// A context that logs nothing.
+    pub fn quiet(name: &str) -> Self {
+        KafkaContext { quiet: true, ..KafkaContext::new(name) }
     }
 }
 
 impl ClientContext for KafkaContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if self.quiet {
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 self.errors.error(|n| format!("kafka `{}`: {fac} {msg}{n}", self.name))
@@ -76,6 +86,9 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.quiet {
+            return;
+        }
         self.errors.warn(|n| format!("kafka `{}`: {error}: {reason}; librdkafka retries{n}", self.name));
     }
 }

@@ -188,8 +188,8 @@ pub type FieldProblem = (String, String);
 
 impl KafkaSource {
     /// Validates `cfg`, numbering its partitions from `first_part`. librdkafka checks every
-    /// `options` property (name and value) and a client is created with the whole configuration;
-    /// no broker is contacted.
+    /// `options` property (name and value) and a client is created with the whole configuration
+    /// (and dropped at once; it logs nothing, and nothing waits for a broker).
     pub fn plan(cfg: &KafkaSourceConfig, first_part: u32) -> Result<KafkaSource, Vec<FieldProblem>> {
         let mut p: Vec<FieldProblem> = Vec::new();
         let mut bad = |f: &str, m: String| p.push((f.to_string(), m));
@@ -268,7 +268,7 @@ impl KafkaSource {
         };
         if p.is_empty() {
             // The whole configuration, as the run will use it (catches conflicting properties).
-            if let Err(e) = source.client_config().create_with_context::<_, BaseConsumer<KafkaContext>>(KafkaContext::new(&source.name)) {
+            if let Err(e) = source.client_config().create_with_context::<_, BaseConsumer<KafkaContext>>(KafkaContext::quiet(&source.name)) {
                 p.push(("options".into(), librdkafka_message(&e)));
             }
         }

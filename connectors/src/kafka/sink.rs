@@ -80,7 +80,7 @@ impl KafkaSink {
         config.set("bootstrap.servers", &cfg.brokers);
         let sink = KafkaSink { table: cfg.table.clone(), topic: cfg.topic.clone(), config };
         if p.is_empty()
-            && let Err(e) = sink.producer()
+            && let Err(e) = sink.quiet_producer()
         {
             p.push(("options".into(), librdkafka_message(&e)));
         }
@@ -89,6 +89,10 @@ impl KafkaSink {
 
     fn producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
         self.config.create_with_context(SinkContext { log: KafkaContext::new(&self.table), deliveries: Mutex::default() })
+    }
+
+    fn quiet_producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
+        self.config.create_with_context(SinkContext { log: KafkaContext::quiet(&self.table), deliveries: Mutex::default() })
     }
 }
 
