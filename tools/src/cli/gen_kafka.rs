@@ -56,7 +56,7 @@ impl KafkaLines {
             }
         }
         self.sent += 1;
-        if self.sent % 4096 == 0 {
+        if self.sent.is_multiple_of(4096) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
