@@ -72,15 +72,28 @@ brokers, topic, path = sys.argv[1], sys.argv[2], sys.argv[3]
 admin = KafkaAdminClient(bootstrap_servers=brokers)
 admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
 admin.close()
-p = KafkaProducer(bootstrap_servers=brokers, linger_ms=20, batch_size=1 << 20, acks=1)
+p = KafkaProducer(bootstrap_servers=brokers, linger_ms=20, batch_size=1 << 20, acks='all', retries=10,
+                  max_in_flight_requests_per_connection=1)
+failed = []
 n = 0
 with open(path, 'rb') as f:
     for line in f:
         line = line.rstrip(b'\n')
         host = json.loads(line)['host'].encode()
-        p.send(topic, value=line, key=host)
+        p.send(topic, value=line, key=host).add_errback(failed.append)
         n += 1
 p.flush()
+p.close()
+if failed:
+    sys.exit(f"{len(failed)} sends failed, first: {failed[0]!r}")
+# What the broker holds: every record must have landed.
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers=brokers)
+tps = [TopicPartition(topic, q) for q in c.partitions_for_topic(topic)]
+end, beg = c.end_offsets(tps), c.beginning_offsets(tps)
+held = sum(end.values()) - sum(beg.values())
+if held != n:
+    sys.exit(f"sent {n} records, acknowledged, but the topic holds {held}")
 print(n)
 "#;
     let out = Command::new(py).arg("-c").arg(script).args([brokers, topic]).arg(file).output().unwrap();
