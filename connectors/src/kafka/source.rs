@@ -115,6 +115,24 @@ pub fn kafka_source<'s, R: FileRecord>(
     (points, dead)
 }
 
+/// Raises a partition's end (`stop_at_end`) to the high watermark of the first fetch response
+/// that reached it, once. The end listed at start (ListOffsets) is a lower bound, not always the
+/// end: Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch, so
+/// the last batch would be left unread; its fetch responses carry the right high watermark.
+/// Raised once only, so that a live producer cannot keep a `stop_at_end` run going.
+fn confirm_end(consumer: &BaseConsumer<KafkaContext>, p: &mut Part) {
+    if p.end_confirmed || p.plan.end.is_none() {
+        return;
+    }
+    // librdkafka's cached watermarks, from fetch responses (no request is made).
+    if let Ok((_, high)) = consumer.get_watermark_offsets(&p.plan.topic, p.plan.partition)
+        && high >= 0
+    {
+        p.plan.end = p.plan.end.map(|e| e.max(high));
+        p.end_confirmed = true;
+    }
+}
+
 /// What the source's capability should do.
 enum Hold {
     /// Hold (at least) this time.
@@ -134,6 +152,8 @@ struct Part {
     last_seen: Instant,
     /// Reached its end (`stop_at_end`).
     done: bool,
+    /// `plan.end` has been raised to the high watermark of a fetch response (see `confirm_end`).
+    end_confirmed: bool,
     /// Prefix maxima of the emitted records' event times, with their offsets (ascending in
     /// both), kept when they enter a new epoch: the first entry with `ts ≥ K` (K a multiple of
     /// the epoch) is the first record a window not yet durable needs.
@@ -215,14 +235,16 @@ impl<R: FileRecord> KafkaReader<R> {
             {
                 continue;
             }
-            let done = plan.end.is_some_and(|e| plan.start >= e);
+            // Not done before a fetch has confirmed the end (`confirm_end`): assigned even when
+            // it starts at the listed end, an end-of-partition event or a message settles it.
             self.parts.push(Part {
                 next: plan.start,
                 committed: plan.start,
                 plan,
                 max_ts: None,
                 last_seen: now,
-                done,
+                done: false,
+                end_confirmed: false,
                 prefix: VecDeque::new(),
                 dead: VecDeque::new(),
             });
@@ -272,11 +294,14 @@ impl<R: FileRecord> KafkaReader<R> {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(n))) => {
-                    // The reported partition is at its end (only said for a single topic).
-                    if src.topics.len() == 1
-                        && let Some(p) = self.parts.iter_mut().find(|p| p.plan.partition == n && p.plan.end.is_some())
-                    {
-                        p.done = true;
+                    // A fetch reached the high watermark of partition `n` (of some topic: the
+                    // event does not say which): each such partition is done once its confirmed
+                    // end is reached.
+                    for p in self.parts.iter_mut().filter(|p| p.plan.partition == n && p.plan.end.is_some() && !p.done) {
+                        confirm_end(&consumer, p);
+                        if p.end_confirmed && p.plan.end.is_some_and(|e| p.next >= e) {
+                            p.done = true;
+                        }
                     }
                     continue;
                 }
@@ -293,6 +318,7 @@ impl<R: FileRecord> KafkaReader<R> {
             }
             p.next = offset + 1;
             p.last_seen = now;
+            confirm_end(&consumer, p);
             if p.plan.end.is_some_and(|e| p.next >= e) {
                 p.done = true;
             }
