@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the Python environment of the independent oracles (tests/python/*.py): a virtualenv
-# with duckdb and pyarrow. Prints the venv's python path as its only stdout line, e.g.
+# with duckdb, pyarrow and kafka-python (the foreign Kafka client of the end-to-end test).
+# Prints the venv's python path as its only stdout line, e.g.
 #   PY=$(scripts/python-env.sh) && "$PY" tests/python/check_window.py …
 # Idempotent: the second run only checks that both modules import (no pip call).
 # Location: $ALERTFLOW_VENV (default ~/.cache/alertflow/venv). Python: $PYTHON (default python3).
@@ -24,10 +25,10 @@ if [[ ! -x "$py" ]]; then
     fi
 fi
 
-if ! "$py" -c 'import duckdb, pyarrow, pyarrow.dataset' >/dev/null 2>&1; then
-    echo "installing duckdb and pyarrow into $venv …" >&2
-    "$py" -m pip install --quiet --disable-pip-version-check "duckdb==2.0.0" "pyarrow==26.0.1" >&2
-    "$py" -c 'import duckdb, pyarrow, pyarrow.dataset' >&2
+if ! "$py" -c 'import duckdb, pyarrow, pyarrow.dataset, kafka' >/dev/null 2>&1; then
+    echo "installing duckdb, pyarrow and kafka-python into $venv …" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check "duckdb==2.0.0" "pyarrow==26.0.1" "kafka-python==3.0.12" >&2
+    "$py" -c 'import duckdb, pyarrow, pyarrow.dataset, kafka' >&2
 fi
 
 echo "$py"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README. Builds the release binary, prepares the independent Python
-# checkers (DuckDB + pyarrow, in a virtualenv under ~/.cache), then runs every test of the
-# workspace. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p alertflow-model`).
+# checkers (DuckDB + pyarrow + kafka-python, in a virtualenv under ~/.cache) and a loopback Kafka
+# broker (Tansu, scripts/kafka-broker.sh), then runs every test of the workspace. Extra
+# arguments go to `cargo test` (e.g. `scripts/test.sh -p alertflow-model`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Cargo's own target folder (shared with `cargo run --release -- demo`) unless CARGO_TARGET_DIR
@@ -15,6 +16,16 @@ elif [ "${CI:-}" = "true" ]; then
   exit 1
 else
   echo "warning: the Python checkers could not be installed; tests that need them will say so and skip" >&2
+fi
+
+# A Kafka-compatible broker (Tansu) on loopback for the Kafka end-to-end tests.
+if kafka=$(scripts/kafka-broker.sh); then
+  export ALERTFLOW_KAFKA="$kafka"
+elif [ "${CI:-}" = "true" ]; then
+  echo "error: the Kafka broker (scripts/kafka-broker.sh) could not be started" >&2
+  exit 1
+else
+  echo "warning: no Kafka broker; the Kafka end-to-end tests will say so and skip" >&2
 fi
 
 cargo build --release --bin alertflow

@@ -1,9 +1,11 @@
-//! alertflow's connectors: sources that bring records into timely (files: NDJSON, CSV, Parquet)
-//! and sinks that write output tables (Parquet). One folder per connector, sources and sinks
+//! alertflow's connectors: sources that bring records into timely (files: NDJSON, CSV, Parquet;
+//! Kafka) and sinks that write output tables (Parquet, Kafka). One folder per connector, sources and sinks
 //! side by side; the engine lists them explicitly.
 
+pub mod durable;
 pub mod failure;
 pub mod file;
+pub mod kafka;
 pub mod parquet;
 pub mod topology;
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use alertflow_connectors::file::{FileSource, FileSourceConfig, Records};
+use alertflow_connectors::kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 use alertflow_connectors::parquet::Compression;
 use alertflow_connectors::topology::TopologyFile;
 use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
@@ -143,8 +144,13 @@ pub struct Pipeline {
     pub base_dir: PathBuf,
     /// `[engine]`.
     pub engine: EngineConfig,
-    /// Sources, in file order.
+    /// File sources, in file order.
     pub sources: Vec<Arc<FileSource>>,
+    /// Kafka sources, in file order. Their stream indexes (in `aggregates`, the alert chain's
+    /// `inputs`) follow the file sources': `sources.len() + i`.
+    pub kafka: Vec<Arc<KafkaSource>>,
+    /// `[[sink]]` sections of `type = "kafka"`: tables also sent to Kafka (besides Parquet).
+    pub kafka_sinks: Vec<Arc<KafkaSink>>,
     /// Aggregates with the index of their input source.
     pub aggregates: Vec<(Aggregate, usize)>,
     /// Anomaly detections with the index of their input source.
@@ -174,6 +180,8 @@ impl Pipeline {
         let mut p = Vec::new();
         let mut engine = EngineConfig::default();
         let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
+        let mut kafka_cfgs: Vec<(usize, KafkaSourceConfig)> = Vec::new();
+        let mut sink_cfgs: Vec<(usize, KafkaSinkConfig)> = Vec::new();
         let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
         let mut detect_cfgs: Vec<(usize, DetectConfig)> = Vec::new();
         let mut rule_cfgs: Vec<(usize, RuleConfig)> = Vec::new();
@@ -207,14 +215,37 @@ impl Pipeline {
                             declared.push(n.clone());
                         }
                         match t.remove("type") {
-                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"file\"")),
+                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"file\" or \"kafka\"")),
                             Some(toml::Value::String(s)) if s == "file" => {
                                 if let Some(c) = section::<FileSourceConfig>(&at, &toml::Value::Table(t), &mut p) {
                                     source_cfgs.push((i, c));
                                 }
                             }
+                            Some(toml::Value::String(s)) if s == "kafka" => {
+                                if let Some(c) = section::<KafkaSourceConfig>(&at, &toml::Value::Table(t), &mut p) {
+                                    kafka_cfgs.push((i, c));
+                                }
+                            }
+                            Some(other) => p.push(problem(
+                                &format!("{at}.type"),
+                                format!("unknown source type {other}; supported: \"file\", \"kafka\""),
+                            )),
+                        }
+                    }
+                }
+                "sink" => {
+                    for (i, v) in array("sink", value, &mut p).iter().enumerate() {
+                        let at = format!("sink[{i}]");
+                        let mut t = v.as_table().cloned().unwrap_or_default();
+                        match t.remove("type") {
+                            Some(toml::Value::String(s)) if s == "kafka" => {
+                                if let Some(c) = section::<KafkaSinkConfig>(&at, &toml::Value::Table(t), &mut p) {
+                                    sink_cfgs.push((i, c));
+                                }
+                            }
+                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"kafka\"")),
                             Some(other) => {
-                                p.push(problem(&format!("{at}.type"), format!("unknown source type {other}; supported: \"file\"")))
+                                p.push(problem(&format!("{at}.type"), format!("unknown sink type {other}; supported: \"kafka\"")))
                             }
                         }
                     }
@@ -245,7 +276,7 @@ impl Pipeline {
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
                 other => p.push(problem(
                     other,
-                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, output",
+                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, sink, output",
                 )),
             }
         }
@@ -256,7 +287,7 @@ impl Pipeline {
         if engine.workers == Some(0) {
             p.push(problem("engine.workers", "must be at least 1"));
         }
-        if source_cfgs.is_empty() && !table.contains_key("source") {
+        if source_cfgs.is_empty() && kafka_cfgs.is_empty() && !table.contains_key("source") {
             p.push(problem("source", "no [[source]]: a pipeline needs at least one"));
         }
         let output = match output {
@@ -306,6 +337,28 @@ impl Pipeline {
             }
         }
 
+        // Kafka sources: their stream indexes follow the file sources'.
+        let mut kafka = Vec::new();
+        for (i, c) in &kafka_cfgs {
+            let at = format!("source[{i}]");
+            if !is_identifier(&c.name) {
+                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
+            } else if !names.insert(c.name.clone()) {
+                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
+            }
+            match KafkaSource::plan(c, next_part) {
+                Ok(mut s) => {
+                    if c.records == Records::Metrics {
+                        s.allowed_lateness = engine.kept_lateness().map(|d| d.millis() as i64);
+                    }
+                    next_part = next_part.saturating_add(s.part_ids());
+                    source_index.insert(c.name.clone(), (sources.len() + kafka.len(), c.records));
+                    kafka.push(Arc::new(s));
+                }
+                Err(es) => p.extend(es.into_iter().map(|(field, msg)| problem(&format!("{at}.{field}"), msg))),
+            }
+        }
+
         let mut tables = HashSet::new();
         let mut aggregates = Vec::new();
         for (i, c) in &aggregate_cfgs {
@@ -344,17 +397,65 @@ impl Pipeline {
             &source_index,
             &declared,
             (dedup_cfg, suppress_cfg, correlate_cfg),
-            source_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+            source_cfgs.len() + kafka_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
             derived_alerts,
             &mut p,
         );
+
+        let mut kafka_sinks = Vec::new();
+        let mut all_tables: Vec<String> = aggregate_cfgs.iter().map(|(_, c)| c.name.clone()).collect();
+        all_tables.extend(detects.iter().map(|(d, _)| d.name().to_string()));
+        if alerts.is_some() {
+            all_tables.extend([ALERTS, STORMS, INCIDENTS].map(String::from));
+        }
+        all_tables.push(DEAD_LETTERS.to_string());
+        for (i, c) in &sink_cfgs {
+            let at = format!("sink[{i}]");
+            if !all_tables.contains(&c.table) {
+                p.push(problem(&format!("{at}.table"), format!("no table `{}` (tables: {})", c.table, all_tables.join(", "))));
+            }
+            match KafkaSink::plan(c) {
+                Ok(s) => kafka_sinks.push(Arc::new(s)),
+                Err(es) => p.extend(es.into_iter().map(|(field, msg)| problem(&format!("{at}.{field}"), msg))),
+            }
+        }
 
         if !p.is_empty() {
             return Err(ConfigErrors { problems: p });
         }
         let output = output.expect("checked above");
         let output_dir = base.join(&output.path);
-        Ok(Pipeline { base_dir: base.to_path_buf(), engine, sources, aggregates, detects, rules, alerts, output, output_dir })
+        Ok(Pipeline {
+            base_dir: base.to_path_buf(),
+            engine,
+            sources,
+            kafka,
+            kafka_sinks,
+            aggregates,
+            detects,
+            rules,
+            alerts,
+            output,
+            output_dir,
+        })
+    }
+
+    /// The event-time span an output row of stream `input` depends on (the largest window,
+    /// with its allowed lateness, reading it), or `None` when the stream feeds state without a
+    /// time bound (the alert chain, anomaly detectors, rules, session windows): what a Kafka
+    /// source may commit (see `alertflow_connectors::kafka`).
+    pub fn horizon(&self, input: usize) -> Option<i64> {
+        let ruled = self.rules.iter().any(|(_, a)| self.aggregates[*a].1 == input);
+        if self.alerts.as_ref().is_some_and(|c| c.inputs.contains(&input)) || self.detects.iter().any(|(_, i)| *i == input) || ruled {
+            return None;
+        }
+        self.aggregates.iter().filter(|(_, i)| *i == input).try_fold(0, |h, (a, _)| Some(h.max(a.horizon()?)))
+    }
+
+    /// Whether a run continues from an earlier one (a Kafka source starts from committed
+    /// offsets): the output folder's data files are then kept, not replaced.
+    pub fn resumes(&self) -> bool {
+        self.kafka.iter().any(|k| k.start == alertflow_connectors::kafka::Start::Committed)
     }
 
     /// The names of the tables this pipeline writes.
@@ -627,7 +728,7 @@ colour = "blue"
 
 [[source]]
 name = "more"
-type = "kafka"
+type = "kinesis"
 
 [[aggregate]]
 name = "per_minute"
@@ -643,7 +744,7 @@ path = "out"
         for want in [
             "engine.epoch: invalid duration `fast`",
             "source[0].colour: unknown key",
-            "source[1].type: unknown source type \"kafka\"",
+            "source[1].type: unknown source type \"kinesis\"",
             "aggregate[0].input: no source named `pts`",
             "aggregate[0].group_by[0]: `date` is reserved",
         ] {

@@ -6,16 +6,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alertflow_connectors::Failure;
+use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::{Records, SourceStats, file_source};
+use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
     ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder,
-    WindowTable,
+    TableRow, WindowTable,
 };
 use alertflow_model::{Alert, Metric};
 use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, RuleExt, SuppressExt, Time};
 use serde::Serialize;
+use timely::dataflow::Stream;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Map;
@@ -32,6 +35,9 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Called about ten times a second while the pipeline runs.
     pub progress: Option<ProgressFn>,
+    /// Set to stop the run (checked about ten times a second): sources stop reading, nothing
+    /// more is written or committed, and the run ends with an error, as after a crash.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A snapshot of a running pipeline.
@@ -138,16 +144,38 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         table_schemas.push((INCIDENTS.to_string(), IncidentsTable::default().schema()));
     }
     table_schemas.push((DEAD_LETTERS.to_string(), DeadLetterTable::default().schema()));
+    let resumes = pipeline.resumes();
+    if resumes {
+        tracing::info!("resuming from committed Kafka offsets: keeping the data files in {}", out.display());
+    }
     for (name, schema) in &table_schemas {
         let dir = out.join(name);
-        let removed = clear_table(&dir).map_err(out_err)?;
+        let removed = if resumes { 0 } else { clear_table(&dir).map_err(out_err)? };
         if removed > 0 {
             tracing::info!("table `{name}`: replacing {removed} file(s) of an earlier run");
         }
         write_schema_file(&dir, schema).map_err(out_err)?;
     }
 
-    let source_stats: Arc<Vec<Arc<SourceStats>>> = Arc::new(pipeline.sources.iter().map(|_| Arc::default()).collect());
+    let source_stats: Arc<Vec<Arc<SourceStats>>> =
+        Arc::new((0..pipeline.sources.len() + pipeline.kafka.len()).map(|_| Arc::default()).collect());
+    // Kafka: the sinks' durable frontier (offsets are committed behind it) and each source's
+    // metadata/commit thread.
+    let durability = (!pipeline.kafka.is_empty())
+        .then(|| Durability::new((table_schemas.len() + pipeline.kafka_sinks.len()) * workers, pipeline.output.file_span.millis()));
+    let kafka: Arc<Vec<Arc<KafkaShared>>> = Arc::new(match &durability {
+        None => Vec::new(),
+        Some(d) => {
+            let n = pipeline.sources.len();
+            let journal = pipeline.output_dir.join("_kafka");
+            pipeline
+                .kafka
+                .iter()
+                .enumerate()
+                .map(|(j, k)| KafkaShared::start(k.clone(), d.clone(), pipeline.horizon(n + j), &journal))
+                .collect()
+        }
+    });
     let sink_stats: Arc<Vec<Arc<SinkStats>>> = Arc::new(table_schemas.iter().map(|_| Arc::default()).collect());
     let dedup_stats: Arc<DedupStats> = Arc::default();
     let failure = Failure::new();
@@ -162,11 +190,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
-        let dedup_stats = dedup_stats.clone();
+        let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let stats = Stats { sources: &source_stats, sinks: &sink_stats, dedup: &dedup_stats };
-            build_dataflow(worker, &pipeline, stats, &failure, index);
+            let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref() };
+            build_dataflow(worker, &pipeline, stats, kafka, &failure, index);
             while worker.has_dataflows() {
                 worker.step_or_park(None);
             }
@@ -193,10 +222,18 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     };
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
         progress(());
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
+            failure.set("the run was cancelled".into());
+        }
     }
     progress(());
-    let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()))?;
-    for r in results {
+    let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()));
+    // Every sink has finished: commit the Kafka sources' end offsets if the run ended well.
+    let ended_well = results.as_ref().is_ok_and(|r| r.iter().all(|r| r.is_ok())) && !failure.is_set();
+    for k in kafka.iter() {
+        k.finish(ended_well);
+    }
+    for r in results? {
         if let Err(e) = r {
             return Err(RunError::Internal(format!("a worker failed: {e}")));
         }
@@ -246,8 +283,22 @@ struct Stats<'a> {
     dedup: &'a Arc<DedupStats>,
 }
 
-fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stats: Stats<'_>, failure: &Failure, index: usize) {
-    let sink = |table: &str| Sink { pipeline, table: table.to_string(), worker: index };
+/// The Kafka sources' shared state and the sinks' durable frontier, when there are Kafka sources.
+#[derive(Clone, Copy)]
+struct KafkaParts<'a> {
+    shared: &'a [Arc<KafkaShared>],
+    durability: Option<&'a Arc<Durability>>,
+}
+
+fn build_dataflow(
+    worker: &mut timely::worker::Worker,
+    pipeline: &Pipeline,
+    stats: Stats<'_>,
+    kafka: KafkaParts<'_>,
+    failure: &Failure,
+    index: usize,
+) {
+    let sink = |table: &str| Sink { pipeline, table: table.to_string(), worker: index, durability: kafka.durability.cloned() };
     worker.dataflow::<Time, _, _>(|scope| {
         let epoch = pipeline.engine.epoch;
         let mut points = Vec::new();
@@ -271,6 +322,25 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             };
             dead.push(d);
         }
+        // Kafka sources: stream indexes after the file sources'.
+        for (j, shared) in kafka.shared.iter().enumerate() {
+            let (st, f) = (stats.sources[pipeline.sources.len() + j].clone(), failure.clone());
+            let d = match shared.source.records {
+                Records::Metrics => {
+                    let (p, d) = kafka_source::<Metric>(scope, shared.clone(), epoch, st, f);
+                    points.push(Some(p));
+                    alerts.push(None);
+                    d
+                }
+                Records::Alerts => {
+                    let (a, d) = kafka_source::<Alert>(scope, shared.clone(), epoch, st, f);
+                    points.push(None);
+                    alerts.push(Some(a));
+                    d
+                }
+            };
+            dead.push(d);
+        }
         let mut sink_index = 0;
         let mut next_sink = || {
             sink_index += 1;
@@ -282,6 +352,14 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             let p = points[*input].clone().expect("validated: aggregates read metric sources");
             let rows = p.aggregate(agg);
             windows.push(rows.clone());
+            to_kafka(
+                pipeline,
+                kafka,
+                agg.name(),
+                &rows,
+                || WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()),
+                failure,
+            );
             rows.sink_parquet(s, next_sink(), failure.clone());
         }
         // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
@@ -299,6 +377,7 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
                 derived_alerts.push(rows.clone().map(|r| r.to_alert()));
                 derived_feeds.push(*input);
             }
+            to_kafka(pipeline, kafka, det.name(), &rows, AnomaliesTable::default, failure);
             rows.sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
         }
         if let Some(chain) = &pipeline.alerts {
@@ -317,13 +396,33 @@ fn build_dataflow(worker: &mut timely::worker::Worker, pipeline: &Pipeline, stat
             };
             let suppressed = events.suppress(&chain.suppress);
             let correlated = suppressed.events.correlate(&chain.correlate, suppressed.members, topology);
+            to_kafka(pipeline, kafka, ALERTS, &correlated.events, AlertsTable::default, failure);
+            to_kafka(pipeline, kafka, STORMS, &suppressed.storms, StormsTable::default, failure);
+            to_kafka(pipeline, kafka, INCIDENTS, &correlated.incidents, IncidentsTable::default, failure);
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
             suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
             correlated.incidents.sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
         }
         let s = sink(DEAD_LETTERS).with(DeadLetterTable::default());
-        scope.concatenate(dead).sink_parquet(s, next_sink(), failure.clone());
+        let dead = scope.concatenate(dead);
+        to_kafka(pipeline, kafka, DEAD_LETTERS, &dead, DeadLetterTable::default, failure);
+        dead.sink_parquet(s, next_sink(), failure.clone());
     });
+}
+
+/// Sends `table` to the Kafka sinks that name it (`[[sink]] type = "kafka"`).
+fn to_kafka<R: TableRow, B: TableBuilder<R>>(
+    pipeline: &Pipeline,
+    kafka: KafkaParts<'_>,
+    table: &str,
+    rows: &Stream<'_, Time, Vec<R>>,
+    builder: impl Fn() -> B,
+    failure: &Failure,
+) {
+    for s in pipeline.kafka_sinks.iter().filter(|s| s.table == table) {
+        let span = pipeline.output.file_span.millis();
+        rows.clone().sink_kafka(s.clone(), builder(), span, kafka.durability.cloned(), failure.clone());
+    }
 }
 
 /// The parts of a Parquet sink every table shares.
@@ -331,6 +430,7 @@ struct Sink<'a> {
     pipeline: &'a Pipeline,
     table: String,
     worker: usize,
+    durability: Option<Arc<Durability>>,
 }
 
 impl Sink<'_> {
@@ -344,6 +444,7 @@ impl Sink<'_> {
             span: o.file_span.millis(),
             worker: self.worker,
             fsync: o.fsync,
+            durability: self.durability,
         }
     }
 }

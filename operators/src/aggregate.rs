@@ -248,6 +248,16 @@ impl Aggregate {
     pub fn shape(&self) -> Shape {
         self.shape
     }
+    /// How much event time one output row depends on, in ms: a row (or a revision of it) whose
+    /// window ends at `e` needs the records with `ts ≥ e − horizon` (the window size, plus
+    /// `allowed_lateness` under the `update` policy). `None` for session windows: a session has
+    /// no bound. What a Kafka source may commit depends on it.
+    pub fn horizon(&self) -> Option<i64> {
+        match self.shape {
+            Shape::Fixed { size, .. } => Some(size + self.late.unwrap_or(0)),
+            Shape::Session { .. } => None,
+        }
+    }
 }
 
 /// The pane arithmetic of tumbling and hopping windows.

@@ -34,6 +34,10 @@ pub trait FileRecord: Clone + Send + 'static {
         emit: impl FnMut(i64, Self),
     ) -> Result<(), DecodeError>;
 
+    /// Sets the event time given to records that carry none (a Kafka message's timestamp), until
+    /// changed; `None` makes the time required again. `csv` is the CSV header in use, if any.
+    fn set_default_ts(dec: &mut Self::Decoder, csv: Option<&mut Self::CsvHeader>, ts: Option<i64>);
+
     /// Decodes row `i` of a Parquet batch.
     fn parquet_row(dec: &mut Self::Decoder, cols: &Columns, i: usize, part: u32, pos: u64) -> Result<(i64, Self), DecodeError>;
 
@@ -81,6 +85,14 @@ impl FileRecord for Metric {
         };
         emit(ts, Metric { series, ts, value, part, pos, late: false });
         Ok(())
+    }
+
+    #[inline]
+    fn set_default_ts(dec: &mut MetricDecoder, csv: Option<&mut CsvMetricDecoder>, ts: Option<i64>) {
+        match csv {
+            None => dec.ndjson.set_default_ts(ts),
+            Some(c) => c.set_default_ts(ts),
+        }
     }
 
     fn parquet_row(dec: &mut MetricDecoder, cols: &Columns, i: usize, part: u32, pos: u64) -> Result<(i64, Metric), DecodeError> {
@@ -135,6 +147,12 @@ impl FileRecord for Alert {
             }
         }
         Ok(())
+    }
+
+    #[inline]
+    fn set_default_ts(d: &mut AlertsDecoder, _csv: Option<&mut CsvAlertHeader>, ts: Option<i64>) {
+        // CSV alert files name a `ts` column in their header, so only JSON alerts take it.
+        d.dec.set_default_ts(ts);
     }
 
     fn parquet_row(_: &mut AlertsDecoder, _: &Columns, _: usize, _: u32, _: u64) -> Result<(i64, Alert), DecodeError> {

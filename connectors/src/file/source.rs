@@ -113,17 +113,17 @@ pub fn file_source<'s, R: FileRecord>(
 }
 
 /// What one activation produced.
-struct Work<R> {
+pub(crate) struct Work<R> {
     /// Points by timely time, in batches of at most [`BATCH`]: a few distinct times per
     /// activation. Small batches keep allocations in the allocator's reusable size classes
     /// (large fresh buffers cost page faults, which dominated an early profile).
-    points: Vec<(Time, Vec<R>)>,
-    dead: Vec<DeadLetter>,
-    records: u64,
-    emitted: u64,
-    bad: u64,
-    late: u64,
-    bytes: u64,
+    pub(crate) points: Vec<(Time, Vec<R>)>,
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) records: u64,
+    pub(crate) emitted: u64,
+    pub(crate) bad: u64,
+    pub(crate) late: u64,
+    pub(crate) bytes: u64,
 }
 
 impl<R> Default for Work<R> {
@@ -134,7 +134,7 @@ impl<R> Default for Work<R> {
 
 impl<R> Work<R> {
     #[inline]
-    fn push(&mut self, t: Time, m: R) {
+    pub(crate) fn push(&mut self, t: Time, m: R) {
         // Look from the newest batch back: consecutive points share an epoch.
         for (bt, b) in self.points.iter_mut().rev() {
             if *bt == t {
@@ -155,7 +155,7 @@ impl<R: FileRecord> Work<R> {
     /// Sends a record accepted late (policy `update`) at the epoch of its partition's
     /// watermark — the earliest time the partition can still emit at, so the source's
     /// capability allows it, and a time that depends only on the partition's data.
-    fn push_late(&mut self, max_ts: Option<i64>, low: i64, ooo: i64, epoch: i64, mut r: R) {
+    pub(crate) fn push_late(&mut self, max_ts: Option<i64>, low: i64, ooo: i64, epoch: i64, mut r: R) {
         let wm = max_ts.map_or(low, |m| (m - ooo).max(low));
         r.mark_late();
         self.emitted += 1;

@@ -14,6 +14,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Compression;
+use crate::durable::Durability;
 use crate::{Failure, Time};
 
 /// Rows per record batch handed to the Parquet writer.
@@ -46,6 +47,9 @@ pub struct ParquetSink<B> {
     pub worker: usize,
     /// Whether to fsync each file before renaming it into place.
     pub fsync: bool,
+    /// Where to report how far the table is durable (and, on a resumed run, below which rows
+    /// are already written), when a source commits positions.
+    pub durability: Option<Arc<Durability>>,
 }
 
 /// Writes a stream of table rows as Parquet.
@@ -61,9 +65,14 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
         let props = WriterProperties::builder().set_compression(sink.compression.codec()).build();
         let span = sink.span.max(1);
         let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
+        let slot = sink.durability.as_ref().map(|d| d.slot());
         self.sink(Pipeline, &name, move |(input, frontier)| {
+            let floor = sink.durability.as_ref().map_or(0, |d| d.resume_floor());
             input.for_each_stamp(|cap, data| {
                 let Some(t) = cap.least().copied() else { return };
+                if t < floor {
+                    return; // written by the run this one resumes (whole spans: see `Durability`)
+                }
                 let rows = pending.entry(t / span).or_default();
                 for batch in data {
                     rows.append(batch);
@@ -82,6 +91,13 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 if let Err(e) = write_span(&sink, &props, start, rows, &stats) {
                     failure.set(format!("sink `{}`: {e}", sink.table));
                 }
+            }
+            if let Some(slot) = &slot
+                && !failure.is_set()
+            {
+                // Durable: everything before the input frontier that is not waiting in a span.
+                let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
+                slot.set(pending.keys().next().map_or(f, |k| f.min(k * span)));
             }
         });
     }

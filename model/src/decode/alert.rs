@@ -56,6 +56,8 @@ impl Fields {
 /// Decodes alerts; one per worker and source.
 pub struct AlertDecoder {
     f: Fields,
+    /// The event time of a record without one (a Kafka message's timestamp).
+    default_ts: Option<Millis>,
     labels: LabelInterner,
     annotations: LabelInterner,
     no_annotations: LabelSet,
@@ -65,6 +67,7 @@ impl Default for AlertDecoder {
     fn default() -> Self {
         AlertDecoder {
             f: Fields::default(),
+            default_ts: None,
             labels: LabelInterner::new(),
             annotations: LabelInterner::new(),
             no_annotations: LabelSet::new("", &[]),
@@ -100,6 +103,11 @@ impl AlertDecoder {
         Self::default()
     }
 
+    /// Sets the event time of alerts without one (a Kafka message's timestamp), until changed.
+    pub fn set_default_ts(&mut self, ts: Option<Millis>) {
+        self.default_ts = ts;
+    }
+
     /// Decodes one NDJSON alert line.
     pub fn ndjson(&mut self, line: &[u8], part: u32, pos: u64) -> Result<Alert, DecodeError> {
         start(line)?;
@@ -108,7 +116,7 @@ impl AlertDecoder {
         c.eat(b'{', "expected `{` at the start of a record")?;
         self.object(&mut c, line, false)?;
         c.end()?;
-        let ts = self.f.ts.ok_or(DecodeError::Missing("ts"))?;
+        let ts = self.f.ts.or(self.default_ts).ok_or(DecodeError::Missing("ts"))?;
         self.finish(line, ts, part, pos, false)
     }
 
@@ -132,7 +140,7 @@ impl AlertDecoder {
             c.eat(b'{', "expected `{` for an alert")?;
             self.object(&mut c, line, true)?;
             let f = &self.f;
-            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).ok_or(DecodeError::Missing("startsAt"))?;
+            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).or(self.default_ts).ok_or(DecodeError::Missing("startsAt"))?;
             // Several alerts on one line keep their order: positions 2^16 apart per line.
             out.push(self.finish(line, ts, part, pos * 65_536 + index.min(65_535), true)?);
             index += 1;

@@ -65,6 +65,12 @@ impl CsvMetricDecoder {
         CsvMetricDecoder { header, fields: MetricFields::default(), cells: Vec::new() }
     }
 
+    /// Sets the event time of lines whose `ts` cell is empty (a Kafka message's timestamp), until
+    /// changed; `None` makes the cell required again.
+    pub fn set_default_ts(&mut self, ts: Option<Millis>) {
+        self.fields.default_ts = ts;
+    }
+
     /// Decodes one data line (without its newline).
     pub fn decode(&mut self, line: &[u8], interner: &mut SeriesInterner) -> Result<(Series, Millis, f64), DecodeError> {
         if line.len() > MAX_LINE_BYTES {
@@ -81,9 +87,12 @@ impl CsvMetricDecoder {
         let cell = |i: usize| self.cells[i];
         let ts = cell(h.ts).text(line, &f.scratch);
         if ts.trim().is_empty() {
-            return Err(DecodeError::Missing("ts"));
+            if f.default_ts.is_none() {
+                return Err(DecodeError::Missing("ts"));
+            }
+        } else {
+            f.ts = Some(parse_time_field("ts", ts)?);
         }
-        f.ts = Some(parse_time_field("ts", ts)?);
         let v = cell(h.value).text(line, &f.scratch);
         if v.trim().is_empty() {
             return Err(DecodeError::Missing("value"));

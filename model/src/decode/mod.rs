@@ -70,6 +70,8 @@ pub(crate) struct MetricFields {
     pub tenant: Option<Text>,
     pub name: Option<Text>,
     pub ts: Option<Millis>,
+    /// The event time of a record without one (a Kafka message's timestamp); kept across records.
+    pub default_ts: Option<Millis>,
     pub value: Option<f64>,
     pub labels: Vec<(Text, Text)>,
     pub scratch: Vec<u8>,
@@ -87,7 +89,7 @@ impl MetricFields {
 
     /// Checks the fields and interns the series.
     pub(crate) fn finish(&mut self, line: &[u8], interner: &mut SeriesInterner) -> Result<(Series, Millis, f64), DecodeError> {
-        let ts = self.ts.ok_or(DecodeError::Missing("ts"))?;
+        let ts = self.ts.or(self.default_ts).ok_or(DecodeError::Missing("ts"))?;
         let value = self.value.ok_or(DecodeError::Missing("value"))?;
         let name = self.name.ok_or(DecodeError::Missing("name"))?;
         let scratch = &self.scratch;

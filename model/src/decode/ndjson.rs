@@ -23,6 +23,12 @@ impl NdjsonMetricDecoder {
         Self::default()
     }
 
+    /// Sets the event time of records without a `ts` field (a Kafka message's timestamp), until
+    /// changed; `None` makes `ts` required again.
+    pub fn set_default_ts(&mut self, ts: Option<Millis>) {
+        self.fields.default_ts = ts;
+    }
+
     /// Decodes one line (without its newline) into `(series, ts, value)`.
     pub fn decode(&mut self, line: &[u8], interner: &mut SeriesInterner) -> Result<(Series, Millis, f64), DecodeError> {
         if line.len() > MAX_LINE_BYTES {

@@ -55,8 +55,15 @@ pub enum GenWhat {
         #[arg(long)]
         malformed_log: Option<PathBuf>,
         /// Output file ("-" for standard output).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "kafka")]
+        out: Option<PathBuf>,
+        /// Send the lines to Kafka instead, one message per line keyed by tenant/host/name
+        /// (brokers `host:port[,…]`; with --topic).
+        #[arg(long, requires = "topic", conflicts_with = "out")]
+        kafka: Option<String>,
+        /// The topic for --kafka.
+        #[arg(long, requires = "kafka")]
+        topic: Option<String>,
         /// Inject an incident this long after the start (a duration): the first
         /// --incident-hosts cpu series of tenant t0 read ≈ 96 for --incident-for.
         #[arg(long)]
@@ -123,6 +130,8 @@ pub fn run(args: GenArgs) -> u8 {
             malformed,
             malformed_log,
             out,
+            kafka,
+            topic,
             incident_at,
             incident_for,
             incident_hosts,
@@ -157,7 +166,14 @@ pub fn run(args: GenArgs) -> u8 {
                 }
             };
             let cfg = MetricsGen { series, points, seed, disorder_ms, interval_ms, tenants, malformed, incident, ..MetricsGen::default() };
-            metrics(&cfg, &out, malformed_log.as_deref())
+            match (out, kafka, topic) {
+                (_, Some(brokers), Some(topic)) => metrics_to_kafka(&cfg, &brokers, &topic),
+                (Some(out), ..) => metrics(&cfg, &out, malformed_log.as_deref()),
+                _ => {
+                    eprintln!("error: give --out FILE or --kafka BROKERS --topic T");
+                    BAD_CONFIG
+                }
+            }
         }
         GenWhat::Alerts { out, seed, tenants, services, incidents, duration, noise_rate, format, storm_size, disorder } => {
             let duration_ms = match parse_duration("--duration", &duration) {
@@ -275,6 +291,28 @@ fn metrics(cfg: &MetricsGen, out: &Path, malformed_log: Option<&Path>) -> u8 {
     let target = if to_stdout { "stdout".to_string() } else { out.display().to_string() };
     eprintln!("wrote {} points{extra} to {target} in {secs:.2} s", report.good);
     OK
+}
+
+fn metrics_to_kafka(cfg: &MetricsGen, brokers: &str, topic: &str) -> u8 {
+    let started = Instant::now();
+    let mut w = match super::gen_kafka::KafkaLines::new(brokers, topic) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: --kafka: {e}");
+            return BAD_CONFIG;
+        }
+    };
+    let sent = generate_metrics(cfg, &mut w).and_then(|_| w.finish());
+    match sent {
+        Ok(n) => {
+            eprintln!("sent {n} messages to {topic} at {brokers} in {:.2} s", started.elapsed().as_secs_f64());
+            OK
+        }
+        Err(e) => {
+            eprintln!("error: sending to {topic} at {brokers}: {e}");
+            FAILED
+        }
+    }
 }
 
 fn write_malformed_log(path: &Path, report: &GenReport) -> io::Result<()> {

@@ -22,8 +22,9 @@ pub fn load(path: &Path) -> Result<Pipeline, u8> {
 pub fn validate(path: &Path) -> u8 {
     match load(path) {
         Ok(p) => {
-            let sources: Vec<String> =
+            let mut sources: Vec<String> =
                 p.sources.iter().map(|s| format!("{} ({} file(s), {} partition(s))", s.name, s.files.len(), s.partitions.len())).collect();
+            sources.extend(p.kafka.iter().map(|k| format!("{} (kafka {}: {})", k.name, k.brokers, k.topics.join(", "))));
             println!("ok: {} is valid", path.display());
             println!("  sources: {}", sources.join(", "));
             println!("  tables:  {}", p.table_names().join(", "));
@@ -79,7 +80,7 @@ pub fn run_pipeline(pipeline: Pipeline, workers: Option<usize>) -> Result<RunSum
             bar.set_message(format!("{} records, {}/s", thousands(p.records), thousands((p.records as f64 / secs) as u64)));
         }) as alertflow_engine::ProgressFn
     });
-    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress });
+    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, ..Default::default() });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

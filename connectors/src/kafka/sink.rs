@@ -1,0 +1,329 @@
+//! The Kafka sink operator: an output table's rows as JSON messages, keyed by tenant and the
+//! row's id, sent span by span of timely time like the Parquet files; a span counts as durable
+//! (and Kafka source offsets may be committed past it) once every message of it is delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alertflow_model::tables::{TableBuilder, TableRow};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use super::{FieldProblem, KafkaContext, OWN_PROPERTIES, librdkafka_message, quote_key};
+use crate::durable::Durability;
+use crate::{Failure, Time};
+
+/// A `[[sink]]` section of `type = "kafka"`: one output table to a topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// The output table to send (`incidents`, `alerts`, `storms`, an aggregate's name …).
+    pub table: String,
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic the rows go to.
+    pub topic: String,
+    /// librdkafka producer properties (security, compression, batching …), passed through.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A validated Kafka sink.
+#[derive(Debug, Clone)]
+pub struct KafkaSink {
+    /// The table.
+    pub table: String,
+    /// The topic.
+    pub topic: String,
+    config: ClientConfig,
+}
+
+impl KafkaSink {
+    /// Validates `cfg` (librdkafka checks the options; a producer is created, no broker is
+    /// contacted).
+    pub fn plan(cfg: &KafkaSinkConfig) -> Result<KafkaSink, Vec<FieldProblem>> {
+        let mut p = Vec::new();
+        if cfg.brokers.trim().is_empty() {
+            p.push(("brokers".to_string(), "must not be empty: `host:port[,host:port…]`".to_string()));
+        }
+        if cfg.topic.is_empty() || !cfg.topic.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+            p.push(("topic".into(), format!("`{}` is not a valid topic name (letters, digits, `.`, `_`, `-`)", cfg.topic)));
+        }
+        let mut config = ClientConfig::new();
+        config.set("linger.ms", "20").set("compression.type", "lz4");
+        for (k, v) in &cfg.options {
+            let field = format!("options.{}", quote_key(k));
+            if OWN_PROPERTIES.iter().any(|(o, _)| o == k) {
+                p.push((field, "set by alertflow (set `brokers`)".into()));
+                continue;
+            }
+            let mut one = ClientConfig::new();
+            one.set(k, v);
+            if let Err(e) = one.create_native_config() {
+                p.push((field, librdkafka_message(&e)));
+            }
+            config.set(k, v);
+        }
+        config.set("bootstrap.servers", &cfg.brokers);
+        let sink = KafkaSink { table: cfg.table.clone(), topic: cfg.topic.clone(), config };
+        if p.is_empty()
+            && let Err(e) = sink.quiet_producer()
+        {
+            p.push(("options".into(), librdkafka_message(&e)));
+        }
+        if p.is_empty() { Ok(sink) } else { Err(p) }
+    }
+
+    fn producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
+        self.config.create_with_context(SinkContext { log: KafkaContext::new(&self.table), deliveries: Mutex::default() })
+    }
+
+    fn quiet_producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
+        self.config.create_with_context(SinkContext { log: KafkaContext::quiet(&self.table), deliveries: Mutex::default() })
+    }
+}
+
+/// Delivery bookkeeping: messages in flight per span, and the first failure.
+#[derive(Default)]
+struct Deliveries {
+    in_flight: HashMap<u64, u64>,
+    failed: Option<String>,
+}
+
+struct SinkContext {
+    log: KafkaContext,
+    deliveries: Mutex<Deliveries>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.log.log(level, fac, msg)
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason)
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, span: usize) {
+        let mut d = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err((e, _)) = result
+            && d.failed.is_none()
+        {
+            d.failed = Some(e.to_string());
+        }
+        if let Some(n) = d.in_flight.get_mut(&(span as u64)) {
+            *n -= 1;
+            if *n == 0 {
+                d.in_flight.remove(&(span as u64));
+            }
+        }
+    }
+}
+
+/// Sends a stream of table rows to Kafka.
+pub trait KafkaSinkExt<R> {
+    /// Buffers rows by span of timely time (`span` ms) and sends each span once the frontier
+    /// has passed it; reports to `durability` what is delivered.
+    fn sink_kafka<B: TableBuilder<R>>(
+        self,
+        sink: Arc<KafkaSink>,
+        builder: B,
+        span: u64,
+        durability: Option<Arc<Durability>>,
+        failure: Failure,
+    );
+}
+
+impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
+    fn sink_kafka<B: TableBuilder<R>>(
+        self,
+        sink: Arc<KafkaSink>,
+        builder: B,
+        span: u64,
+        durability: Option<Arc<Durability>>,
+        failure: Failure,
+    ) {
+        let name = format!("kafka-sink:{}", sink.table);
+        let span = span.max(1);
+        let scope = self.scope();
+        let slot = durability.as_ref().map(|d| d.slot());
+        let keys = key_columns(&builder.schema());
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, &name, move |_cap, info| {
+            let activator = scope.activator_for(info.address.clone());
+            let producer = match sink.producer() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    failure.set(format!("kafka sink `{}`: cannot create a producer: {e}", sink.table));
+                    None
+                }
+            };
+            let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
+            let mut line = Vec::new();
+            let mut key = String::new();
+            move |(input, frontier), _output| {
+                let floor = durability.as_ref().map_or(0, |d| d.resume_floor());
+                input.for_each_stamp(|cap, data| {
+                    let Some(t) = cap.least().copied() else { return };
+                    if t >= floor {
+                        let rows = pending.entry(t / span).or_default();
+                        for batch in data {
+                            rows.append(batch);
+                        }
+                    }
+                });
+                let Some(producer) = &producer else { return };
+                while let Some(entry) = pending.first_entry() {
+                    let end = (*entry.key() + 1).saturating_mul(span);
+                    if frontier.less_than(&end) || failure.is_set() {
+                        break;
+                    }
+                    let index = *entry.key();
+                    let mut rows = entry.remove();
+                    builder.sort(&mut rows);
+                    let batch = match builder.build(&rows) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            failure.set(format!("internal error building a batch of `{}` (a bug): {e}", sink.table));
+                            return;
+                        }
+                    };
+                    if let Err(e) = send_batch(producer, &sink.topic, &batch, &keys, index, &mut line, &mut key) {
+                        failure.set(format!("kafka sink `{}`: {e}", sink.table));
+                        return;
+                    }
+                }
+                if frontier.is_empty() && !failure.is_set() {
+                    // Bounded input has ended: the run ends once this returns, so wait here
+                    // for every delivery (rows were only sent now, when the frontier emptied).
+                    if let Err(e) = producer.flush(Duration::from_secs(60)) {
+                        failure.set(format!("kafka sink `{}`: messages not delivered within 60 s: {e}", sink.table));
+                        return;
+                    }
+                }
+                producer.poll(Duration::ZERO);
+                let d = producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = &d.failed {
+                    failure.set(format!("kafka sink `{}`: a message was not delivered: {e}", sink.table));
+                    return;
+                }
+                if let Some(slot) = &slot {
+                    let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
+                    let waiting = pending.keys().chain(d.in_flight.keys()).min().map_or(Time::MAX, |k| k * span);
+                    slot.set(f.min(waiting));
+                }
+                if !d.in_flight.is_empty() {
+                    activator.activate_after(Duration::from_millis(5));
+                }
+            }
+        });
+    }
+}
+
+/// Sends one span's rows, one JSON message per row.
+fn send_batch(
+    producer: &BaseProducer<SinkContext>,
+    topic: &str,
+    batch: &RecordBatch,
+    keys: &[usize],
+    span: u64,
+    line: &mut Vec<u8>,
+    key: &mut String,
+) -> Result<(), String> {
+    // Times as RFC 3339 with a `+00:00` offset: the writer cannot format a named "UTC" zone
+    // without chrono-tz (the instant is the same).
+    let batch = &utc_offsets(batch)?;
+    let mut json = Vec::with_capacity(batch.num_rows() * 128);
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut json);
+        w.write(batch).map_err(|e| format!("cannot encode rows as JSON: {e}"))?;
+        w.finish().map_err(|e| format!("cannot encode rows as JSON: {e}"))?;
+    }
+    let opts = FormatOptions::default();
+    let fmts: Vec<ArrayFormatter<'_>> = keys
+        .iter()
+        .map(|&i| ArrayFormatter::try_new(batch.column(i).as_ref(), &opts))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner()).in_flight.insert(span, batch.num_rows() as u64);
+    for (i, row) in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        use std::fmt::Write;
+        key.clear();
+        for (n, f) in fmts.iter().enumerate() {
+            if n > 0 {
+                key.push('/');
+            }
+            let _ = write!(key, "{}", f.value(i));
+        }
+        line.clear();
+        line.extend_from_slice(row);
+        let mut rec = BaseRecord::with_opaque_to(topic, span as usize).payload(line.as_slice()).key(key.as_bytes());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Back-pressure: serve delivery reports until the queue has room.
+                    producer.poll(Duration::from_millis(10));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(format!("cannot send to `{topic}`: {e}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch, String> {
+    let offset: Arc<str> = "+00:00".into();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut cols = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match f.data_type() {
+            DataType::Timestamp(unit, Some(_)) => {
+                let t = DataType::Timestamp(*unit, Some(offset.clone()));
+                cols.push(arrow::compute::cast(c, &t).map_err(|e| e.to_string())?);
+                fields.push(f.as_ref().clone().with_data_type(t));
+            }
+            _ => {
+                cols.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
+}
+
+/// The columns a message key is made of: tenant and the row's id (`incident_id`, `storm_id`,
+/// `fingerprint`); for window tables tenant, name, the group labels and `window_start`; for
+/// dead letters `file` and `line`.
+fn key_columns(schema: &Schema) -> Vec<usize> {
+    let find = |n: &str| schema.index_of(n).ok();
+    let tenant = find("tenant");
+    for id in ["incident_id", "storm_id", "fingerprint"] {
+        if let Some(i) = find(id) {
+            return tenant.into_iter().chain([i]).collect();
+        }
+    }
+    if let Some(ws) = find("window_start") {
+        let mut v: Vec<usize> =
+            schema.fields().iter().enumerate().filter(|(_, f)| *f.data_type() == DataType::Utf8).map(|(i, _)| i).collect();
+        v.push(ws);
+        return v;
+    }
+    [find("file"), find("line")].into_iter().flatten().collect()
+}
