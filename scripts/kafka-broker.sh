@@ -22,7 +22,7 @@ install() {
         return
     fi
     echo "installing tansu 0.6 into $tools (about 12 minutes cold) …" >&2
-    CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" nice -n 19 \
+    nice -n 19 \
         cargo install tansu --version '^0.6' --locked --features dynostore --root "$tools" >&2
 }
 
