@@ -325,6 +325,42 @@ fn a_broker_down_at_start_is_waited_for() {
     same(&read_table(&dir.join("out/per_minute")), &want, "per_minute");
 }
 
+#[test]
+fn a_broker_that_goes_away_mid_run_is_waited_for() {
+    let lines = generate(10, 20_000, 23);
+    let m = mock(&[("metrics", 2)]);
+    let brokers = m.bootstrap_servers();
+    produce(&brokers, "metrics", 2, &lines);
+    let (want, _) = file_tables(&lines, 2);
+    // Small fetches from a slow broker, so that the run is still reading when it goes away.
+    m.broker_round_trip_time(1, Duration::from_millis(50)).unwrap();
+    let dir = temp_dir("away");
+    let p = kafka_pipeline(
+        &dir,
+        &brokers,
+        r#"["metrics"]"#,
+        "g-away",
+        "start = \"earliest\"\nstop_at_end = true\noptions = { \"max.partition.fetch.bytes\" = \"4096\", \"fetch.max.bytes\" = \"8192\", \"message.max.bytes\" = \"8192\" }",
+    );
+    let records = Arc::new(AtomicU64::new(0));
+    let r2 = records.clone();
+    let progress = Box::new(move |p: &alertflow_engine::Progress| r2.store(p.records, Ordering::Relaxed));
+    let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), progress: Some(progress), cancel: None }));
+    let t = Instant::now();
+    while records.load(Ordering::Relaxed) < 1_000 {
+        assert!(t.elapsed() < Duration::from_secs(60) && !running.is_finished(), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    m.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let during = records.load(Ordering::Relaxed);
+    assert!(!running.is_finished() && during < lines.len() as u64, "the run should wait for the broker ({during} records)");
+    m.broker_up(1).unwrap();
+    let s = running.join().unwrap().unwrap();
+    assert_eq!(s.records_in, lines.len() as u64);
+    same(&read_table(&dir.join("out/per_minute")), &want, "per_minute");
+}
+
 /// What the broker does with the commit metadata in `resume`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Metadata {
@@ -426,6 +462,42 @@ fn the_message_timestamp_is_the_event_time_when_the_payload_has_none() {
     let pipe = kafka_pipeline(&dir, &brokers, r#"["bare"]"#, "g-bare", "start = \"earliest\"\nstop_at_end = true");
     run(pipe, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
     same(&read_table(&dir.join("out/per_minute")), &want, "per_minute");
+}
+
+#[test]
+fn the_message_key_is_a_label_under_key_label() {
+    let lines = generate(6, 3_000, 19);
+    let (want, _) = file_tables(&lines, 2);
+    let m = mock(&[("keyed", 2)]);
+    let brokers = m.bootstrap_servers();
+    // The same points, the host only in the message key; one more with a key that is not
+    // UTF-8 (a dead letter), one without a key (no host label: another series).
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for (s, line) in &lines {
+        let host = format!("h{s:03}");
+        let bare = line.replacen(&format!(",\"host\":\"{host}\""), "", 1);
+        assert!(!bare.contains("host"), "{bare}");
+        p.send(BaseRecord::to("keyed").payload(bare.as_str()).key(host.as_str()).partition((s % 2) as i32)).map_err(|(e, _)| e).unwrap();
+        p.poll(Duration::ZERO);
+    }
+    let last = lines.iter().map(|(_, l)| ts_of(l)).max().unwrap();
+    let extra = format!(r#"{{"ts":{last},"tenant":"t0","name":"cpu","value":1}}"#);
+    p.send(BaseRecord::to("keyed").payload(extra.as_str()).key(&b"h\xff"[..]).partition(0)).map_err(|(e, _)| e).unwrap();
+    p.send(BaseRecord::<(), _>::to("keyed").payload(extra.as_str()).partition(1)).map_err(|(e, _)| e).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    let dir = temp_dir("keyed");
+    let pipe = kafka_pipeline(&dir, &brokers, r#"["keyed"]"#, "g-keyed", "start = \"earliest\"\nstop_at_end = true\nkey_label = \"host\"");
+    let s = run(pipe, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
+    assert_eq!(s.records_in, lines.len() as u64 + 2);
+    let got = read_table(&dir.join("out/per_minute"));
+    let (hostless, keyed): (Vec<String>, Vec<String>) = got.into_iter().partition(|r| !r.contains(",h0"));
+    same(&keyed, &want, "per_minute");
+    assert_eq!(hostless.len(), 1, "the keyless message is a series without host: {hostless:?}");
+    let dead = read_table(&dir.join("out/dead_letters"));
+    assert!(
+        dead.iter().any(|r| r.contains("the message key is not UTF-8 text (invalid at byte 1)")),
+        "the bad key should be a dead letter: {dead:?}"
+    );
 }
 
 #[test]

@@ -38,6 +38,11 @@ pub trait FileRecord: Clone + Send + 'static {
     /// changed; `None` makes the time required again. `csv` is the CSV header in use, if any.
     fn set_default_ts(dec: &mut Self::Decoder, csv: Option<&mut Self::CsvHeader>, ts: Option<i64>);
 
+    /// Sets the label `name` given the value `key` (a Kafka message's key under `key_label`)
+    /// in records without a label of that name, until changed. Only metric records have
+    /// labels set this way (configuration rejects `key_label` for alerts).
+    fn set_key_label(_dec: &mut Self::Decoder, _csv: Option<&mut Self::CsvHeader>, _name: &[u8], _key: Option<&[u8]>) {}
+
     /// Decodes row `i` of a Parquet batch.
     fn parquet_row(dec: &mut Self::Decoder, cols: &Columns, i: usize, part: u32, pos: u64) -> Result<(i64, Self), DecodeError>;
 
@@ -92,6 +97,14 @@ impl FileRecord for Metric {
         match csv {
             None => dec.ndjson.set_default_ts(ts),
             Some(c) => c.set_default_ts(ts),
+        }
+    }
+
+    #[inline]
+    fn set_key_label(dec: &mut MetricDecoder, csv: Option<&mut CsvMetricDecoder>, name: &[u8], key: Option<&[u8]>) {
+        match csv {
+            None => dec.ndjson.set_outside_label(name, key),
+            Some(c) => c.set_outside_label(name, key),
         }
     }
 

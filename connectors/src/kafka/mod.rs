@@ -88,6 +88,10 @@ pub struct KafkaSourceConfig {
     /// The CSV header the messages' lines follow (`format = "csv"`), e.g. `"ts,host,name,value"`.
     #[serde(default)]
     pub csv_header: Option<String>,
+    /// Metric records: the message key becomes this label when the record has no label of
+    /// that name (a producer that keys by host need not repeat it in the payload).
+    #[serde(default)]
+    pub key_label: Option<String>,
     /// What the records are: `metrics` or `alerts`.
     #[serde(default)]
     pub records: Records,
@@ -162,6 +166,8 @@ pub struct KafkaSource {
     pub format: Format,
     /// The CSV header line, for `format = "csv"`.
     pub csv_header: Option<String>,
+    /// The label the message key becomes (metric records).
+    pub key_label: Option<Box<[u8]>>,
     /// What the records are.
     pub records: Records,
     /// Allowed disorder in ms.
@@ -232,6 +238,15 @@ impl KafkaSource {
             (f, _, Some(_)) if f != Format::Csv => bad("csv_header", "only for format = \"csv\"".into()),
             _ => {}
         }
+        if let Some(k) = &cfg.key_label {
+            if cfg.records != Records::Metrics {
+                bad("key_label", "only metric records take the message key as a label".into());
+            } else if k.is_empty() {
+                bad("key_label", "must not be empty".into());
+            } else if ["ts", "timestamp", "tenant", "name", "value", "labels", "annotations"].contains(&k.as_str()) {
+                bad("key_label", format!("`{k}` is a field of the record, not a label; choose another name"));
+            }
+        }
         if cfg.metadata_refresh.millis() < 100 {
             bad("metadata_refresh", "must be at least 100ms".into());
         }
@@ -257,6 +272,7 @@ impl KafkaSource {
             group_id: cfg.group_id.clone(),
             format: cfg.format,
             csv_header: cfg.csv_header.clone(),
+            key_label: cfg.key_label.as_ref().map(|k| k.as_bytes().into()),
             records: cfg.records,
             out_of_orderness: cfg.max_out_of_orderness.millis() as i64,
             idle_timeout: Duration::from_millis(cfg.idle_timeout.millis()),
@@ -529,7 +545,7 @@ impl KafkaShared {
             self.journal.record(&self.source.topics[t], p, off, (f, k))?;
             tpl.add_partition_offset(&self.source.topics[t], p, Offset::Offset(off)).map_err(|e| e.to_string())?;
             if let Some(mut e) = tpl.find_partition(&self.source.topics[t], p) {
-                e.set_metadata(&commit_metadata(f, k));
+                e.set_metadata(commit_metadata(f, k));
             }
         }
         consumer.commit(&tpl, CommitMode::Sync).map_err(|e| e.to_string())?;
@@ -693,6 +709,11 @@ mod tests {
         assert!(show(&errs).contains("options.\"fetch.max.bytes\": librdkafka: "), "{errs:?}");
         let errs = cfg("").unwrap_err();
         assert_eq!(errs[0].0, "topic");
+        let errs = cfg("topic = \"m\"\nrecords = \"alerts\"\nformat = \"alertmanager\"\nkey_label = \"host\"").unwrap_err();
+        assert_eq!(show(&errs), "key_label: only metric records take the message key as a label\n");
+        let errs = cfg("topic = \"m\"\nkey_label = \"name\"").unwrap_err();
+        assert_eq!(show(&errs), "key_label: `name` is a field of the record, not a label; choose another name\n");
+        assert_eq!(cfg("topic = \"m\"\nkey_label = \"host\"").unwrap().key_label.as_deref(), Some(&b"host"[..]));
         let errs = cfg("topic = \"a b\"\nformat = \"csv\"").unwrap_err();
         let all = show(&errs);
         assert!(all.contains("not a valid topic name") && all.contains("csv_header"), "{all}");

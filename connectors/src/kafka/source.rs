@@ -343,6 +343,9 @@ impl<R: FileRecord> KafkaReader<R> {
             }
             work.records += 1;
             R::set_default_ts(&mut self.dec, self.csv.as_mut(), m.timestamp().to_millis());
+            if let Some(name) = &src.key_label {
+                R::set_key_label(&mut self.dec, self.csv.as_mut(), name, m.key());
+            }
             self.late_ts.clear();
             let (late_ts, max_ts, prefix, resume_k) = (&mut self.late_ts, &mut p.max_ts, &mut p.prefix, p.plan.resume_k);
             let decoded = R::decode_line(&mut self.dec, src.format, self.csv.as_mut(), line, p.plan.part, offset as u64, |ts, r| {

@@ -71,6 +71,13 @@ impl CsvMetricDecoder {
         self.fields.default_ts = ts;
     }
 
+    /// Adds label `name` = `value` to records without a label of that name (a Kafka message's
+    /// key under `key_label`), until changed; `None` or an empty value adds none. The value
+    /// must be UTF-8, else decoding the record fails.
+    pub fn set_outside_label(&mut self, name: &[u8], value: Option<&[u8]>) {
+        super::set_outside_label(&mut self.fields, name, value);
+    }
+
     /// Decodes one data line (without its newline).
     pub fn decode(&mut self, line: &[u8], interner: &mut SeriesInterner) -> Result<(Series, Millis, f64), DecodeError> {
         if line.len() > MAX_LINE_BYTES {

@@ -68,6 +68,9 @@ pub enum DecodeError {
         /// "an object" or "an array".
         got: &'static str,
     },
+    /// A Kafka message key that is not UTF-8 text, under `key_label`.
+    #[error("the message key is not UTF-8 text (invalid at byte {0}); `key_label` makes it a label")]
+    KeyNotUtf8(usize),
     /// A field or label given twice.
     #[error("field `{0}` appears twice")]
     Duplicate(String),

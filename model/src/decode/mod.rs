@@ -73,6 +73,9 @@ pub(crate) struct MetricFields {
     /// The event time of a record without one (a Kafka message's timestamp); kept across records.
     pub default_ts: Option<Millis>,
     pub value: Option<f64>,
+    /// A label from outside the record (a Kafka message's key under `key_label`): name and
+    /// value, added when the record has no label of that name; kept across records.
+    pub outside_label: Option<(Vec<u8>, Vec<u8>)>,
     pub labels: Vec<(Text, Text)>,
     pub scratch: Vec<u8>,
 }
@@ -92,6 +95,16 @@ impl MetricFields {
         let ts = self.ts.or(self.default_ts).ok_or(DecodeError::Missing("ts"))?;
         let value = self.value.ok_or(DecodeError::Missing("value"))?;
         let name = self.name.ok_or(DecodeError::Missing("name"))?;
+        if let Some((k, v)) = &self.outside_label
+            && !self.labels.iter().any(|(n, _)| n.get(line, &self.scratch) == &k[..])
+        {
+            std::str::from_utf8(v).map_err(|e| DecodeError::KeyNotUtf8(e.valid_up_to()))?;
+            let a = self.scratch.len() as u32;
+            self.scratch.extend_from_slice(k);
+            let b = self.scratch.len() as u32;
+            self.scratch.extend_from_slice(v);
+            self.labels.push((Text::Scratch(a, b), Text::Scratch(b, self.scratch.len() as u32)));
+        }
         let scratch = &self.scratch;
         let name = name.get(line, scratch);
         if name.is_empty() {
@@ -126,6 +139,23 @@ impl MetricFields {
             .intern_bytes(tenant, name, labels.len(), |i| (labels[i].0.get(line, scratch), labels[i].1.get(line, scratch)))
             .ok_or(DecodeError::InvalidUtf8(0))?;
         Ok((series, ts, value))
+    }
+}
+
+/// Sets (or with `value` `None`, or empty, removes) the outside label `name` of `fields`,
+/// reusing its buffers.
+pub(crate) fn set_outside_label(fields: &mut MetricFields, name: &[u8], value: Option<&[u8]>) {
+    match value {
+        Some(v) if !v.is_empty() => {
+            let (k, val) = fields.outside_label.get_or_insert_with(Default::default);
+            if k[..] != *name {
+                k.clear();
+                k.extend_from_slice(name);
+            }
+            val.clear();
+            val.extend_from_slice(v);
+        }
+        _ => fields.outside_label = None,
     }
 }
 

@@ -29,6 +29,13 @@ impl NdjsonMetricDecoder {
         self.fields.default_ts = ts;
     }
 
+    /// Adds label `name` = `value` to records without a label of that name (a Kafka message's
+    /// key under `key_label`), until changed; `None` or an empty value adds none. The value
+    /// must be UTF-8, else decoding the record fails.
+    pub fn set_outside_label(&mut self, name: &[u8], value: Option<&[u8]>) {
+        super::set_outside_label(&mut self.fields, name, value);
+    }
+
     /// Decodes one line (without its newline) into `(series, ts, value)`.
     pub fn decode(&mut self, line: &[u8], interner: &mut SeriesInterner) -> Result<(Series, Millis, f64), DecodeError> {
         if line.len() > MAX_LINE_BYTES {
@@ -206,6 +213,26 @@ mod tests {
         assert_eq!(ts, 1_767_225_601_500);
         let labels: Vec<(&str, &str)> = s.labels().iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(labels, vec![("code", "500"), ("esc", "é😀"), ("k8s", "1.50"), ("up", "true"), ("zone", "a\"b")]);
+    }
+
+    #[test]
+    fn an_outside_label_fills_in_for_a_missing_one() {
+        let mut d = NdjsonMetricDecoder::new();
+        let mut i = SeriesInterner::new();
+        let line = |s: &str| s.as_bytes().to_vec();
+        d.set_outside_label(b"host", Some(b"h1"));
+        let (s, ..) = d.decode(&line(r#"{"ts":1,"name":"cpu","value":1,"zone":"a"}"#), &mut i).unwrap();
+        assert_eq!((s.label("host").map(|v| &**v), s.label("zone").map(|v| &**v)), (Some("h1"), Some("a")));
+        let (s, ..) = d.decode(&line(r#"{"ts":1,"name":"cpu","value":1,"host":"own"}"#), &mut i).unwrap();
+        assert_eq!(s.label("host").map(|v| &**v), Some("own"), "the record's own label wins");
+        d.set_outside_label(b"host", None);
+        let (s, ..) = d.decode(&line(r#"{"ts":1,"name":"cpu","value":1}"#), &mut i).unwrap();
+        assert_eq!(s.labels().len(), 0, "no key, no label");
+        d.set_outside_label(b"host", Some(b""));
+        assert_eq!(d.decode(&line(r#"{"ts":1,"name":"cpu","value":1}"#), &mut i).unwrap().0.labels().len(), 0, "empty key, no label");
+        d.set_outside_label(b"host", Some(b"h\xff"));
+        let e = d.decode(&line(r#"{"ts":1,"name":"cpu","value":1}"#), &mut i).unwrap_err();
+        assert_eq!(e.to_string(), "the message key is not UTF-8 text (invalid at byte 1); `key_label` makes it a label");
     }
 
     #[test]
