@@ -1,5 +1,5 @@
 //! Consume + decode + window + Parquet from Kafka, 2 workers: W1-shaped points (10,000 series,
-//! ±2 s disorder) pre-filled into a 4-partition topic of librdkafka's in-process mock cluster
+//! ±2 s disorder) pre-filled into a 16-partition topic of librdkafka's in-process mock cluster
 //! (it shares the cores with the pipeline, as a loopback broker would), each iteration a fresh
 //! consumer group reading the topic from the start with `stop_at_end = true`.
 
@@ -23,17 +23,21 @@ fn bench(c: &mut Criterion) {
     let mut buf = Vec::new();
     generate_metrics(&spec, &mut buf).unwrap();
     let mock = MockCluster::new(1).unwrap();
-    mock.create_topic("w1", 4, 1).unwrap();
+    // The mock keeps at most 5 MiB of record batches per partition (it deletes older ones):
+    // 16 partitions of lz4 batches hold the million points.
+    mock.create_topic("w1", 16, 1).unwrap();
     let brokers = mock.bootstrap_servers();
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
     for (i, line) in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        // Series i mod 10,000 → partition (i mod 10,000) mod 4: a series stays in order.
-        let mut rec = BaseRecord::<(), [u8]>::to("w1").payload(line).partition(((i % 10_000) % 4) as i32);
+        // Series i mod 10,000 → partition (i mod 10,000) mod 16: a series stays in order.
+        let mut rec = BaseRecord::<(), [u8]>::to("w1").payload(line).partition(((i % 10_000) % 16) as i32);
         loop {
             match p.send(rec) {
                 Ok(()) => break,

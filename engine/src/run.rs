@@ -91,6 +91,9 @@ pub struct RunSummary {
     pub tables: Vec<TableSummary>,
     /// Where the tables are.
     pub output: String,
+    /// The process's peak resident set size so far (Linux `VmHWM`; `None` elsewhere): for a
+    /// process that runs one pipeline, the run's.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What the alert chain did.
@@ -271,7 +274,16 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         }),
         tables,
         output: pipeline.output_dir.display().to_string(),
+        peak_rss_bytes: peak_rss(),
     })
+}
+
+/// The process's peak RSS (Linux `VmHWM` in /proc/self/status).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The shared counters a worker's dataflow reports into.

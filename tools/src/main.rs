@@ -46,6 +46,8 @@ enum Command {
     Detect(cli::detect::DetectArgs),
     /// Generate a small data set, run a bundled pipeline on it and show example queries.
     Demo(cli::demo::DemoArgs),
+    /// Measure throughput on generated data: metrics, alerts, anomaly, end-to-end, kafka.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => cli::gen_cmd::run(args),
         Command::Eval(args) => cli::eval_cmd::run(args),
         Command::Demo(args) => cli::demo::demo(args),
+        Command::Bench(args) => cli::bench::bench(args),
         Command::Detect(args) => cli::detect::run(args),
     };
     ExitCode::from(code)

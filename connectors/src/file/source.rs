@@ -29,6 +29,8 @@ const LINES_PER_ACTIVATION: usize = 32 * 1024;
 const READ_BLOCK: usize = 256 << 10;
 /// Records buffered under one time before they are sent on.
 const BATCH: usize = 1024;
+/// The smallest capacity a new batch starts with.
+const MIN_BATCH: usize = 16;
 
 /// Builds the file source on this worker: the records and the dead letters.
 pub fn file_source<'s, R: FileRecord>(
@@ -145,7 +147,11 @@ impl<R> Work<R> {
                 break;
             }
         }
-        let mut b = Vec::with_capacity(BATCH);
+        // Sized like the newest batch (the stream's density per epoch), not a full BATCH: sparse
+        // data spread over many epochs (a few points a second over hours) would otherwise hold
+        // a mostly empty 48 KiB batch per epoch — hundreds of MiB for a 1.5 MB file.
+        let hint = self.points.last().map_or(MIN_BATCH, |(_, b)| b.len());
+        let mut b = Vec::with_capacity(hint.clamp(MIN_BATCH, BATCH));
         b.push(m);
         self.points.push((t, b));
     }

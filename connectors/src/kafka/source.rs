@@ -313,6 +313,12 @@ impl<R: FileRecord> KafkaReader<R> {
                     for p in self.parts.iter_mut().filter(|p| p.plan.partition == n && p.plan.end.is_some() && !p.done) {
                         confirm_end(&consumer, p);
                         if p.end_confirmed && p.plan.end.is_some_and(|e| p.next >= e) {
+                            tracing::debug!(
+                                "source `{}`: {} reached its end {:?} (end of partition)",
+                                src.name,
+                                p.plan.display,
+                                p.plan.end
+                            );
                             p.done = true;
                         }
                     }
@@ -333,6 +339,7 @@ impl<R: FileRecord> KafkaReader<R> {
             p.last_seen = now;
             confirm_end(&consumer, p);
             if p.plan.end.is_some_and(|e| p.next >= e) {
+                tracing::debug!("source `{}`: {} reached its end {:?} (message at {offset})", src.name, p.plan.display, p.plan.end);
                 p.done = true;
             }
             let payload = m.payload().unwrap_or_default();

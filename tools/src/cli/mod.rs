@@ -1,5 +1,6 @@
 //! Subcommands. Exit codes: 0 ok, 1 runtime failure, 2 bad config or arguments.
 
+pub mod bench;
 pub mod demo;
 pub mod detect;
 pub mod eval_cmd;

@@ -100,6 +100,9 @@ pub fn print_summary(s: &RunSummary) {
     }
     println!("{:<14} {:.3} s", "wall time", s.wall_seconds);
     println!("{:<14} {} records/s", "throughput", thousands(s.records_per_second as u64));
+    if let Some(b) = s.peak_rss_bytes {
+        println!("{:<14} {} MiB", "peak RSS", b >> 20);
+    }
     println!("{:<14} {}", "output", s.output);
 }
 

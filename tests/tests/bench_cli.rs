@@ -1,0 +1,85 @@
+//! `alertflow bench`: every scenario runs from the binary at a small scale and reports figures
+//! that agree with what it wrote (record counts from the generators' sizes, rows from the
+//! Parquet tables read back with SQL).
+
+use alertflow_tests::{Scratch, alertflow, query_csv};
+
+#[test]
+fn every_scenario_reports_what_it_ran() {
+    let dir = Scratch::new("bench");
+    let out = alertflow(&[
+        "bench",
+        "metrics",
+        "alerts",
+        "anomaly",
+        "end-to-end",
+        "kafka",
+        "--scale",
+        "0.02",
+        "--workers",
+        "2",
+        "--json",
+        "--dir",
+        &dir.0.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let rows = report.as_array().expect("an array");
+    let names: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    assert_eq!(names, ["metrics", "alerts", "anomaly", "end-to-end", "kafka"]);
+    let by = |n: &str| rows.iter().find(|r| r["scenario"] == n).unwrap();
+    // 2 % of W1's 2,000,000 points; of the anomaly and end-to-end scenarios' 1,000,000.
+    assert_eq!(by("metrics")["records"], 40_000);
+    assert_eq!(by("kafka")["records"], 40_000);
+    assert_eq!(by("anomaly")["records"], 20_000);
+    let alerts = by("alerts")["records"].as_u64().unwrap();
+    assert!(alerts > 10_000, "{alerts} notices");
+    assert_eq!(by("end-to-end")["records"].as_u64().unwrap(), alerts + 20_000, "the same alert stream plus the points");
+    for r in rows {
+        let (n, secs, rps) = (r["records"].as_f64().unwrap(), r["seconds"].as_f64().unwrap(), r["records_per_second"].as_f64().unwrap());
+        assert!(secs > 0.0 && (rps - n / secs).abs() <= 1e-6 * rps, "{r}");
+        assert!(r["bytes_per_second"].as_f64().unwrap() > rps, "{r}: records are longer than a byte");
+        assert!(r["peak_rss_bytes"].as_u64().unwrap() > 8 << 20, "{r}");
+        assert_eq!(r["workers"], 2);
+        assert_eq!(r["sink"], "parquet");
+    }
+    // Rows written, read back with SQL from each scenario's output folder.
+    let count = |scenario: &str, tables: &[&str]| -> u64 {
+        let sum = tables.iter().map(|t| format!("(SELECT count(*) FROM {t})")).collect::<Vec<_>>().join(" + ");
+        let csv = query_csv(&dir.join(&format!("{scenario}/out")), &format!("SELECT {sum} AS n"));
+        csv.lines().nth(1).unwrap().trim().parse().unwrap()
+    };
+    for (scenario, tables) in [
+        ("metrics", &["per_minute", "dead_letters"][..]),
+        ("kafka", &["per_minute", "dead_letters"]),
+        ("anomaly", &["zscore", "mad", "holt_winters", "dead_letters"]),
+        ("alerts", &["alerts", "storms", "incidents", "dead_letters"]),
+        ("end-to-end", &["per_minute", "per_tenant_5m", "anomalies", "alerts", "storms", "incidents", "dead_letters"]),
+    ] {
+        assert_eq!(by(scenario)["rows_out"].as_u64().unwrap(), count(scenario, tables), "{scenario}: rows_out against the tables");
+    }
+    assert_eq!(count("metrics", &["per_minute"]), count("kafka", &["per_minute"]), "W1 from a file and from Kafka: the same windows");
+    assert!(count("end-to-end", &["alerts"]) > count("alerts", &["alerts"]), "rule and detector alerts join the alert stream");
+    let opened =
+        query_csv(&dir.join("end-to-end/out"), "SELECT count(*) AS n FROM alerts WHERE alertname = 'HostCpuHigh' AND event = 'opened'");
+    assert_eq!(opened.lines().nth(1).unwrap().trim(), "3", "the rule fires once for each of the 3 hot hosts");
+}
+
+#[test]
+fn the_human_report_is_a_table_and_bad_arguments_are_refused() {
+    let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let head = lines.next().unwrap();
+    for col in ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"] {
+        assert!(head.contains(col), "{head}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.starts_with("metrics ") && row.contains("10,000") && row.ends_with("parquet"), "{row}");
+    let bad = alertflow(&["bench", "--scale", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--scale must be greater than 0"));
+    let bad = alertflow(&["bench", "nonsense"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -1,0 +1,455 @@
+//! `alertflow bench`: the engine's throughput on generated data, as a user would measure it.
+//!
+//! Each scenario writes its data and pipeline into a scratch folder first (not timed; the files
+//! are read once so they sit in the page cache), then runs the pipeline as `alertflow run
+//! PIPELINE --json` in a child process — so that each scenario's peak RSS is its own, not the
+//! high-water mark of the generators and earlier scenarios, which the allocator keeps — and
+//! reports the run's records/s, input bytes/s and peak RSS. Every figure is for the Parquet
+//! sink: a run ends when every table's files are written.
+//!
+//! Scenarios (sizes at `--scale 1`):
+//! - `metrics`: W1 — 2,000,000 points of 10,000 series, ±2 s disorder — through the 1-minute
+//!   tumbling window by host (count, sum, min, max, avg) of `examples/pipeline.toml`.
+//! - `alerts`: a storm-heavy alert stream (64 incidents, storms of 20,000 distinct alerts,
+//!   re-sent every 30 s: about 3 M notices) through dedup, suppress and correlate.
+//! - `anomaly`: 1,000,000 points of 1,000 series through the zscore, mad and holt_winters
+//!   detectors (three `[[detect]]` tables).
+//! - `end-to-end`: the alert stream and 1,000,000 points of 2,000 series (3 hosts running hot
+//!   for 15 minutes) together: windows with p99, a detector raising alerts, a rule, and the
+//!   alert chain.
+//! - `kafka`: W1 from a 16-partition topic of librdkafka's mock cluster, a real Kafka protocol
+//!   server inside the `bench` process (the run's child process reads it over loopback; the
+//!   broker shares the cores and is not in the run's RSS). The mock keeps at most 5 MiB of
+//!   record batches per partition (older ones are deleted, as retention would), so the topic
+//!   has 16 partitions and lz4-compressed batches, and the scenario fails if the run did not
+//!   read every point.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alertflow_tools::alertgen::{AlertFormat, AlertGen};
+use alertflow_tools::datagen::{Incident, MetricsGen, generate_metrics};
+use serde::Serialize;
+
+use super::run::thousands;
+use super::{BAD_CONFIG, FAILED, OK};
+
+/// A benchmark scenario.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Window aggregation of W1.
+    Metrics,
+    /// Dedup, suppress and correlate on a storm-heavy alert stream.
+    Alerts,
+    /// The streaming anomaly detectors.
+    Anomaly,
+    /// Metrics and alerts through every operator at once.
+    EndToEnd,
+    /// W1 from Kafka (librdkafka's in-process mock cluster, 16 partitions).
+    Kafka,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [Scenario::Metrics, Scenario::Alerts, Scenario::Anomaly, Scenario::EndToEnd, Scenario::Kafka];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Metrics => "metrics",
+            Scenario::Alerts => "alerts",
+            Scenario::Anomaly => "anomaly",
+            Scenario::EndToEnd => "end-to-end",
+            Scenario::Kafka => "kafka",
+        }
+    }
+}
+
+/// Arguments of `alertflow bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Scenarios to run, in order (default: all).
+    #[arg(value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Multiplies every scenario's data size (e.g. 0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Scratch folder for the data and output (default: a new folder under the system's
+    /// temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    /// The scenario.
+    pub scenario: &'static str,
+    /// Worker threads.
+    pub workers: usize,
+    /// Records read.
+    pub records: u64,
+    /// Input bytes read.
+    pub bytes: u64,
+    /// Wall time of the run (data generation excluded).
+    pub seconds: f64,
+    /// Records per second.
+    pub records_per_second: f64,
+    /// Input bytes per second.
+    pub bytes_per_second: f64,
+    /// Peak resident set size during the run, when the system reports it.
+    pub peak_rss_bytes: Option<u64>,
+    /// Rows written to all tables.
+    pub rows_out: u64,
+    /// Where the rows went.
+    pub sink: &'static str,
+}
+
+/// Runs `alertflow bench`.
+pub fn bench(args: BenchArgs) -> u8 {
+    if args.workers == Some(0) {
+        eprintln!("error: --workers must be at least 1");
+        return BAD_CONFIG;
+    }
+    if !(args.scale > 0.0 && args.scale <= 100.0) {
+        eprintln!("error: --scale must be greater than 0 and at most 100, got {}", args.scale);
+        return BAD_CONFIG;
+    }
+    let (root, remove) = match &args.dir {
+        Some(d) => (d.clone(), false),
+        None => (std::env::temp_dir().join(format!("alertflow-bench-{}", std::process::id())), true),
+    };
+    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() { Scenario::ALL.to_vec() } else { args.scenarios.clone() };
+    let mut results = Vec::new();
+    let mut failed = None;
+    for s in scenarios {
+        let dir = root.join(s.name());
+        let _ = std::fs::remove_dir_all(&dir);
+        if !args.json {
+            eprintln!("{}: generating data …", s.name());
+        }
+        match run_scenario(s, &dir, args.scale, args.workers) {
+            Ok(r) => {
+                if !args.json {
+                    eprintln!("{}: {} records in {:.2} s", s.name(), thousands(r.records), r.seconds);
+                }
+                results.push(r);
+            }
+            Err(e) => {
+                failed = Some(format!("scenario `{}`: {e}", s.name()));
+                break;
+            }
+        }
+        if remove {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    if remove {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+    } else {
+        print_table(&results);
+    }
+    match failed {
+        None => OK,
+        Some(e) => {
+            eprintln!("error: {e}");
+            FAILED
+        }
+    }
+}
+
+fn scaled(n: u64, scale: f64) -> u64 {
+    ((n as f64 * scale).round() as u64).max(1)
+}
+
+fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>) -> Result<BenchResult, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Kept alive until the run has ended.
+    let mut _broker = None;
+    // Records the run must read (the Kafka scenario: what the topic was filled with).
+    let mut expect = None;
+    let pipeline = match s {
+        Scenario::Metrics => {
+            metrics_file(dir, &w1(scale))?;
+            METRICS_PIPELINE.to_string()
+        }
+        Scenario::Alerts => {
+            alerts_file(dir, scale)?;
+            format!("{}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
+        }
+        Scenario::Anomaly => {
+            let g =
+                MetricsGen { series: scaled(1_000, scale.min(1.0)) as usize, points: scaled(1_000_000, scale), ..MetricsGen::default() };
+            metrics_file(dir, &g)?;
+            ANOMALY_PIPELINE.to_string()
+        }
+        Scenario::EndToEnd => {
+            alerts_file(dir, scale)?;
+            // 500 rounds of 10 s whatever the scale, with 3 hosts running hot for 15 minutes
+            // (the rule fires on them).
+            let g = MetricsGen {
+                series: scaled(2_000, scale.min(1.0)) as usize,
+                points: scaled(1_000_000, scale),
+                incident: Some(Incident { at_ms: 20 * 60_000, duration_ms: 15 * 60_000, hosts: 3 }),
+                ..MetricsGen::default()
+            };
+            metrics_file(dir, &g)?;
+            format!("{}\n{END_TO_END}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
+        }
+        Scenario::Kafka => {
+            let (broker, text) = kafka_topic(&w1(scale))?;
+            _broker = Some(broker);
+            expect = Some(w1(scale).points);
+            text
+        }
+    };
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, &pipeline).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    warm(dir);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the alertflow binary: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run").arg(&path).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+    if let Some(w) = workers {
+        cmd.args(["--workers", &w.to_string()]);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`alertflow run {}` failed ({})", path.display(), out.status));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?;
+    let r = result(s, &summary).ok_or_else(|| format!("`alertflow run --json` printed an incomplete summary: {summary}"))?;
+    match expect {
+        Some(n) if r.records != n => Err(format!("the run read {} of the {n} records the topic was filled with", r.records)),
+        _ => Ok(r),
+    }
+}
+
+fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
+    let records = r["records_in"].as_u64()?;
+    let bytes = r["bytes_in"].as_u64()?;
+    let seconds = r["wall_seconds"].as_f64()?;
+    let secs = seconds.max(1e-9);
+    Some(BenchResult {
+        scenario: s.name(),
+        workers: r["workers"].as_u64()? as usize,
+        records,
+        bytes,
+        seconds,
+        records_per_second: records as f64 / secs,
+        bytes_per_second: bytes as f64 / secs,
+        peak_rss_bytes: r["peak_rss_bytes"].as_u64(),
+        rows_out: r["tables"].as_array()?.iter().map(|t| t["rows"].as_u64()).sum::<Option<u64>>()?,
+        sink: "parquet",
+    })
+}
+
+fn w1(scale: f64) -> MetricsGen {
+    MetricsGen { points: scaled(2_000_000, scale), ..MetricsGen::default() }
+}
+
+fn metrics_file(dir: &Path, g: &MetricsGen) -> Result<(), String> {
+    let path = dir.join("points.ndjson");
+    let f = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    generate_metrics(g, std::io::BufWriter::with_capacity(1 << 20, f)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The storm-heavy stream of the alert throughput figure in `BENCHMARKS.md` (64 incidents,
+/// storms of 20,000 alerts), incidents and storm sizes scaled.
+fn alerts_file(dir: &Path, scale: f64) -> Result<(), String> {
+    let cfg = AlertGen {
+        incidents: scaled(64, scale) as usize,
+        storm_size: Some(scaled(20_000, scale.min(1.0)).max(200) as usize),
+        seed: 1,
+        ..AlertGen::default()
+    };
+    alertflow_tools::alertgen::write_files(&cfg, AlertFormat::Ndjson, dir).map_err(|e| format!("cannot write the alert stream: {e}"))?;
+    Ok(())
+}
+
+fn alert_source() -> String {
+    format!(
+        "[[source]]\nname = \"alerts\"\ntype = \"file\"\npath = \"{}\"\nformat = \"ndjson\"\nrecords = \"alerts\"\nmax_out_of_orderness = \"10s\"\n",
+        AlertFormat::Ndjson.file_name()
+    )
+}
+
+/// Flushes every file of `dir` to disk (so that the kernel's write-back of the fresh data does
+/// not compete with the run) and reads it once, so that the run reads from the page cache.
+fn warm(dir: &Path) {
+    let mut buf = vec![0u8; 1 << 20];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(mut f) = std::fs::File::open(e.path()) {
+            let _ = f.sync_all();
+            while matches!(std::io::Read::read(&mut f, &mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+const METRICS_PIPELINE: &str = include_str!("../../../examples/pipeline.toml");
+
+const ANOMALY_PIPELINE: &str = r#"
+[[source]]
+name = "points"
+type = "file"
+path = "points.ndjson"
+max_out_of_orderness = "5s"
+
+[[detect]]
+name = "zscore"
+input = "points"
+detector = "zscore"
+
+[[detect]]
+name = "mad"
+input = "points"
+detector = "mad"
+
+[[detect]]
+name = "holt_winters"
+input = "points"
+detector = "holt_winters"
+
+[output]
+path = "out"
+"#;
+
+const END_TO_END: &str = r#"
+[[source]]
+name = "points"
+type = "file"
+path = "points.ndjson"
+max_out_of_orderness = "5s"
+
+[[aggregate]]
+name = "per_minute"
+input = "points"
+window = { type = "tumbling", size = "1m" }
+group_by = ["host"]
+functions = ["count", "avg", "max", "p99"]
+
+[[aggregate]]
+name = "per_tenant_5m"
+input = "points"
+window = { type = "hopping", size = "5m", slide = "1m" }
+functions = ["count", "avg", "p50", "p99"]
+
+[[detect]]
+name = "anomalies"
+input = "points"
+detector = "zscore"
+threshold = 0.999
+raise_alerts = true
+
+[[rule]]
+name = "HostCpuHigh"
+input = "per_minute"
+when = "avg > 90 and count >= 3"
+for = "3m"
+severity = "warning"
+"#;
+
+const ALERT_CHAIN: &str = r#"
+[dedup]
+
+[suppress]
+
+[correlate]
+topology = "topology.csv"
+service_label = "service"
+"#;
+
+/// Pre-fills a 16-partition topic of a new mock cluster with `g`'s points (a series stays in
+/// one partition, in order; lz4 batches, to stay under the mock's 5 MiB per partition) and
+/// returns the cluster with a pipeline reading it to its end.
+const PARTITIONS: i32 = 16;
+
+fn kafka_topic(
+    g: &MetricsGen,
+) -> Result<(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String), String> {
+    use rdkafka::ClientConfig;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut buf = Vec::new();
+    generate_metrics(g, &mut buf).map_err(|e| e.to_string())?;
+    let mock = rdkafka::mocking::MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
+    mock.create_topic("w1", PARTITIONS, 1).map_err(|e| format!("cannot create the topic: {e}"))?;
+    let brokers = mock.bootstrap_servers();
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .map_err(|e| format!("cannot create a producer: {e}"))?;
+    for (i, line) in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        // The generator writes series i mod `series` on line i.
+        let mut rec = BaseRecord::<(), [u8]>::to("w1").payload(line).partition(((i % g.series) % PARTITIONS as usize) as i32);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    p.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(format!("cannot produce: {e}")),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).map_err(|e| format!("cannot produce: {e}"))?;
+    let text = format!(
+        "[[source]]\nname = \"points\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"w1\"\ngroup_id = \"bench\"\n\
+         start = \"earliest\"\nstop_at_end = true\nmax_out_of_orderness = \"5s\"\n\n\
+         [[aggregate]]\nname = \"per_minute\"\ninput = \"points\"\nwindow = {{ type = \"tumbling\", size = \"1m\" }}\n\
+         group_by = [\"host\"]\nfunctions = [\"count\", \"sum\", \"min\", \"max\", \"avg\"]\n\n[output]\npath = \"out\"\n"
+    );
+    Ok((mock, text))
+}
+
+/// The human report: one aligned row per scenario.
+fn print_table(rs: &[BenchResult]) {
+    let rows: Vec<[String; 8]> = rs
+        .iter()
+        .map(|r| {
+            [
+                r.scenario.to_string(),
+                r.workers.to_string(),
+                thousands(r.records),
+                format!("{:.2} s", r.seconds),
+                thousands(r.records_per_second as u64),
+                format!("{:.1}", r.bytes_per_second / 1e6),
+                r.peak_rss_bytes.map_or("—".into(), |b| format!("{} MiB", b >> 20)),
+                r.sink.to_string(),
+            ]
+        })
+        .collect();
+    let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"];
+    let mut width = head.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(width)
+            .enumerate()
+            .map(|(i, (c, w))| if i == 0 || i == 7 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(&head.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+}
