@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 
 use alertflow_engine::{Pipeline, RunOptions, run};
 use alertflow_tools::datagen::{MetricsGen, generate_metrics};
+use alertflow_tools::kafka_lines::KafkaLines;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rdkafka::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,36 +18,15 @@ const POINTS: u64 = 1_000_000;
 
 fn bench(c: &mut Criterion) {
     let spec = MetricsGen { series: 10_000, points: POINTS, seed: 1, disorder_ms: 2_000, ..MetricsGen::default() };
-    let mut buf = Vec::new();
-    generate_metrics(&spec, &mut buf).unwrap();
     let mock = MockCluster::new(1).unwrap();
     // The mock keeps at most 5 MiB of record batches per partition (it deletes older ones):
-    // 16 partitions of lz4 batches hold the million points.
+    // 16 partitions of lz4 batches hold the million points. Keyed by series: a series stays
+    // in one partition, in order.
     mock.create_topic("w1", 16, 1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "50")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
-    for (i, line) in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        // Series i mod 10,000 → partition (i mod 10,000) mod 16: a series stays in order.
-        let mut rec = BaseRecord::<(), [u8]>::to("w1").payload(line).partition(((i % 10_000) % 16) as i32);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    p.poll(Duration::from_millis(5));
-                    rec = r;
-                }
-                Err((e, _)) => panic!("{e}"),
-            }
-        }
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
+    let mut w = KafkaLines::new(&brokers, "w1").unwrap();
+    generate_metrics(&spec, &mut w).unwrap();
+    assert_eq!(w.finish().unwrap(), POINTS);
     let dir = std::env::temp_dir().join(format!("af-bench-kafka-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut group = 0;

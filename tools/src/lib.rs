@@ -4,3 +4,4 @@
 pub mod alertgen;
 pub mod datagen;
 pub mod eval;
+pub mod kafka_lines;

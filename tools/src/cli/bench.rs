@@ -25,10 +25,10 @@
 //!   read every point.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use alertflow_tools::alertgen::{AlertFormat, AlertGen};
 use alertflow_tools::datagen::{Incident, MetricsGen, generate_metrics};
+use alertflow_tools::kafka_lines::KafkaLines;
 use serde::Serialize;
 
 use super::run::thousands;
@@ -367,45 +367,18 @@ topology = "topology.csv"
 service_label = "service"
 "#;
 
-/// Pre-fills a 16-partition topic of a new mock cluster with `g`'s points (a series stays in
-/// one partition, in order; lz4 batches, to stay under the mock's 5 MiB per partition) and
-/// returns the cluster with a pipeline reading it to its end.
-const PARTITIONS: i32 = 16;
-
+/// Pre-fills a 16-partition topic of a new mock cluster with `g`'s points (keyed by series,
+/// so a series stays in one partition, in order; lz4 batches, to stay under the mock's 5 MiB
+/// per partition) and returns the cluster with a pipeline reading it to its end.
 fn kafka_topic(
     g: &MetricsGen,
 ) -> Result<(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String), String> {
-    use rdkafka::ClientConfig;
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let mut buf = Vec::new();
-    generate_metrics(g, &mut buf).map_err(|e| e.to_string())?;
     let mock = rdkafka::mocking::MockCluster::new(1).map_err(|e| format!("cannot start the mock cluster: {e}"))?;
-    mock.create_topic("w1", PARTITIONS, 1).map_err(|e| format!("cannot create the topic: {e}"))?;
+    mock.create_topic("w1", 16, 1).map_err(|e| format!("cannot create the topic: {e}"))?;
     let brokers = mock.bootstrap_servers();
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "50")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .map_err(|e| format!("cannot create a producer: {e}"))?;
-    for (i, line) in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        // The generator writes series i mod `series` on line i.
-        let mut rec = BaseRecord::<(), [u8]>::to("w1").payload(line).partition(((i % g.series) % PARTITIONS as usize) as i32);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    p.poll(Duration::from_millis(5));
-                    rec = r;
-                }
-                Err((e, _)) => return Err(format!("cannot produce: {e}")),
-            }
-        }
-    }
-    p.flush(Duration::from_secs(120)).map_err(|e| format!("cannot produce: {e}"))?;
+    let mut w = KafkaLines::new(&brokers, "w1").map_err(|e| format!("cannot create a producer: {e}"))?;
+    generate_metrics(g, &mut w).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
     let text = format!(
         "[[source]]\nname = \"points\"\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"w1\"\ngroup_id = \"bench\"\n\
          start = \"earliest\"\nstop_at_end = true\nmax_out_of_orderness = \"5s\"\n\n\

@@ -295,7 +295,7 @@ fn metrics(cfg: &MetricsGen, out: &Path, malformed_log: Option<&Path>) -> u8 {
 
 fn metrics_to_kafka(cfg: &MetricsGen, brokers: &str, topic: &str) -> u8 {
     let started = Instant::now();
-    let mut w = match super::gen_kafka::KafkaLines::new(brokers, topic) {
+    let mut w = match alertflow_tools::kafka_lines::KafkaLines::new(brokers, topic) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: --kafka: {e}");

@@ -5,7 +5,6 @@ pub mod demo;
 pub mod detect;
 pub mod eval_cmd;
 pub mod gen_cmd;
-pub mod gen_kafka;
 pub mod run;
 pub mod sql;
 

@@ -1,6 +1,7 @@
-//! `alertflow gen metrics --kafka BROKERS --topic T`: the generated lines as Kafka messages, one
-//! per line, keyed by tenant/host/name so that a series always lands in the same partition
-//! (its points keep their order, as in the file).
+//! Generated lines as Kafka messages (`alertflow gen metrics --kafka BROKERS --topic T`, the
+//! `kafka` scenario of `alertflow bench`, the Kafka criterion bench): one message per line,
+//! keyed by tenant/host/name so that a series always lands in the same partition (its points
+//! keep their order, as in the file); lz4 batches.
 
 use std::io::{self, Write};
 use std::time::Duration;
