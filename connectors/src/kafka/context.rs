@@ -86,7 +86,10 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if self.quiet {
+        // The end of a partition is expected under `stop_at_end` (the source handles it), not
+        // a problem to warn about.
+        let eof = matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF));
+        if self.quiet || eof {
             return;
         }
         self.errors.warn(|n| format!("kafka `{}`: {error}: {reason}; librdkafka retries{n}", self.name));
