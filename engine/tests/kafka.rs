@@ -194,7 +194,10 @@ fn mock(topics: &[(&str, i32)]) -> MockCluster<'static, rdkafka::producer::Defau
 /// Produces `lines` to `topic`, each series to partition `series mod partitions` (so a series'
 /// points keep their order), and waits for every delivery.
 fn produce(brokers: &str, topic: &str, partitions: u64, lines: &[(u64, String)]) {
-    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create().unwrap();
+    // Batches of at most 500 messages: a test that limits fetch sizes to read slowly gets
+    // small fetches (a fetch returns at least one whole batch, however large).
+    let p: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").set("batch.num.messages", "500").create().unwrap();
     for (s, line) in lines {
         let key = format!("h{s}");
         let mut rec = BaseRecord::to(topic).payload(line.as_str()).key(key.as_str()).partition((s % partitions) as i32);
