@@ -419,6 +419,16 @@ fn resume(meta: Metadata) -> (Table, Table) {
     if meta == Metadata::DroppedNoJournal {
         std::fs::remove_dir_all(dir.join("out/_kafka")).unwrap();
     }
+    if meta == Metadata::Dropped {
+        // A damaged journal stops the resumed run with an error naming the file and line.
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.join("out/_kafka/g-resume")).unwrap().map(|e| e.unwrap().path()).collect();
+        let good = std::fs::read(&files[0]).unwrap();
+        std::fs::write(&files[0], "not a journal line\n").unwrap();
+        let p = kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, group, SLOW);
+        let err = run(p, RunOptions { workers: Some(2), ..Default::default() }).unwrap_err().to_string();
+        assert!(err.contains("commit journal") && err.contains(":1: not an `offset F K` line"), "{err}");
+        std::fs::write(&files[0], good).unwrap();
+    }
     let partial = read_table(&dir.join("out/per_minute"));
     assert!(!partial.is_empty() && partial.len() < want.len(), "{} of {} rows", partial.len(), want.len());
     // Second run: from the committed offsets, keeping the files written so far.

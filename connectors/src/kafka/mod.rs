@@ -610,7 +610,12 @@ impl KafkaShared {
                         Some(fk) => Some(fk),
                         // The broker kept no metadata (Tansu): the journal has it, if this
                         // output folder's run committed the offset.
-                        None => self.journal.lookup(e.topic(), e.partition(), o)?,
+                        // A journal that cannot be read stops the run (retrying cannot mend it).
+                        None => self.journal.lookup(e.topic(), e.partition(), o).map_err(|err| {
+                            let msg = format!("source `{}`: commit journal: {err} (remove the file to resume without it)", src.name);
+                            self.lock().fatal = Some(msg.clone());
+                            msg
+                        })?,
                     };
                     if meta.is_none() {
                         tracing::warn!(
