@@ -6,6 +6,7 @@ pub mod durable;
 pub mod failure;
 pub mod file;
 pub mod kafka;
+pub mod latency;
 pub mod parquet;
 pub mod topology;
 

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use alertflow_connectors::Failure;
 use alertflow_connectors::durable::Durability;
-use alertflow_connectors::file::{Records, SourceStats, file_source};
+use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source};
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
+use alertflow_connectors::latency::{LatencyProbe, LatencyReport, SinkKind};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
@@ -19,7 +20,9 @@ use alertflow_model::{Alert, Metric};
 use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, RuleExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline as Pipelined;
 use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Map;
 
@@ -38,6 +41,10 @@ pub struct RunOptions {
     /// Set to stop the run (checked about ten times a second): sources stop reading, nothing
     /// more is written or committed, and the run ends with an error, as after a crash.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Measure processing latency of a paced replay (`alertflow bench --rate`): the input's
+    /// event time runs from the first to the second value (ms) at the replay rate, in step
+    /// with the wall clock (see `alertflow_connectors::latency`).
+    pub latency: Option<(i64, i64)>,
 }
 
 /// A snapshot of a running pipeline.
@@ -94,6 +101,9 @@ pub struct RunSummary {
     /// The process's peak resident set size so far (Linux `VmHWM`; `None` elsewhere): for a
     /// process that runs one pipeline, the run's.
     pub peak_rss_bytes: Option<u64>,
+    /// Processing latency by table and sink, when measured (`RunOptions::latency`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<LatencyReport>,
 }
 
 /// What the alert chain did.
@@ -190,15 +200,28 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         total_bytes >> 20
     );
 
+    // Paced sources count from one origin; with a latency probe, so does the probe.
+    let origin: Arc<ReplayOrigin> = Arc::default();
+    let probe = opts.latency.map(|(from, until)| LatencyProbe::new(origin.clone(), from, until));
+    // A paced replay starts once every worker has built its dataflow, so that no worker's
+    // share of the schedule is already overdue when it starts.
+    let paced = pipeline.sources.iter().any(|s| s.replay_rate.is_some());
+    let built = Arc::new(std::sync::Barrier::new(workers));
+
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
         let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
+        let (origin, probe) = (origin.clone(), probe.clone());
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let stats = Stats { sources: &source_stats, sinks: &sink_stats, dedup: &dedup_stats };
             let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref() };
-            build_dataflow(worker, &pipeline, stats, kafka, &failure, index);
+            let replay = Replay { origin: &origin, probe: probe.as_ref() };
+            build_dataflow(worker, &pipeline, stats, kafka, replay, &failure, index);
+            if paced {
+                built.wait();
+            }
             while worker.has_dataflows() {
                 worker.step_or_park(None);
             }
@@ -275,6 +298,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         tables,
         output: pipeline.output_dir.display().to_string(),
         peak_rss_bytes: peak_rss(),
+        latency: probe.map(|p| p.report()).unwrap_or_default(),
     })
 }
 
@@ -295,6 +319,25 @@ struct Stats<'a> {
     dedup: &'a Arc<DedupStats>,
 }
 
+/// The replay clock of paced sources, and the latency probe when latency is measured.
+#[derive(Clone, Copy)]
+struct Replay<'a> {
+    origin: &'a Arc<ReplayOrigin>,
+    probe: Option<&'a Arc<LatencyProbe>>,
+}
+
+impl Replay<'_> {
+    /// Records the latency of `table`'s rows as they leave the dataflow (the "memory" sink).
+    fn measure<R: TableRow>(&self, rows: &Stream<'_, Time, Vec<R>>, table: &str) {
+        let Some(probe) = self.probe else { return };
+        let mut rec = probe.recorder(table, SinkKind::Memory);
+        rows.clone().sink(Pipelined, &format!("latency:{table}"), move |(input, _)| {
+            let now = Instant::now();
+            input.for_each(|_, data| rec.record(now, data));
+        });
+    }
+}
+
 /// The Kafka sources' shared state and the sinks' durable frontier, when there are Kafka sources.
 #[derive(Clone, Copy)]
 struct KafkaParts<'a> {
@@ -307,10 +350,18 @@ fn build_dataflow(
     pipeline: &Pipeline,
     stats: Stats<'_>,
     kafka: KafkaParts<'_>,
+    replay: Replay<'_>,
     failure: &Failure,
     index: usize,
 ) {
-    let sink = |table: &str| Sink { pipeline, table: table.to_string(), worker: index, durability: kafka.durability.cloned() };
+    let sink = |table: &str| Sink {
+        pipeline,
+        table: table.to_string(),
+        worker: index,
+        durability: kafka.durability.cloned(),
+        // Dead letters have no event time to measure from.
+        latency: replay.probe.filter(|_| table != DEAD_LETTERS).map(|p| p.recorder(table, SinkKind::Parquet)),
+    };
     worker.dataflow::<Time, _, _>(|scope| {
         let epoch = pipeline.engine.epoch;
         let mut points = Vec::new();
@@ -320,13 +371,13 @@ fn build_dataflow(
             let (st, f) = (stats.sources[i].clone(), failure.clone());
             let d = match src.records {
                 Records::Metrics => {
-                    let (p, d) = file_source::<Metric>(scope, src.clone(), epoch, st, f);
+                    let (p, d) = file_source::<Metric>(scope, src.clone(), epoch, st, f, replay.origin.clone());
                     points.push(Some(p));
                     alerts.push(None);
                     d
                 }
                 Records::Alerts => {
-                    let (a, d) = file_source::<Alert>(scope, src.clone(), epoch, st, f);
+                    let (a, d) = file_source::<Alert>(scope, src.clone(), epoch, st, f, replay.origin.clone());
                     points.push(None);
                     alerts.push(Some(a));
                     d
@@ -372,6 +423,7 @@ fn build_dataflow(
                 || WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()),
                 failure,
             );
+            replay.measure(&rows, agg.name());
             rows.sink_parquet(s, next_sink(), failure.clone());
         }
         // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
@@ -390,6 +442,7 @@ fn build_dataflow(
                 derived_feeds.push(*input);
             }
             to_kafka(pipeline, kafka, det.name(), &rows, AnomaliesTable::default, failure);
+            replay.measure(&rows, det.name());
             rows.sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
         }
         if let Some(chain) = &pipeline.alerts {
@@ -411,6 +464,9 @@ fn build_dataflow(
             to_kafka(pipeline, kafka, ALERTS, &correlated.events, AlertsTable::default, failure);
             to_kafka(pipeline, kafka, STORMS, &suppressed.storms, StormsTable::default, failure);
             to_kafka(pipeline, kafka, INCIDENTS, &correlated.incidents, IncidentsTable::default, failure);
+            replay.measure(&correlated.events, ALERTS);
+            replay.measure(&suppressed.storms, STORMS);
+            replay.measure(&correlated.incidents, INCIDENTS);
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
             suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
             correlated.incidents.sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
@@ -443,6 +499,7 @@ struct Sink<'a> {
     table: String,
     worker: usize,
     durability: Option<Arc<Durability>>,
+    latency: Option<alertflow_connectors::latency::Recorder>,
 }
 
 impl Sink<'_> {
@@ -457,6 +514,7 @@ impl Sink<'_> {
             worker: self.worker,
             fsync: o.fsync,
             durability: self.durability,
+            latency: self.latency,
         }
     }
 }

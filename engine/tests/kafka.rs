@@ -289,7 +289,9 @@ fn a_topic_created_while_running_is_picked_up() {
     let cancel = Arc::new(AtomicBool::new(false));
     let (r2, c2) = (records.clone(), cancel.clone());
     let progress = Box::new(move |p: &alertflow_engine::Progress| r2.store(p.records, Ordering::Relaxed));
-    let handle = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), progress: Some(progress), cancel: Some(c2) }));
+    let handle = std::thread::spawn(move || {
+        run(p, RunOptions { workers: Some(2), progress: Some(progress), cancel: Some(c2), ..Default::default() })
+    });
     let wait_for = |n: u64| {
         let t = Instant::now();
         while records.load(Ordering::Relaxed) < n {
@@ -348,7 +350,7 @@ fn a_broker_that_goes_away_mid_run_is_waited_for() {
     let records = Arc::new(AtomicU64::new(0));
     let r2 = records.clone();
     let progress = Box::new(move |p: &alertflow_engine::Progress| r2.store(p.records, Ordering::Relaxed));
-    let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), progress: Some(progress), cancel: None }));
+    let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), progress: Some(progress), ..Default::default() }));
     let t = Instant::now();
     while records.load(Ordering::Relaxed) < 1_000 {
         assert!(t.elapsed() < Duration::from_secs(60) && !running.is_finished(), "no progress");
@@ -393,7 +395,7 @@ fn resume(meta: Metadata) -> (Table, Table) {
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
         let watch = consumer(&brokers, group);
-        let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), progress: None, cancel: Some(c) }));
+        let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), cancel: Some(c), ..Default::default() }));
         let t = Instant::now();
         while committed_by(&watch, "metrics", 4).is_empty() {
             assert!(t.elapsed() < Duration::from_secs(60) && !running.is_finished(), "no offsets committed mid-run");

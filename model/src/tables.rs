@@ -68,6 +68,11 @@ impl Partition {
 pub trait TableRow: Clone + Send + 'static {
     /// The partition the row belongs to.
     fn partition(&self) -> Partition;
+    /// The event time at which the row was decided: the time of the record that caused it
+    /// (an alert change, a storm or incident update, an anomaly), or the end of its window
+    /// (the row is final once the frontier passes it). `None` for rows not tied to event time
+    /// (dead letters). Latency is measured from it (`alertflow bench --rate`).
+    fn decided_at(&self) -> Option<i64>;
 }
 
 /// Turns rows of one table into record batches.
@@ -84,11 +89,17 @@ impl TableRow for WindowRow {
     fn partition(&self) -> Partition {
         Partition::Hour(self.start.div_euclid(HOUR_MS))
     }
+    fn decided_at(&self) -> Option<i64> {
+        Some(self.end)
+    }
 }
 
 impl TableRow for DeadLetter {
     fn partition(&self) -> Partition {
         Partition::Source(self.source.clone())
+    }
+    fn decided_at(&self) -> Option<i64> {
+        None
     }
 }
 
@@ -164,6 +175,9 @@ impl TableBuilder<WindowRow> for WindowTable {
 impl TableRow for AnomalyRow {
     fn partition(&self) -> Partition {
         Partition::Hour(self.ts.div_euclid(HOUR_MS))
+    }
+    fn decided_at(&self) -> Option<i64> {
+        Some(self.ts)
     }
 }
 
@@ -284,6 +298,19 @@ fn list_col<I: IntoIterator<Item = String>>(v: impl Iterator<Item = I>) -> Array
     }
     Arc::new(b.finish())
 }
+/// A list column of fingerprints as hex text, without a `String` per fingerprint.
+fn fingerprint_list_col<'a>(v: impl Iterator<Item = &'a [u64]>) -> ArrayRef {
+    let mut b = ListBuilder::new(StringBuilder::new());
+    for fps in v {
+        for &fp in fps {
+            let hex = crate::labels::fingerprint_hex_bytes(fp);
+            // ASCII hex digits: always UTF-8.
+            b.values().append_value(std::str::from_utf8(&hex).unwrap_or_default());
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
 fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
@@ -291,6 +318,9 @@ fn list_type() -> DataType {
 impl TableRow for AlertEvent {
     fn partition(&self) -> Partition {
         Partition::Hour(self.ts.div_euclid(HOUR_MS))
+    }
+    fn decided_at(&self) -> Option<i64> {
+        Some(self.ts)
     }
 }
 
@@ -368,6 +398,9 @@ impl TableRow for StormRow {
     fn partition(&self) -> Partition {
         Partition::Hour(self.updated_at.div_euclid(HOUR_MS))
     }
+    fn decided_at(&self) -> Option<i64> {
+        Some(self.updated_at)
+    }
 }
 
 /// The `storms` table: one row per storm change.
@@ -417,7 +450,7 @@ impl TableBuilder<StormRow> for StormsTable {
             int_col(rows.iter().map(|r| r.alert_count)),
             int_col(rows.iter().map(|r| r.distinct_fingerprints)),
             str_col(rows.iter().map(|r| r.top_labels.as_str())),
-            list_col(rows.iter().map(|r| r.sample_fingerprints.iter().map(|f| fingerprint_hex(*f)).collect::<Vec<_>>())),
+            fingerprint_list_col(rows.iter().map(|r| &r.sample_fingerprints[..])),
             int_col(rows.iter().map(|r| r.revision)),
         ];
         RecordBatch::try_new(self.schema.clone(), cols)
@@ -427,6 +460,9 @@ impl TableBuilder<StormRow> for StormsTable {
 impl TableRow for IncidentRow {
     fn partition(&self) -> Partition {
         Partition::Hour(self.updated_at.div_euclid(HOUR_MS))
+    }
+    fn decided_at(&self) -> Option<i64> {
+        Some(self.updated_at)
     }
 }
 
@@ -477,7 +513,7 @@ impl TableBuilder<IncidentRow> for IncidentsTable {
             ts_col(rows.iter().map(|r| r.updated_at)),
             opt_ts_col(rows.iter().map(|r| r.resolved_at)),
             int_col(rows.iter().map(|r| r.alert_count)),
-            list_col(rows.iter().map(|r| r.fingerprints.iter().map(|f| fingerprint_hex(*f)).collect::<Vec<_>>())),
+            fingerprint_list_col(rows.iter().map(|r| &r.fingerprints[..])),
             list_col(rows.iter().map(|r| r.services.iter().map(|s| s.to_string()).collect::<Vec<_>>())),
             opt_str_col(rows.iter().map(|r| r.root_cause.as_deref())),
             str_col(rows.iter().map(|r| &*r.max_severity)),

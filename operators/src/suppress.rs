@@ -412,6 +412,24 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
     (old != Some(want)).then_some((gh, old, Some(want)))
 }
 
+/// A group without a storm: a timer when its window empties, then it is dropped — unless
+/// members of its closed storm still fire (`sticky`), in which case it stays, with no timer,
+/// until its next alert arms one. (It used to re-arm a timer every `window` while only sticky
+/// members were left: harmless while time crept forward, but when bounded input ended and the
+/// frontier emptied, those timers fired one after another forever.)
+fn forget_later(op: &Suppress, groups: &mut HashMap<u64, Group>, gh: u64) -> TimerChange {
+    let g = groups.get_mut(&gh)?;
+    let Some(&(last, _)) = g.recent.back() else {
+        if g.sticky.is_empty() {
+            groups.remove(&gh);
+        }
+        return None;
+    };
+    let next = last + op.window;
+    g.timer = Some(next);
+    Some((gh, None, Some(next)))
+}
+
 fn tick(op: &Suppress, groups: &mut HashMap<u64, Group>, at: i64, gh: u64, emit: &mut impl FnMut(i64, Out)) -> TimerChange {
     let g = groups.get_mut(&gh)?;
     if g.timer != Some(at) {
@@ -420,26 +438,14 @@ fn tick(op: &Suppress, groups: &mut HashMap<u64, Group>, at: i64, gh: u64, emit:
     g.timer = None;
     g.evict(at - op.window);
     let Some(mut s) = g.storm.take() else {
-        if g.recent.is_empty() && g.sticky.is_empty() {
-            groups.remove(&gh);
-            return None;
-        }
-        let next = g.recent.back().map_or(at, |(t, _)| *t) + op.window;
-        g.timer = Some(next);
-        return Some((gh, None, Some(next)));
+        return forget_later(op, groups, gh);
     };
     // Hysteresis: close once the distinct count stayed below threshold / 2 for cooldown.
     if (g.counts.len() as u64) * 2 < op.threshold {
         let since = *s.below_since.get_or_insert(at);
         if at - since >= op.cooldown {
             emit(at, Out::Storm(s.row(g, at, false)));
-            if g.recent.is_empty() && g.sticky.is_empty() {
-                groups.remove(&gh);
-                return None;
-            }
-            let next = g.recent.back().map_or(at, |(t, _)| *t) + op.window;
-            g.timer = Some(next);
-            return Some((gh, None, Some(next)));
+            return forget_later(op, groups, gh);
         }
     } else {
         s.below_since = None;
@@ -478,6 +484,34 @@ mod tests {
             Suppress::with_config(&cfg, e).unwrap(),
             Correlate::with_config(&CorrelateConfig::default(), e).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_group_left_with_only_sticky_members_waits_without_a_timer() {
+        // After its storm closed, a group whose window is empty but whose storm members still
+        // fire needs no timer until its next alert. It used to re-arm one every `window`, and
+        // once bounded input ended (an empty frontier fires every timer) that never stopped.
+        let op = Suppress::with_config(&SuppressConfig::default(), DurationMs(1)).unwrap();
+        let group = |sticky: bool| Group {
+            tenant: "t".into(),
+            key: "alertname=X".into(),
+            recent: VecDeque::new(),
+            counts: HashMap::new(),
+            storm: None,
+            timer: Some(T0),
+            sticky: if sticky { HashMap::from([(7, 9)]) } else { HashMap::new() },
+        };
+        let mut groups = HashMap::from([(1, group(true)), (2, group(false))]);
+        let mut emit = |_: i64, _: Out| panic!("nothing to emit");
+        assert_eq!(tick(&op, &mut groups, T0, 1, &mut emit), None, "no new timer");
+        assert_eq!(groups[&1].timer, None);
+        assert_eq!(tick(&op, &mut groups, T0, 2, &mut emit), None);
+        assert!(!groups.contains_key(&2), "a group with nothing left is dropped");
+        // A group with openings in its window still forgets them on time.
+        let mut g = group(false);
+        g.recent.push_back((T0 - 1_000, crate::testing::alert(&[("alertname", "X")], T0, Status::Firing, 0, 0).labels));
+        groups.insert(3, g);
+        assert_eq!(tick(&op, &mut groups, T0, 3, &mut emit), Some((3, None, Some(T0 - 1_000 + op.window))));
     }
 
     #[test]

@@ -83,3 +83,65 @@ fn the_human_report_is_a_table_and_bad_arguments_are_refused() {
     let bad = alertflow(&["bench", "nonsense"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn the_fixed_rate_mode_paces_the_replay_and_reports_latency_per_table_and_sink() {
+    let dir = Scratch::new("bench-rate");
+    let out = alertflow(&[
+        "bench",
+        "metrics",
+        "alerts",
+        "--rate",
+        "20000",
+        "--duration",
+        "2s",
+        "--workers",
+        "2",
+        "--json",
+        "--dir",
+        &dir.0.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    for r in report.as_array().unwrap() {
+        assert_eq!(r["records"], 40_000, "{r}");
+        assert_eq!(r["rate"], 20_000, "{r}");
+        // Paced: 2 s of data cannot be replayed much faster than in 2 s.
+        assert!(r["seconds"].as_f64().unwrap() >= 1.9, "{r}");
+        let lat = r["latency"].as_array().unwrap();
+        let get = |table: &str, sink: &str| {
+            lat.iter().find(|l| l["table"] == table && l["sink"] == sink).unwrap_or_else(|| panic!("{table}/{sink} in {r}"))
+        };
+        for l in lat {
+            let q: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"].iter().map(|k| l[k].as_f64().unwrap()).collect();
+            assert!(q.windows(2).all(|w| w[0] <= w[1]) && q[0] > 0.0, "percentiles in order: {l}");
+            let memory = get(l["table"].as_str().unwrap(), "memory");
+            assert_eq!(l["rows"], memory["rows"], "both sinks see the same rows: {l}");
+            if l["sink"] == "parquet" {
+                assert!(l["p50_ms"].as_f64() >= memory["p50_ms"].as_f64(), "a row leaves the dataflow before its file is written: {l}");
+            }
+        }
+    }
+    let by = |n: &str| report.as_array().unwrap().iter().find(|r| r["scenario"] == n).unwrap();
+    // Windows are measured when closed by time, not by the end of the input: the 1 s windows
+    // ending by the last record's time (T0 + 1.99995 s), i.e. the first second's, one row per
+    // host.
+    let windows = &by("metrics")["latency"].as_array().unwrap()[0];
+    assert_eq!((windows["table"].as_str(), windows["output"].as_str()), (Some("per_second"), Some("window")));
+    let closed = query_csv(
+        &dir.join("metrics/out"),
+        "SELECT count(*) AS n FROM per_second WHERE window_end <= TIMESTAMP '2026-01-01T00:00:01.999Z'",
+    );
+    assert_eq!(windows["rows"].as_u64().unwrap(), closed.lines().nth(1).unwrap().trim().parse::<u64>().unwrap());
+    assert!(windows["rows"].as_u64().unwrap() > 1_000);
+    let alerts = by("alerts")["latency"].as_array().unwrap();
+    for t in ["alerts", "incidents", "storms"] {
+        assert!(alerts.iter().any(|l| l["table"] == t && l["output"] == "record" && l["rows"].as_u64().unwrap() > 0), "{t}: {alerts:?}");
+    }
+
+    let bad = alertflow(&["bench", "kafka", "--rate", "1000"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no fixed-rate mode"));
+    let bad = alertflow(&["bench", "--rate", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -30,6 +30,11 @@ enum Command {
         /// Print the run summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Measure processing latency of a paced replay whose event time runs from FROM to
+        /// UNTIL (ms since the epoch) at the replay rate: `FROM,UNTIL`. Used by `alertflow
+        /// bench --rate`, which writes such data.
+        #[arg(long, hide = true, value_parser = cli::run::parse_latency_span)]
+        latency: Option<(i64, i64)>,
     },
     /// Check a pipeline file without running it; every problem is listed with its field.
     Validate {
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run { pipeline, workers, json } => cli::run::run(&pipeline, workers, json),
+        Command::Run { pipeline, workers, json, latency } => cli::run::run(&pipeline, workers, json, latency),
         Command::Validate { pipeline } => cli::run::validate(&pipeline),
         Command::Sql(args) => cli::sql::sql(args),
         Command::Gen(args) => cli::gen_cmd::run(args),

@@ -286,6 +286,23 @@ impl FileSource {
     }
 }
 
+/// When a paced replay (`replay_rate`) began: the moment the first paced source of the run
+/// started reading. Every paced source of a run counts from it, so their sources' event times
+/// stay in step (the frontier is their minimum) and latency can be measured against it.
+#[derive(Debug, Default)]
+pub struct ReplayOrigin(std::sync::OnceLock<std::time::Instant>);
+
+impl ReplayOrigin {
+    /// The origin, set now if no source has started yet.
+    pub fn start(&self) -> std::time::Instant {
+        *self.0.get_or_init(std::time::Instant::now)
+    }
+    /// The origin, once a source has started.
+    pub fn started(&self) -> Option<std::time::Instant> {
+        self.0.get().copied()
+    }
+}
+
 /// Counters of one source, shared by its workers in this process.
 #[derive(Debug, Default)]
 pub struct SourceStats {

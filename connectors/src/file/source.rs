@@ -20,7 +20,7 @@ use timely::dataflow::{Scope, Stream};
 use super::chunk::{ChunkReader, Line, count_newlines};
 use super::parquet_rows::{Columns, open_row_group};
 use super::records::FileRecord;
-use super::{FileSource, Format, PartKind, Partition, PlannedFile, SourceStats};
+use super::{FileSource, Format, PartKind, Partition, PlannedFile, ReplayOrigin, SourceStats};
 use crate::{Failure, Time};
 
 /// Lines decoded per activation before the source yields to the rest of the dataflow.
@@ -39,6 +39,7 @@ pub fn file_source<'s, R: FileRecord>(
     epoch: DurationMs,
     stats: Arc<SourceStats>,
     failure: Failure,
+    origin: Arc<ReplayOrigin>,
 ) -> (Stream<'s, Time, Vec<R>>, Stream<'s, Time, Vec<DeadLetter>>) {
     let mut builder = OperatorBuilder::new(format!("source:{}", source.name), scope);
     let info = builder.operator_info();
@@ -54,10 +55,11 @@ pub fn file_source<'s, R: FileRecord>(
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
         // Replay pacing: this worker's share of the rate is its share of the partitions, so
-        // the whole source reads at `replay_rate` however the partitions fall on workers.
+        // the whole source reads at `replay_rate` however the partitions fall on workers. The
+        // clock starts at the run's replay origin (the first paced read of any source).
         let mine = (0..source.partitions.len()).filter(|k| k % peers == index).count();
         let share = mine as f64 / source.partitions.len().max(1) as f64;
-        let pace = source.replay_rate.map(|r| (std::time::Instant::now(), (r as f64 * share).max(1.0)));
+        let pace = source.replay_rate.map(|r| (r as f64 * share).max(1.0));
         let mut lines_read = 0u64;
         let mut reader = WorkerReader::<R>::new(source, index, peers);
         move |_frontiers| {
@@ -66,11 +68,16 @@ pub fn file_source<'s, R: FileRecord>(
             };
             let mut work = Work::default();
             let mut limit = LINES_PER_ACTIVATION;
-            if let Some((start, rate)) = pace {
-                let allowed = (start.elapsed().as_secs_f64() * rate) as u64;
+            if let Some(rate) = pace {
+                let elapsed = origin.start().elapsed().as_secs_f64();
+                let allowed = (elapsed * rate) as u64;
                 limit = limit.min(allowed.saturating_sub(lines_read) as usize);
                 if limit == 0 {
-                    activator.activate_after(std::time::Duration::from_millis(5));
+                    // Wake when the next line is due, but at most every 250 µs: a line waits
+                    // at most that long past its time (the latency bench counts it).
+                    let due = (lines_read + 1) as f64 / rate - elapsed;
+                    let wait = std::time::Duration::from_secs_f64(due.clamp(250e-6, 5e-3));
+                    activator.activate_after(wait);
                     return;
                 }
             }

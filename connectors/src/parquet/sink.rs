@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use alertflow_model::tables::{Partition, TableBuilder, TableRow};
 use parquet::arrow::ArrowWriter;
@@ -14,7 +16,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use super::Compression;
-use crate::durable::Durability;
+use crate::durable::{Durability, DurableSlot};
+use crate::latency::Recorder;
 use crate::{Failure, Time};
 
 /// Rows per record batch handed to the Parquet writer.
@@ -50,6 +53,8 @@ pub struct ParquetSink<B> {
     /// Where to report how far the table is durable (and, on a resumed run, below which rows
     /// are already written), when a source commits positions.
     pub durability: Option<Arc<Durability>>,
+    /// Records each row's latency when its file is in place (`alertflow bench --rate`).
+    pub latency: Option<Recorder>,
 }
 
 /// Writes a stream of table rows as Parquet.
@@ -59,15 +64,47 @@ pub trait ParquetSinkExt<R> {
     fn sink_parquet<B: TableBuilder<R>>(self, sink: ParquetSink<B>, stats: Arc<SinkStats>, failure: Failure);
 }
 
+/// Spans handed to the writer thread and not written yet, at most: past that the worker waits
+/// (back-pressure) rather than buffer without bound.
+const IN_FLIGHT: usize = 4;
+
+/// A complete span on its way to the writer thread.
+struct Span<R> {
+    start: u64,
+    rows: Vec<R>,
+}
+
+/// What the worker and its writer thread share: spans in flight, and how far the worker side
+/// (input frontier, spans still filling) allows the durable frontier to go.
+struct Progress {
+    in_flight: std::collections::VecDeque<u64>,
+    worker_bound: Time,
+}
+
+impl Progress {
+    /// Durable: everything before the worker's bound that is not in a span still being written.
+    fn durable(&self) -> Time {
+        self.in_flight.front().map_or(self.worker_bound, |&s| self.worker_bound.min(s))
+    }
+}
+
 impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
     fn sink_parquet<B: TableBuilder<R>>(self, sink: ParquetSink<B>, stats: Arc<SinkStats>, failure: Failure) {
         let name = format!("sink:{}", sink.table);
-        let props = WriterProperties::builder().set_compression(sink.compression.codec()).build();
+        let table = sink.table.clone();
         let span = sink.span.max(1);
+        let durability = sink.durability.clone();
+        let slot = durability.as_ref().map(|d| d.slot());
+        let progress = Arc::new(Mutex::new(Progress { in_flight: Default::default(), worker_bound: 0 }));
+        // Encoding, compressing and fsyncing a span's files runs on a writer thread of its own
+        // (started with the first span), not on the worker: a worker that wrote inline stalled
+        // every operator it runs for as long as the write took — at 100,000 alerts/s, the
+        // incidents table's fingerprint lists took a worker away for 100–300 ms each second.
+        let mut writer = Some((sink, stats, failure.clone(), progress.clone(), slot.clone()));
+        let mut to_writer: Option<(SyncSender<Span<R>>, JoinHandle<()>)> = None;
         let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
-        let slot = sink.durability.as_ref().map(|d| d.slot());
         self.sink(Pipeline, &name, move |(input, frontier)| {
-            let floor = sink.durability.as_ref().map_or(0, |d| d.resume_floor());
+            let floor = durability.as_ref().map_or(0, |d| d.resume_floor());
             input.for_each_stamp(|cap, data| {
                 let Some(t) = cap.least().copied() else { return };
                 if t < floor {
@@ -88,19 +125,83 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 if failure.is_set() {
                     continue; // the run is failing: drop, do not write past the fault
                 }
-                if let Err(e) = write_span(&sink, &props, start, rows, &stats) {
-                    failure.set(format!("sink `{}`: {e}", sink.table));
+                if to_writer.is_none()
+                    && let Some(w) = writer.take()
+                {
+                    to_writer = Some(spawn_writer(w));
+                }
+                if let Some((tx, _)) = &to_writer {
+                    lock(&progress).in_flight.push_back(start);
+                    // Fails only if the writer thread is gone, which it reports itself.
+                    let _ = tx.send(Span { start, rows });
+                }
+            }
+            let done = frontier.is_empty() && pending.is_empty();
+            if done && let Some((tx, handle)) = to_writer.take() {
+                // The input has ended: every span is handed over; wait until it is written, so
+                // the run ends with its files in place.
+                drop(tx);
+                if handle.join().is_err() {
+                    failure.set(format!("sink `{table}`: the writer thread panicked (a bug)"));
                 }
             }
             if let Some(slot) = &slot
                 && !failure.is_set()
             {
-                // Durable: everything before the input frontier that is not waiting in a span.
                 let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
-                slot.set(pending.keys().next().map_or(f, |k| f.min(k * span)));
+                let mut p = lock(&progress);
+                p.worker_bound = pending.keys().next().map_or(f, |k| f.min(k * span));
+                slot.set(p.durable());
             }
         });
     }
+}
+
+/// Makes the calling thread yield to the workers when cores are short (nice +10): files are
+/// written when a core is free rather than taking one from a worker, whose stalls are every
+/// operator's latency. The bounded hand-over keeps the writer from falling behind for good:
+/// a worker with spans waiting blocks, and the writer runs. (Linux only; elsewhere a no-op.)
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // Per thread on Linux: the id is the thread's, not the process's.
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+    }
+}
+
+fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type WriterParts<B> = (ParquetSink<B>, Arc<SinkStats>, Failure, Arc<Mutex<Progress>>, Option<DurableSlot>);
+
+/// Starts the writer thread of one sink on one worker: it writes spans in the order sent.
+fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (SyncSender<Span<R>>, JoinHandle<()>) {
+    let (mut sink, stats, failure, progress, slot) = parts;
+    let (tx, rx) = sync_channel::<Span<R>>(IN_FLIGHT);
+    let handle = std::thread::Builder::new()
+        .name(format!("parquet:{}:{}", sink.table, sink.worker))
+        .spawn(move || {
+            lower_priority();
+            let props = WriterProperties::builder().set_compression(sink.compression.codec()).build();
+            let mut latency = sink.latency.take();
+            for Span { start, rows } in rx {
+                if failure.is_set() {
+                    continue; // drop, as the worker does
+                }
+                if let Err(e) = write_span(&sink, &props, start, rows, &stats, latency.as_mut()) {
+                    failure.set(format!("sink `{}`: {e}", sink.table));
+                    continue;
+                }
+                let mut p = lock(&progress);
+                p.in_flight.pop_front();
+                if let Some(slot) = &slot {
+                    slot.set(p.durable());
+                }
+            }
+        })
+        .expect("spawn a Parquet writer thread");
+    (tx, handle)
 }
 
 fn write_span<R: TableRow, B: TableBuilder<R>>(
@@ -109,6 +210,7 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
     span_start: u64,
     rows: Vec<R>,
     stats: &SinkStats,
+    mut latency: Option<&mut Recorder>,
 ) -> Result<(), String> {
     let mut by_part: BTreeMap<Partition, Vec<R>> = BTreeMap::new();
     for r in rows {
@@ -139,6 +241,9 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
         stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         stats.files.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(len, Ordering::Relaxed);
+        if let Some(l) = latency.as_deref_mut() {
+            l.record(std::time::Instant::now(), &rows);
+        }
     }
     Ok(())
 }

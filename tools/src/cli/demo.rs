@@ -78,7 +78,7 @@ fn demo_inner(args: &DemoArgs) -> Result<(), String> {
     std::fs::write(&pipeline_path, DEMO_PIPELINE).map_err(|e| format!("cannot write {}: {e}", pipeline_path.display()))?;
     println!("running {}\n", pipeline_path.display());
     let pipeline = super::run::load(&pipeline_path).map_err(|_| "the bundled pipeline is invalid (a bug)".to_string())?;
-    let summary = super::run::run_pipeline(pipeline, args.workers).map_err(|e| e.to_string())?;
+    let summary = super::run::run_pipeline(pipeline, args.workers, None).map_err(|e| e.to_string())?;
     super::run::print_summary(&summary);
 
     let out = dir.join("out");

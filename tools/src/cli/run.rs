@@ -35,8 +35,19 @@ pub fn validate(path: &Path) -> u8 {
     }
 }
 
+/// The hidden `--latency FROM,UNTIL` of `alertflow run`.
+pub fn parse_latency_span(s: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("expected FROM,UNTIL (ms since the epoch, FROM ≤ UNTIL), got `{s}`");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let (a, b): (i64, i64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
 /// `alertflow run PIPELINE [--workers N] [--json]`.
-pub fn run(path: &Path, workers: Option<usize>, json: bool) -> u8 {
+pub fn run(path: &Path, workers: Option<usize>, json: bool, latency: Option<(i64, i64)>) -> u8 {
     if workers == Some(0) {
         eprintln!("error: --workers must be at least 1");
         return BAD_CONFIG;
@@ -45,7 +56,7 @@ pub fn run(path: &Path, workers: Option<usize>, json: bool) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    match run_pipeline(pipeline, workers) {
+    match run_pipeline(pipeline, workers, latency) {
         Ok(s) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
@@ -62,7 +73,11 @@ pub fn run(path: &Path, workers: Option<usize>, json: bool) -> u8 {
 }
 
 /// Runs a pipeline with a progress bar on stderr when it is a terminal.
-pub fn run_pipeline(pipeline: Pipeline, workers: Option<usize>) -> Result<RunSummary, alertflow_engine::RunError> {
+pub fn run_pipeline(
+    pipeline: Pipeline,
+    workers: Option<usize>,
+    latency: Option<(i64, i64)>,
+) -> Result<RunSummary, alertflow_engine::RunError> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let total: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
         let bar = indicatif::ProgressBar::new(total);
@@ -80,7 +95,7 @@ pub fn run_pipeline(pipeline: Pipeline, workers: Option<usize>) -> Result<RunSum
             bar.set_message(format!("{} records, {}/s", thousands(p.records), thousands((p.records as f64 / secs) as u64)));
         }) as alertflow_engine::ProgressFn
     });
-    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, ..Default::default() });
+    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, ..Default::default() });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -102,6 +117,18 @@ pub fn print_summary(s: &RunSummary) {
     println!("{:<14} {} records/s", "throughput", thousands(s.records_per_second as u64));
     if let Some(b) = s.peak_rss_bytes {
         println!("{:<14} {} MiB", "peak RSS", b >> 20);
+    }
+    for l in &s.latency {
+        println!(
+            "{:<14} {} via {:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} rows)",
+            "latency",
+            l.table,
+            l.sink,
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms,
+            thousands(l.rows)
+        );
     }
     println!("{:<14} {}", "output", s.output);
 }

@@ -23,6 +23,13 @@
 //!   record batches per partition (older ones are deleted, as retention would), so the topic
 //!   has 16 partitions and lz4-compressed batches, and the scenario fails if the run did not
 //!   read every point.
+//!
+//! With `--rate R` every scenario but `kafka` runs in a fixed-rate mode instead: `R × D`
+//! records (`--duration D`, default 30 s) replayed at R records/s with event time in step with
+//! the wall clock, and processing latency percentiles reported per table and sink (see
+//! [`paced`]).
+
+mod paced;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +89,37 @@ pub struct BenchArgs {
     /// temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Fixed-rate mode: replay at this many records per second (all sources together) and
+    /// report processing latency percentiles (metrics, alerts, anomaly, end-to-end).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// With `--rate`: how long the replay lasts (the data holds rate × duration records).
+    #[arg(long, default_value = "30s")]
+    pub duration: alertflow_model::time::DurationMs,
+}
+
+/// Latency of one table through one sink, in a fixed-rate run.
+#[derive(Debug, Serialize)]
+pub struct LatencyResult {
+    /// The table.
+    pub table: String,
+    /// `record` (measured from the arrival of the record that caused the row) or `window`
+    /// (from the moment the window became closable).
+    pub output: &'static str,
+    /// `memory` (the row left the dataflow) or `parquet` (its file was in place).
+    pub sink: String,
+    /// Rows measured.
+    pub rows: u64,
+    /// Percentiles and maximum, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
 }
 
 /// One scenario's figures.
@@ -107,6 +145,12 @@ pub struct BenchResult {
     pub rows_out: u64,
     /// Where the rows went.
     pub sink: &'static str,
+    /// The fixed rate asked for (records/s), in the fixed-rate mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// Processing latency by table and sink, in the fixed-rate mode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<LatencyResult>,
 }
 
 /// Runs `alertflow bench`.
@@ -123,7 +167,30 @@ pub fn bench(args: BenchArgs) -> u8 {
         Some(d) => (d.clone(), false),
         None => (std::env::temp_dir().join(format!("alertflow-bench-{}", std::process::id())), true),
     };
-    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() { Scenario::ALL.to_vec() } else { args.scenarios.clone() };
+    if args.rate == Some(0) {
+        eprintln!("error: --rate must be at least 1 record per second");
+        return BAD_CONFIG;
+    }
+    let mode = match args.rate {
+        None => Mode::Throughput,
+        Some(rate) => {
+            let records = (rate as u128 * args.duration.millis() as u128 / 1000) as u64;
+            if records == 0 || records > 1_000_000_000 {
+                eprintln!("error: --rate × --duration must be between 1 and 1,000,000,000 records, got {records}");
+                return BAD_CONFIG;
+            }
+            Mode::Paced { rate, records }
+        }
+    };
+    let scenarios: Vec<Scenario> = match (&mode, args.scenarios.is_empty()) {
+        (Mode::Throughput, true) => Scenario::ALL.to_vec(),
+        (Mode::Paced { .. }, true) => Scenario::ALL.iter().copied().filter(|s| *s != Scenario::Kafka).collect(),
+        _ => args.scenarios.clone(),
+    };
+    if matches!(mode, Mode::Paced { .. }) && scenarios.contains(&Scenario::Kafka) {
+        eprintln!("error: the kafka scenario has no fixed-rate mode (its topic is read as fast as it can be); leave out --rate");
+        return BAD_CONFIG;
+    }
     let mut results = Vec::new();
     let mut failed = None;
     for s in scenarios {
@@ -132,7 +199,7 @@ pub fn bench(args: BenchArgs) -> u8 {
         if !args.json {
             eprintln!("{}: generating data …", s.name());
         }
-        match run_scenario(s, &dir, args.scale, args.workers) {
+        match run_scenario(s, &dir, args.scale, args.workers, mode) {
             Ok(r) => {
                 if !args.json {
                     eprintln!("{}: {} records in {:.2} s", s.name(), thousands(r.records), r.seconds);
@@ -155,6 +222,9 @@ pub fn bench(args: BenchArgs) -> u8 {
         println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
     } else {
         print_table(&results);
+        if let Mode::Paced { rate, .. } = mode {
+            print_latency(&results, rate);
+        }
     }
     match failed {
         None => OK,
@@ -169,46 +239,67 @@ fn scaled(n: u64, scale: f64) -> u64 {
     ((n as f64 * scale).round() as u64).max(1)
 }
 
-fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>) -> Result<BenchResult, String> {
+/// Throughput (as fast as it goes) or a fixed rate.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Throughput,
+    Paced { rate: u64, records: u64 },
+}
+
+fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mode: Mode) -> Result<BenchResult, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Kept alive until the run has ended.
     let mut _broker = None;
     // Records the run must read (the Kafka scenario: what the topic was filled with).
     let mut expect = None;
-    let pipeline = match s {
-        Scenario::Metrics => {
-            metrics_file(dir, &w1(scale))?;
-            METRICS_PIPELINE.to_string()
+    // The fixed-rate mode: the event-time span to measure latency over.
+    let mut latency_span = None;
+    let pipeline = match (s, mode) {
+        (_, Mode::Paced { rate, records }) => {
+            let files = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let p = paced::prepare(s, dir, rate, records, files)?.ok_or("no fixed-rate mode")?;
+            latency_span = Some((paced::T0, p.until));
+            expect = Some(p.records);
+            p.pipeline
         }
-        Scenario::Alerts => {
-            alerts_file(dir, scale)?;
-            format!("{}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
-        }
-        Scenario::Anomaly => {
-            let g =
-                MetricsGen { series: scaled(1_000, scale.min(1.0)) as usize, points: scaled(1_000_000, scale), ..MetricsGen::default() };
-            metrics_file(dir, &g)?;
-            ANOMALY_PIPELINE.to_string()
-        }
-        Scenario::EndToEnd => {
-            alerts_file(dir, scale)?;
-            // 500 rounds of 10 s whatever the scale, with 3 hosts running hot for 15 minutes
-            // (the rule fires on them).
-            let g = MetricsGen {
-                series: scaled(2_000, scale.min(1.0)) as usize,
-                points: scaled(1_000_000, scale),
-                incident: Some(Incident { at_ms: 20 * 60_000, duration_ms: 15 * 60_000, hosts: 3 }),
-                ..MetricsGen::default()
-            };
-            metrics_file(dir, &g)?;
-            format!("{}\n{END_TO_END}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
-        }
-        Scenario::Kafka => {
-            let (broker, text) = kafka_topic(&w1(scale))?;
-            _broker = Some(broker);
-            expect = Some(w1(scale).points);
-            text
-        }
+        (s, Mode::Throughput) => match s {
+            Scenario::Metrics => {
+                metrics_file(dir, &w1(scale))?;
+                METRICS_PIPELINE.to_string()
+            }
+            Scenario::Alerts => {
+                alerts_file(dir, scale)?;
+                format!("{}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
+            }
+            Scenario::Anomaly => {
+                let g = MetricsGen {
+                    series: scaled(1_000, scale.min(1.0)) as usize,
+                    points: scaled(1_000_000, scale),
+                    ..MetricsGen::default()
+                };
+                metrics_file(dir, &g)?;
+                ANOMALY_PIPELINE.to_string()
+            }
+            Scenario::EndToEnd => {
+                alerts_file(dir, scale)?;
+                // 500 rounds of 10 s whatever the scale, with 3 hosts running hot for 15 minutes
+                // (the rule fires on them).
+                let g = MetricsGen {
+                    series: scaled(2_000, scale.min(1.0)) as usize,
+                    points: scaled(1_000_000, scale),
+                    incident: Some(Incident { at_ms: 20 * 60_000, duration_ms: 15 * 60_000, hosts: 3 }),
+                    ..MetricsGen::default()
+                };
+                metrics_file(dir, &g)?;
+                format!("{}\n{END_TO_END}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
+            }
+            Scenario::Kafka => {
+                let (broker, text) = kafka_topic(&w1(scale))?;
+                _broker = Some(broker);
+                expect = Some(w1(scale).points);
+                text
+            }
+        },
     };
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, &pipeline).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -219,17 +310,48 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>) -> 
     if let Some(w) = workers {
         cmd.args(["--workers", &w.to_string()]);
     }
+    if let Some((from, until)) = latency_span {
+        cmd.arg(format!("--latency={from},{until}"));
+    }
     let out = cmd.output().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
     if !out.status.success() {
         return Err(format!("`alertflow run {}` failed ({})", path.display(), out.status));
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?;
-    let r = result(s, &summary).ok_or_else(|| format!("`alertflow run --json` printed an incomplete summary: {summary}"))?;
+    let mut r = result(s, &summary).ok_or_else(|| format!("`alertflow run --json` printed an incomplete summary: {summary}"))?;
+    if let Mode::Paced { rate, .. } = mode {
+        r.rate = Some(rate);
+        r.latency = latency(&summary).ok_or_else(|| format!("`alertflow run --json` reported no latency: {summary}"))?;
+    }
     match expect {
-        Some(n) if r.records != n => Err(format!("the run read {} of the {n} records the topic was filled with", r.records)),
+        Some(n) if r.records != n => Err(format!("the run read {} of the {n} records it was given", r.records)),
         _ => Ok(r),
     }
+}
+
+/// The latency figures of a run summary.
+fn latency(r: &serde_json::Value) -> Option<Vec<LatencyResult>> {
+    r["latency"]
+        .as_array()?
+        .iter()
+        .map(|l| {
+            let table = l["table"].as_str()?.to_string();
+            let f = |k: &str| l[k].as_f64();
+            Some(LatencyResult {
+                // Every aggregate of the bench's pipelines is named `per_…`.
+                output: if table.starts_with("per_") { "window" } else { "record" },
+                table,
+                sink: l["sink"].as_str()?.to_string(),
+                rows: l["rows"].as_u64()?,
+                p50_ms: f("p50_ms")?,
+                p90_ms: f("p90_ms")?,
+                p99_ms: f("p99_ms")?,
+                p999_ms: f("p999_ms")?,
+                max_ms: f("max_ms")?,
+            })
+        })
+        .collect()
 }
 
 fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
@@ -248,6 +370,8 @@ fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
         peak_rss_bytes: r["peak_rss_bytes"].as_u64(),
         rows_out: r["tables"].as_array()?.iter().map(|t| t["rows"].as_u64()).sum::<Option<u64>>()?,
         sink: "parquet",
+        rate: None,
+        latency: Vec::new(),
     })
 }
 
@@ -294,7 +418,7 @@ fn warm(dir: &Path) {
     }
 }
 
-const METRICS_PIPELINE: &str = include_str!("../../../examples/pipeline.toml");
+const METRICS_PIPELINE: &str = include_str!("../../../../examples/pipeline.toml");
 
 const ANOMALY_PIPELINE: &str = r#"
 [[source]]
@@ -388,12 +512,71 @@ fn kafka_topic(
     Ok((mock, text))
 }
 
+/// The fixed-rate report: one aligned row per scenario, table and sink.
+fn print_latency(rs: &[BenchResult], rate: u64) {
+    println!();
+    println!("processing latency at {} records/s (ms):", thousands(rate));
+    let ms = |v: f64| format!("{v:.2}");
+    let rows: Vec<Vec<String>> = rs
+        .iter()
+        .flat_map(|r| {
+            r.latency.iter().map(|l| {
+                vec![
+                    r.scenario.to_string(),
+                    l.table.clone(),
+                    l.output.to_string(),
+                    l.sink.clone(),
+                    thousands(l.rows),
+                    ms(l.p50_ms),
+                    ms(l.p90_ms),
+                    ms(l.p99_ms),
+                    ms(l.p999_ms),
+                    ms(l.max_ms),
+                ]
+            })
+        })
+        .collect();
+    let head = ["scenario", "table", "output", "sink", "rows", "p50", "p90", "p99", "p99.9", "max"].map(String::from).to_vec();
+    aligned(&head, &rows, &[0, 1, 2, 3]);
+    for r in rs.iter().filter(|r| r.records_per_second < 0.9 * rate as f64) {
+        println!(
+            "note: {} held {} records/s on average, below the {} asked for: the engine fell behind",
+            r.scenario,
+            thousands(r.records_per_second as u64),
+            thousands(rate)
+        );
+    }
+}
+
+/// Prints `rows` under `head`: the columns listed in `left` left-aligned, the rest right-aligned.
+fn aligned(head: &[String], rows: &[Vec<String>], left: &[usize]) {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .enumerate()
+            .map(|(i, (c, &w))| if left.contains(&i) { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(head);
+    for row in rows {
+        line(row);
+    }
+}
+
 /// The human report: one aligned row per scenario.
 fn print_table(rs: &[BenchResult]) {
-    let rows: Vec<[String; 8]> = rs
+    let rows: Vec<Vec<String>> = rs
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.scenario.to_string(),
                 r.workers.to_string(),
                 thousands(r.records),
@@ -405,24 +588,6 @@ fn print_table(rs: &[BenchResult]) {
             ]
         })
         .collect();
-    let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"];
-    let mut width = head.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(width)
-            .enumerate()
-            .map(|(i, (c, w))| if i == 0 || i == 7 { format!("{c:<w$}") } else { format!("{c:>w$}") })
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(&head.map(String::from));
-    for row in &rows {
-        line(row);
-    }
+    let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"].map(String::from).to_vec();
+    aligned(&head, &rows, &[0, 7]);
 }
