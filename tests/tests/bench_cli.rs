@@ -144,4 +144,7 @@ fn the_fixed_rate_mode_paces_the_replay_and_reports_latency_per_table_and_sink()
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no fixed-rate mode"));
     let bad = alertflow(&["bench", "--rate", "0"]);
     assert_eq!(bad.status.code(), Some(2));
+    let bad = alertflow(&["bench", "metrics", "--duration", "5s"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--duration applies to the fixed-rate mode"));
 }

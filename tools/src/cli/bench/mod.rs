@@ -93,9 +93,10 @@ pub struct BenchArgs {
     /// report processing latency percentiles (metrics, alerts, anomaly, end-to-end).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// With `--rate`: how long the replay lasts (the data holds rate × duration records).
-    #[arg(long, default_value = "30s")]
-    pub duration: alertflow_model::time::DurationMs,
+    /// With `--rate`: how long the replay lasts (the data holds rate × duration records;
+    /// default 30s).
+    #[arg(long)]
+    pub duration: Option<alertflow_model::time::DurationMs>,
 }
 
 /// Latency of one table through one sink, in a fixed-rate run.
@@ -172,9 +173,15 @@ pub fn bench(args: BenchArgs) -> u8 {
         return BAD_CONFIG;
     }
     let mode = match args.rate {
+        None if args.duration.is_some() => {
+            // The throughput mode runs fixed data sets (see --scale): a duration would be ignored.
+            eprintln!("error: --duration applies to the fixed-rate mode; give --rate too (or --scale to size the throughput runs)");
+            return BAD_CONFIG;
+        }
         None => Mode::Throughput,
         Some(rate) => {
-            let records = (rate as u128 * args.duration.millis() as u128 / 1000) as u64;
+            let duration = args.duration.unwrap_or(alertflow_model::time::DurationMs::from_secs(30));
+            let records = (rate as u128 * duration.millis() as u128 / 1000) as u64;
             if records == 0 || records > 1_000_000_000 {
                 eprintln!("error: --rate × --duration must be between 1 and 1,000,000,000 records, got {records}");
                 return BAD_CONFIG;
