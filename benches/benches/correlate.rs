@@ -18,11 +18,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use alertflow_benches::harness::{
-    In, epoch, run, schedule, shift_event, shift_for, span, storm_alerts, storm_scenario, suppressed_events, topology, worker,
+    In, epoch, run, schedule, shift_event, shift_for, span, steady_state, storm_alerts, storm_scenario, suppressed_events, topology, worker,
 };
 use alertflow_model::alert::AlertEvent;
 use alertflow_operators::{Correlate, CorrelateConfig, CorrelateExt, StormMembers, Time, TopologyChange};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
@@ -91,15 +91,7 @@ fn bench(c: &mut Criterion) {
     );
     assert!(incidents.get() > 10, "incidents were formed");
 
-    let mut g = c.benchmark_group("correlate");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.sampling_mode(SamplingMode::Flat);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function(format!("storm_{}k_rows_of_{}k_notices", n / 1000, notices / 1000), |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| feed(&mut worker)).sum())
-    });
-    g.finish();
+    steady_state(c, "correlate", format!("storm_{}k_rows_of_{}k_notices", n / 1000, notices / 1000), n as u64, || feed(&mut worker));
 }
 
 criterion_group!(benches, bench);

@@ -15,10 +15,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alertflow_benches::harness::{In, run, schedule, shift_alert, shift_for, span, storm_alerts, storm_scenario, worker};
+use alertflow_benches::harness::{In, run, schedule, shift_alert, shift_for, span, steady_state, storm_alerts, storm_scenario, worker};
 use alertflow_model::Alert;
 use alertflow_operators::{Dedup, DedupConfig, DedupExt, Time};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
@@ -58,13 +58,7 @@ fn bench(c: &mut Criterion) {
     eprintln!("dedup: {n} notices → {per_round} lifecycle rows per iteration");
     assert!(per_round > 10_000, "rows were emitted");
 
-    let mut g = c.benchmark_group("dedup");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.sampling_mode(SamplingMode::Flat);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function(format!("storm_{}k_notices", n / 1000), |b| b.iter_custom(|iters| (0..iters).map(|_| feed(&mut worker)).sum()));
-    g.finish();
+    steady_state(c, "dedup", format!("storm_{}k_notices", n / 1000), n as u64, || feed(&mut worker));
 }
 
 criterion_group!(benches, bench);

@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use alertflow_benches::harness::{In, epoch, run, run_once, schedule, shift_for, span, worker};
+use alertflow_benches::harness::{In, epoch, run, run_once, schedule, shift_for, span, steady_state, worker};
 use alertflow_benches::w1_points;
 use alertflow_model::Status;
 use alertflow_model::window::{AggFn, WindowRow};
 use alertflow_operators::{Aggregate, AggregateConfig, AggregateExt, Rule, RuleConfig, RuleExt, Time, WindowSpec};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
@@ -105,15 +105,7 @@ fn bench(c: &mut Criterion) {
     eprintln!("rule: {n} window rows → {} firing and {} resolved alerts per iteration", firing.get(), resolved.get());
     assert!(firing.get() > 1_000 && resolved.get() > 1_000, "alerts were raised");
 
-    let mut g = c.benchmark_group("rule");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.sampling_mode(SamplingMode::Flat);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function(format!("avg_gt_60_for_1m_{}k_rows", n / 1000), |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| feed(&mut worker)).sum())
-    });
-    g.finish();
+    steady_state(c, "rule", format!("avg_gt_60_for_1m_{}k_rows", n / 1000), n as u64, || feed(&mut worker));
 }
 
 criterion_group!(benches, bench);

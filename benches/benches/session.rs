@@ -15,11 +15,11 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use alertflow_benches::harness::{In, epoch, run, schedule, shift_for, span, worker};
+use alertflow_benches::harness::{In, epoch, run, schedule, shift_for, span, steady_state, worker};
 use alertflow_benches::w1_points;
 use alertflow_model::Metric;
 use alertflow_operators::{Aggregate, AggregateConfig, AggregateExt, Time, WindowSpec};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
@@ -79,15 +79,7 @@ fn bench(c: &mut Criterion) {
     eprintln!("session: {n} points → {} sessions per iteration", rows.get());
     assert!(rows.get() > 50_000, "sessions were emitted");
 
-    let mut g = c.benchmark_group("session");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.sampling_mode(SamplingMode::Flat);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function(format!("session_30s_by_host_{}k_points", n / 1000), |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| feed(&mut worker)).sum())
-    });
-    g.finish();
+    steady_state(c, "session", format!("session_30s_by_host_{}k_points", n / 1000), n as u64, || feed(&mut worker));
 }
 
 criterion_group!(benches, bench);

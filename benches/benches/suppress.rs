@@ -16,11 +16,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use alertflow_benches::harness::{
-    In, dedup_events, epoch, run, schedule, shift_event, shift_for, span, storm_alerts, storm_scenario, worker,
+    In, dedup_events, epoch, run, schedule, shift_event, shift_for, span, steady_state, storm_alerts, storm_scenario, worker,
 };
 use alertflow_model::alert::AlertEvent;
 use alertflow_operators::{Suppress, SuppressConfig, SuppressExt, Time};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
@@ -64,15 +64,7 @@ fn bench(c: &mut Criterion) {
     eprintln!("suppress: {notices} notices → {n} lifecycle rows in, {} suppressed, {} storm rows per iteration", rows.get(), storms.get());
     assert!(rows.get() > 1_000 && storms.get() > 0, "storms were found");
 
-    let mut g = c.benchmark_group("suppress");
-    g.throughput(Throughput::Elements(n as u64));
-    g.sample_size(10);
-    g.sampling_mode(SamplingMode::Flat);
-    g.measurement_time(Duration::from_secs(10));
-    g.bench_function(format!("storm_{}k_rows_of_{}k_notices", n / 1000, notices / 1000), |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| feed(&mut worker)).sum())
-    });
-    g.finish();
+    steady_state(c, "suppress", format!("storm_{}k_rows_of_{}k_notices", n / 1000, notices / 1000), n as u64, || feed(&mut worker));
 }
 
 criterion_group!(benches, bench);

@@ -58,6 +58,24 @@ pub mod harness {
     pub const EPOCH: i64 = 1000;
 
     /// One worker, alone (no exchange with other threads).
+    /// Benchmarks one steady-state operator: `feed` runs one iteration on the long-lived
+    /// worker and returns its time, `elements` records per iteration; ten flat samples.
+    pub fn steady_state(
+        c: &mut criterion::Criterion,
+        group: &str,
+        id: String,
+        elements: u64,
+        mut feed: impl FnMut() -> std::time::Duration,
+    ) {
+        let mut g = c.benchmark_group(group);
+        g.throughput(criterion::Throughput::Elements(elements));
+        g.sample_size(10);
+        g.sampling_mode(criterion::SamplingMode::Flat);
+        g.measurement_time(std::time::Duration::from_secs(10));
+        g.bench_function(id, |b| b.iter_custom(|iters| (0..iters).map(|_| feed()).sum()));
+        g.finish();
+    }
+
     pub fn worker() -> Worker {
         Worker::new(timely::WorkerConfig::default(), Allocator::Thread(Thread::default()), Some(Instant::now()))
     }

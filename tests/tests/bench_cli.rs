@@ -148,3 +148,21 @@ fn the_fixed_rate_mode_paces_the_replay_and_reports_latency_per_table_and_sink()
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--duration applies to the fixed-rate mode"));
 }
+
+#[test]
+fn the_fixed_rate_human_report_has_a_latency_table() {
+    let out = alertflow(&["bench", "metrics", "--rate", "20000", "--duration", "1500ms", "--workers", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("processing latency at 20,000 records/s (ms):"), "{text}");
+    let head = text.lines().find(|l| l.starts_with("scenario") && l.contains("p99.9")).expect("a latency table");
+    for col in ["table", "output", "sink", "rows", "p50", "p90", "p99", "max"] {
+        assert!(head.contains(col), "{head}");
+    }
+    // The first second's window closes by time: rows measured, through both sinks.
+    for sink in ["memory", "parquet"] {
+        let row = text.lines().find(|l| l.starts_with("metrics") && l.contains("per_second") && l.contains(sink)).expect("a row");
+        let rows: u64 = row.split_whitespace().nth(4).unwrap().replace(',', "").parse().unwrap();
+        assert!(rows > 1_000, "{row}");
+    }
+}

@@ -22,7 +22,7 @@ use std::path::Path;
 use alertflow_tools::alertgen::{AlertFormat, AlertGen};
 use alertflow_tools::datagen::{MetricsGen, generate_metrics};
 
-use super::Scenario;
+use super::{ALERT_CHAIN, Scenario};
 
 /// Event time of the first record of every paced stream (2026-01-01T00:00:00Z).
 pub const T0: i64 = 1_767_225_600_000;
@@ -192,16 +192,6 @@ input = "points"
 detector = "zscore"
 threshold = 0.99
 raise_alerts = true
-
-"#;
-
-const ALERT_CHAIN: &str = r#"[dedup]
-
-[suppress]
-
-[correlate]
-topology = "topology.csv"
-service_label = "service"
 
 "#;
 
