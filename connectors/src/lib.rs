@@ -7,6 +7,7 @@ pub mod failure;
 pub mod file;
 pub mod kafka;
 pub mod latency;
+pub mod live;
 pub mod parquet;
 pub mod topology;
 

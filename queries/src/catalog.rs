@@ -21,6 +21,9 @@ pub enum QueryError {
     /// DataFusion rejected the query or failed running it (its own words).
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    /// The query ran past its time limit (`[serve] query_timeout`) and was stopped.
+    #[error("the query ran longer than the limit of {0:?} ([serve] query_timeout) and was stopped")]
+    TimedOut(std::time::Duration),
     /// Writing the answer failed.
     #[error("cannot write the answer: {0}")]
     Output(String),
