@@ -17,6 +17,8 @@ use alertflow_operators::suppress::{Suppress, SuppressConfig};
 use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig, Detect, DetectConfig, Rule, RuleConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::serve_config::{ServePlan, ServeSection, live_table_names};
+
 /// The `[engine]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +165,8 @@ pub struct Pipeline {
     pub output: OutputConfig,
     /// The output folder, resolved.
     pub output_dir: PathBuf,
+    /// `[serve]`: the running engine answers SQL.
+    pub serve: Option<ServePlan>,
 }
 
 impl Pipeline {
@@ -189,6 +193,7 @@ impl Pipeline {
         let mut dedup_cfg: Option<DedupConfig> = None;
         let mut suppress_cfg: Option<SuppressConfig> = None;
         let mut correlate_cfg: Option<CorrelateConfig> = None;
+        let mut serve_cfg: Option<ServeSection> = None;
         // Source names as written, even of sources that fail to parse (for better messages).
         let mut declared: Vec<String> = Vec::new();
 
@@ -274,9 +279,10 @@ impl Pipeline {
                 "dedup" => dedup_cfg = section::<DedupConfig>("dedup", value, &mut p),
                 "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
+                "serve" => serve_cfg = section::<ServeSection>("serve", value, &mut p),
                 other => p.push(problem(
                     other,
-                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, sink, output",
+                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, sink, output, serve",
                 )),
             }
         }
@@ -420,6 +426,20 @@ impl Pipeline {
             }
         }
 
+        let serve = serve_cfg.and_then(|c| c.plan(&mut p));
+        if serve.is_some() {
+            // A live table must not take the name of a Parquet table: one catalog holds both.
+            let aggs: Vec<&str> = aggregate_cfgs.iter().map(|(_, c)| c.name.as_str()).collect();
+            for live in live_table_names(&aggs, alerts.is_some()) {
+                if all_tables.contains(&live) {
+                    p.push(problem(
+                        "serve",
+                        format!("table `{live}` would be both a written table and a live table: rename the section that writes it"),
+                    ));
+                }
+            }
+        }
+
         if !p.is_empty() {
             return Err(ConfigErrors { problems: p });
         }
@@ -437,6 +457,7 @@ impl Pipeline {
             alerts,
             output,
             output_dir,
+            serve,
         })
     }
 

@@ -1,7 +1,10 @@
 //! alertflow's engine: the pipeline file, its validation, and the timely dataflow that runs it.
 
 pub mod config;
+pub mod live;
 pub mod run;
+pub mod serve_config;
+mod serving;
 
 pub use config::{ConfigErrors, ConfigProblem, Pipeline};
-pub use run::{Progress, ProgressFn, RunError, RunOptions, RunSummary, TableSummary, run};
+pub use run::{Progress, ProgressFn, RunError, RunOptions, RunSummary, ServingFn, TableSummary, run};

@@ -1,8 +1,9 @@
 //! Running a pipeline: prepare the output folder, build the dataflow on every worker, report
 //! progress while it runs, and sum up.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use alertflow_connectors::Failure;
@@ -27,6 +28,8 @@ use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Map;
 
 use crate::config::Pipeline;
+use crate::live::Live;
+use crate::serving::{Serving, Telemetry};
 
 /// A progress callback.
 pub type ProgressFn = Box<dyn Fn(&Progress)>;
@@ -45,7 +48,17 @@ pub struct RunOptions {
     /// event time runs from the first to the second value (ms) at the replay rate, in step
     /// with the wall clock (see `alertflow_connectors::latency`).
     pub latency: Option<(i64, i64)>,
+    /// Called with the summary as soon as the pipeline has finished. With `[serve]` the run
+    /// then keeps serving its tables until SIGINT/SIGTERM (or `cancel`) before it returns, so
+    /// this is where a caller reports the outcome.
+    pub finished: Option<Box<dyn FnOnce(&RunSummary)>>,
+    /// With `[serve]`: called once the servers listen, before any worker starts, with the
+    /// catalog they answer from and the bound HTTP and PostgreSQL addresses.
+    pub serving: Option<ServingFn>,
 }
+
+/// See [`RunOptions::serving`].
+pub type ServingFn = Box<dyn FnOnce(&alertflow_queries::Catalog, Option<SocketAddr>, Option<SocketAddr>)>;
 
 /// A snapshot of a running pipeline.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +139,9 @@ pub enum RunError {
     /// An operator or connector failed (the first failure is reported).
     #[error("{0}")]
     Failed(String),
+    /// `[serve]` could not start (an address in use, say); nothing ran.
+    #[error("cannot serve: {0}")]
+    Serve(String),
     /// Timely could not start or a worker panicked (a bug).
     #[error("internal error (a bug): {0}")]
     Internal(String),
@@ -208,17 +224,42 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let paced = pipeline.sources.iter().any(|s| s.replay_rate.is_some());
     let built = Arc::new(std::sync::Barrier::new(workers));
 
+    // `[serve]`: live tables, the catalog and the servers, all bound before any worker starts.
+    let watermarks: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+    let live = pipeline.serve.as_ref().map(|s| Live::new(&pipeline, workers, s.live_refresh));
+    let serving = match (&pipeline.serve, &live) {
+        (Some(plan), Some(live)) => {
+            let mut source_names: Vec<String> = pipeline.sources.iter().map(|s| s.name.to_string()).collect();
+            source_names.extend(pipeline.kafka.iter().map(|k| k.name.to_string()));
+            let telemetry = Telemetry {
+                source_names,
+                sources: &source_stats,
+                table_names: table_schemas.iter().map(|(n, _)| n.clone()).collect(),
+                sinks: &sink_stats,
+                dedup: pipeline.alerts.as_ref().map(|_| &dedup_stats),
+                watermarks: &watermarks,
+            };
+            let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry)?;
+            if let Some(f) = opts.serving {
+                let (http, pg) = serving.addresses();
+                f(&serving.catalog, http, pg);
+            }
+            Some(serving)
+        }
+        _ => None,
+    };
+
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
         let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
-        let (origin, probe) = (origin.clone(), probe.clone());
+        let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
-            let stats = Stats { sources: &source_stats, sinks: &sink_stats, dedup: &dedup_stats };
+            let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
             let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref() };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
-            build_dataflow(worker, &pipeline, stats, kafka, replay, &failure, index);
+            build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index);
             if paced {
                 built.wait();
             }
@@ -268,20 +309,43 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         return Err(RunError::Failed(e));
     }
 
+    let table_names: Vec<String> = table_schemas.iter().map(|(n, _)| n.clone()).collect();
+    let summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
+    if let Some(f) = opts.finished {
+        f(&summary);
+    }
+    if let Some(serving) = serving {
+        serving.serve_until_stopped(opts.cancel.as_ref());
+    }
+    Ok(summary)
+}
+
+/// The run's figures, read from the shared counters once every worker has finished.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    pipeline: &Pipeline,
+    workers: usize,
+    start: Instant,
+    source_stats: &[Arc<SourceStats>],
+    table_names: &[String],
+    sink_stats: &[Arc<SinkStats>],
+    dedup_stats: &DedupStats,
+    probe: Option<Arc<LatencyProbe>>,
+) -> RunSummary {
     let wall = start.elapsed().as_secs_f64();
     let sum = |f: fn(&SourceStats) -> u64| source_stats.iter().map(|s| f(s)).sum::<u64>();
     let records_in = sum(|s| s.records.load(Ordering::Relaxed));
-    let tables: Vec<TableSummary> = table_schemas
+    let tables: Vec<TableSummary> = table_names
         .iter()
         .zip(sink_stats.iter())
-        .map(|((name, _), s)| TableSummary {
+        .map(|(name, s)| TableSummary {
             table: name.clone(),
             rows: s.rows.load(Ordering::Relaxed),
             files: s.files.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
         })
         .collect();
-    Ok(RunSummary {
+    RunSummary {
         workers,
         records_in,
         records_out: tables.iter().filter(|t| t.table != DEAD_LETTERS).map(|t| t.rows).sum(),
@@ -299,7 +363,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         output: pipeline.output_dir.display().to_string(),
         peak_rss_bytes: peak_rss(),
         latency: probe.map(|p| p.report()).unwrap_or_default(),
-    })
+    }
 }
 
 /// The process's peak RSS (Linux `VmHWM` in /proc/self/status).
@@ -314,6 +378,8 @@ fn peak_rss() -> Option<u64> {
 #[derive(Clone, Copy)]
 struct Stats<'a> {
     sources: &'a [Arc<SourceStats>],
+    /// Per worker: the least event time (ms) its sources may still emit (`u64::MAX` once done).
+    watermarks: &'a Arc<Vec<AtomicU64>>,
     /// In the order of the tables: aggregates, anomaly tables, the alert tables, dead letters.
     sinks: &'a [Arc<SinkStats>],
     dedup: &'a Arc<DedupStats>,
@@ -345,12 +411,14 @@ struct KafkaParts<'a> {
     durability: Option<&'a Arc<Durability>>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_dataflow(
     worker: &mut timely::worker::Worker,
     pipeline: &Pipeline,
     stats: Stats<'_>,
     kafka: KafkaParts<'_>,
     replay: Replay<'_>,
+    live: Option<&Live>,
     failure: &Failure,
     index: usize,
 ) {
@@ -424,6 +492,9 @@ fn build_dataflow(
                 failure,
             );
             replay.measure(&rows, agg.name());
+            if let Some(live) = live {
+                live.windows(agg.name(), &rows, WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()), failure);
+            }
             rows.sink_parquet(s, next_sink(), failure.clone());
         }
         // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
@@ -467,12 +538,21 @@ fn build_dataflow(
             replay.measure(&correlated.events, ALERTS);
             replay.measure(&suppressed.storms, STORMS);
             replay.measure(&correlated.incidents, INCIDENTS);
+            if let Some(live) = live {
+                live.alerts(&correlated.events, &correlated.incidents, &suppressed.storms, failure);
+            }
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
             suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
             correlated.incidents.sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
         }
         let s = sink(DEAD_LETTERS).with(DeadLetterTable::default());
         let dead = scope.concatenate(dead);
+        // The dead letters move with every source's frontier: the worker's watermark.
+        let watermarks = stats.watermarks.clone();
+        dead.clone().sink(Pipelined, "watermark", move |(input, frontier)| {
+            input.for_each(|_, _| {});
+            watermarks[index].store(frontier.frontier().iter().copied().min().unwrap_or(u64::MAX), Ordering::Relaxed);
+        });
         to_kafka(pipeline, kafka, DEAD_LETTERS, &dead, DeadLetterTable::default, failure);
         dead.sink_parquet(s, next_sink(), failure.clone());
     });

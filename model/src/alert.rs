@@ -246,8 +246,9 @@ pub struct IncidentRow {
     pub incident_id: u64,
     /// The tenant.
     pub tenant: Arc<str>,
-    /// `open`, `resolved`, or `merged` (absorbed into another incident).
-    pub status: &'static str,
+    /// `open`, `resolved`, or `merged` (absorbed into another incident). A `Cow` only so the
+    /// row can be deserialized (rows cross workers); the operator writes static text.
+    pub status: std::borrow::Cow<'static, str>,
     /// When its first member opened.
     pub opened_at: Millis,
     /// Event time of this row.

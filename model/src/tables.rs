@@ -508,7 +508,7 @@ impl TableBuilder<IncidentRow> for IncidentsTable {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.incident_id)))),
             str_col(rows.iter().map(|r| &*r.tenant)),
-            str_col(rows.iter().map(|r| r.status)),
+            str_col(rows.iter().map(|r| &*r.status)),
             ts_col(rows.iter().map(|r| r.opened_at)),
             ts_col(rows.iter().map(|r| r.updated_at)),
             opt_ts_col(rows.iter().map(|r| r.resolved_at)),

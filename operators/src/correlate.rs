@@ -863,7 +863,7 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
             let row = IncidentRow {
                 incident_id: id,
                 tenant: t.name.clone(),
-                status: "merged",
+                status: "merged".into(),
                 opened_at,
                 updated_at: at_epoch,
                 resolved_at: Some(at_epoch),
@@ -976,7 +976,7 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
     IncidentRow {
         incident_id: id,
         tenant: t.name.clone(),
-        status,
+        status: status.into(),
         opened_at,
         updated_at: at,
         resolved_at: closing.then_some(at),

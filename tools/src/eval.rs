@@ -794,7 +794,7 @@ mod tests {
                 incs.push(IncidentRow {
                     incident_id: id(i as u32),
                     tenant: s.tenants[t.tenant].as_str().into(),
-                    status: "open",
+                    status: "open".into(),
                     opened_at: 0,
                     updated_at: rev,
                     resolved_at: None,

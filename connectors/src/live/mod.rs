@@ -2,31 +2,37 @@
 //! (DESIGN §6).
 //!
 //! Worker state is not `Sync`, so workers do not share it: each **publishes immutable Arrow
-//! snapshots** of its part of a table into a [`LiveTable`], each tagged with the timely time it
-//! is valid from. A reader takes one snapshot per worker **at one frontier**: `F`, the least
-//! frontier any worker has reported, and from each worker the newest snapshot valid at `F`.
-//! Every worker's state at `F` holds exactly the rows of times before `F`, so the parts fit
-//! together into the state of the whole table at `F`: a consistent cut, never one worker's
-//! newer rows beside another's older ones.
+//! snapshots** of its part of a table into a [`LiveTable`]. A reader must see every worker's
+//! part **at one frontier** `S` (each part holding exactly the rows of the times before `S`),
+//! never one worker's newer rows beside another's older ones.
 //!
-//! Snapshots are versioned by the time of the rows they contain: after applying the rows of
-//! time `t` a worker's state is valid from `t + 1`, until the next time it has rows for. A
-//! worker whose frontier moved from 8 to 12 with rows at 9 and 11 publishes versions tagged 10
-//! and 12, so a reader at `F = 10` (another worker still at 10) finds the right one. Versions
-//! that no reader can need any more (older than the newest one at or before the least
-//! frontier) are dropped on every publish, so a table holds one version per worker plus those
-//! of workers that are ahead.
+//! Building a snapshot costs time in the number of rows a worker holds, so it cannot happen
+//! at every change of the frontier (every millisecond under a 1 ms epoch). The workers agree
+//! on **snapshot points** instead:
+//! - the table holds a `target` time; every worker, once its frontier has passed it, applies
+//!   its pending rows of the times before it (no later ones: those wait), builds its part and
+//!   publishes it;
+//! - when every worker has published the target, those parts become the table's readable
+//!   snapshot, and, once `refresh` has passed since the previous one, the next target is set
+//!   to the least frontier of all workers (so every worker can build it at once) and every
+//!   worker is activated to build it;
+//! - when every worker has finished, the target is [`COMPLETE`]: the final state.
+//!
+//! So a snapshot is built once per `refresh` per worker whatever the epoch, and readers never
+//! wait: they read the last agreed snapshot. Rows of times at or after the target wait in the
+//! publisher until the next target (at most `refresh` worth of rows).
 //!
 //! [`publish`] is the dataflow operator that keeps the latest row per key of any table-row
 //! stream and publishes it here.
 
 pub mod publish;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use timely::scheduling::SyncActivator;
 
 pub use publish::{LatestBy, LiveStats, PublishExt};
 
@@ -40,30 +46,31 @@ pub const COMPLETE: Time = Time::MAX;
 pub struct LiveTable {
     name: String,
     schema: SchemaRef,
-    workers: Mutex<Vec<WorkerSnapshots>>,
+    refresh: Duration,
+    state: Mutex<Shared>,
 }
 
-#[derive(Debug, Default)]
-struct WorkerSnapshots {
-    /// Every time before it is complete on this worker (0 until the worker first reports).
-    frontier: Time,
-    /// Versions by ascending tag; the first may be older than the read frontier.
-    versions: VecDeque<Version>,
-}
-
-#[derive(Debug, Clone)]
-struct Version {
-    /// The least frontier at which the version is this worker's state.
-    tag: Time,
-    batches: Arc<[RecordBatch]>,
-    rows: usize,
+#[derive(Debug)]
+struct Shared {
+    /// Per worker: every time before it is complete there (0 until the worker reports).
+    frontiers: Vec<Time>,
+    /// The snapshot point being built (0: none yet).
+    target: Time,
+    /// Per worker, its part at `target` once built.
+    built: Vec<Option<Arc<[RecordBatch]>>>,
+    /// The readable snapshot.
+    agreed: Snapshot,
+    /// When `agreed` was last replaced.
+    agreed_at: Instant,
+    /// Wakes each worker's publisher when a new target is set.
+    activators: Vec<Option<SyncActivator>>,
 }
 
 /// What a reader sees: every worker's part of the table at one frontier.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The frontier the parts were read at: they hold the rows of every time before it
-    /// ([`COMPLETE`] once every worker has finished).
+    /// The frontier the parts were built at: they hold the rows of every time before it
+    /// ([`COMPLETE`] once every worker has finished; 0 before the first snapshot).
     pub frontier: Time,
     /// One list of batches per worker.
     pub parts: Vec<Arc<[RecordBatch]>>,
@@ -72,10 +79,21 @@ pub struct Snapshot {
 }
 
 impl LiveTable {
-    /// An empty table published by `workers` workers (global worker count).
-    pub fn new(name: impl Into<String>, schema: SchemaRef, workers: usize) -> Self {
-        let workers = (0..workers.max(1)).map(|_| WorkerSnapshots::default()).collect();
-        LiveTable { name: name.into(), schema, workers: Mutex::new(workers) }
+    /// An empty table published by `workers` workers (global worker count), snapshot at most
+    /// once per `refresh`.
+    pub fn new(name: impl Into<String>, schema: SchemaRef, workers: usize, refresh: Duration) -> Self {
+        let workers = workers.max(1);
+        let agreed = Snapshot { frontier: 0, parts: vec![Arc::from(Vec::new()); workers], rows: 0 };
+        let state = Shared {
+            frontiers: vec![0; workers],
+            target: 0,
+            built: vec![None; workers],
+            agreed,
+            // The first snapshot is due as soon as every worker has progressed.
+            agreed_at: Instant::now().checked_sub(refresh).unwrap_or_else(Instant::now),
+            activators: vec![None; workers],
+        };
+        LiveTable { name: name.into(), schema, refresh, state: Mutex::new(state) }
     }
 
     /// The table's SQL name.
@@ -88,54 +106,85 @@ impl LiveTable {
         self.schema.clone()
     }
 
-    /// Publishes worker `worker`'s progress: its frontier, and the versions of its state made
-    /// since its last publication (tags ascending, each at most `frontier`).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the activator of worker `worker`'s publisher.
+    pub fn register(&self, worker: usize, activator: SyncActivator) {
+        self.lock().activators[worker] = Some(activator);
+    }
+
+    /// Worker `worker` reports its frontier; returns the snapshot point it should build now
+    /// (its frontier has passed it and it has not built it yet), if any, and otherwise how
+    /// long until a snapshot may be due (to be woken then), if one may be.
     ///
     /// Panics if `worker` is out of range (a bug in the dataflow's construction).
-    pub fn publish(&self, worker: usize, frontier: Time, versions: Vec<(Time, Vec<RecordBatch>)>) {
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        let w = &mut workers[worker];
-        w.frontier = w.frontier.max(frontier);
-        for (tag, batches) in versions {
-            debug_assert!(tag <= frontier, "a version cannot be valid beyond its worker's frontier");
-            let rows = batches.iter().map(|b| b.num_rows()).sum();
-            // Two versions with one tag (a republication): the later one wins.
-            if w.versions.back().is_some_and(|v| v.tag >= tag) {
-                w.versions.pop_back();
-            }
-            w.versions.push_back(Version { tag, batches: batches.into(), rows });
+    pub fn report(&self, worker: usize, frontier: Time, now: Instant) -> Report {
+        let mut s = self.lock();
+        s.frontiers[worker] = s.frontiers[worker].max(frontier);
+        self.maybe_advance(&mut s, now);
+        let f = s.frontiers[worker];
+        if s.target > s.agreed.frontier && s.built[worker].is_none() && f >= s.target {
+            return Report::Build(s.target);
         }
-        let read_at = workers.iter().map(|w| w.frontier).min().unwrap_or(0);
-        for w in workers.iter_mut() {
-            // Keep the newest version valid at `read_at` and everything newer.
-            while w.versions.len() >= 2 && w.versions[1].tag <= read_at {
-                w.versions.pop_front();
+        let least = s.frontiers.iter().copied().min().unwrap_or(0);
+        if s.target == s.agreed.frontier && least > s.target {
+            // A snapshot is only waiting for `refresh` to pass.
+            return Report::WakeIn(self.refresh.saturating_sub(now.saturating_duration_since(s.agreed_at)));
+        }
+        Report::Idle
+    }
+
+    /// Worker `worker` publishes its part at `tag` (the target it was told to build).
+    pub fn publish(&self, worker: usize, tag: Time, batches: Vec<RecordBatch>, now: Instant) {
+        let mut s = self.lock();
+        if tag != s.target || s.target == s.agreed.frontier {
+            debug_assert!(false, "worker {worker} published {tag}, the target is {}", s.target);
+            return;
+        }
+        s.built[worker] = Some(batches.into());
+        if s.built.iter().all(Option::is_some) {
+            let parts: Vec<Arc<[RecordBatch]>> = s.built.iter_mut().map(|b| b.take().unwrap_or_else(|| Arc::from(Vec::new()))).collect();
+            let rows = parts.iter().flat_map(|p| p.iter()).map(|b| b.num_rows()).sum();
+            s.agreed = Snapshot { frontier: tag, parts, rows };
+            s.agreed_at = now;
+            self.maybe_advance(&mut s, now);
+        }
+    }
+
+    /// Sets the next target when the last one is agreed, progress has been made, and
+    /// `refresh` has passed (at once when every worker has finished); wakes the publishers.
+    fn maybe_advance(&self, s: &mut Shared, now: Instant) {
+        if s.target != s.agreed.frontier {
+            return; // still being built
+        }
+        let least = s.frontiers.iter().copied().min().unwrap_or(0);
+        let due = least == COMPLETE || now.saturating_duration_since(s.agreed_at) >= self.refresh;
+        if least > s.target && due {
+            s.target = least;
+            for a in s.activators.iter().flatten() {
+                // A worker that has finished has dropped its dataflow: nothing to wake.
+                let _ = a.activate();
             }
         }
     }
 
-    /// The table at the least frontier of its workers.
+    /// The last agreed snapshot.
     pub fn read(&self) -> Snapshot {
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        let frontier = workers.iter().map(|w| w.frontier).min().unwrap_or(0);
-        let mut parts = Vec::with_capacity(workers.len());
-        let mut rows = 0;
-        for w in workers.iter() {
-            match w.versions.iter().rev().find(|v| v.tag <= frontier) {
-                Some(v) => {
-                    rows += v.rows;
-                    parts.push(v.batches.clone());
-                }
-                None => parts.push(Arc::from(Vec::new())),
-            }
-        }
-        Snapshot { frontier, parts, rows }
+        self.lock().agreed.clone()
     }
+}
 
-    /// Versions held in all (a measure of how far apart the workers are).
-    pub fn versions_held(&self) -> usize {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|w| w.versions.len()).sum()
-    }
+/// What a publisher should do after reporting its frontier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Build and publish the part at this snapshot point.
+    Build(Time),
+    /// Nothing now; a snapshot may be due after this long.
+    WakeIn(Duration),
+    /// Nothing to do until the frontier moves or another worker publishes.
+    Idle,
 }
 
 /// The live tables of a pipeline, by name.
@@ -188,39 +237,42 @@ mod tests {
     }
 
     #[test]
-    fn reads_every_worker_at_the_least_frontier() {
-        let t = LiveTable::new("x", schema(), 2);
-        // Nothing until every worker has reported.
-        t.publish(0, 5, vec![(3, batch(&[1]))]);
+    fn snapshots_are_agreed_points_built_by_every_worker() {
+        let t = LiveTable::new("x", schema(), 2, Duration::from_millis(100));
+        let t0 = Instant::now();
+        // Nothing until every worker has progressed.
+        assert_eq!(t.report(0, 5, t0), Report::Idle);
+        assert_eq!(t.read().frontier, 0);
+        // Worker 1 at 4: the least frontier, 4, becomes the target; both build it.
+        assert_eq!(t.report(1, 4, t0), Report::Build(4));
+        assert_eq!(t.report(0, 5, t0), Report::Build(4));
+        t.publish(0, 4, batch(&[1]), t0);
+        assert_eq!(t.read().frontier, 0, "not agreed until every worker has published");
+        // Worker 0 runs on; it must not be asked for anything before the target is agreed.
+        assert_eq!(t.report(0, 12, t0), Report::Idle);
+        t.publish(1, 4, batch(&[6]), t0);
         let s = t.read();
-        assert_eq!((s.frontier, s.rows), (0, 0));
-        // Worker 1 at 4: worker 0's version of tag 3 is its state at 4.
-        t.publish(1, 4, vec![]);
-        let s = t.read();
-        assert_eq!(s.frontier, 4);
-        assert_eq!(values(&s), vec![vec![1], vec![]]);
-        // Worker 0 runs ahead to 12 with rows at 9 and 11: a reader at 10 must see the
-        // version of time 9 (tag 10), not the newer one.
-        t.publish(0, 12, vec![(10, batch(&[1, 9])), (12, batch(&[1, 9, 11]))]);
-        t.publish(1, 10, vec![(7, batch(&[6]))]);
-        let s = t.read();
-        assert_eq!(s.frontier, 10);
-        assert_eq!(values(&s), vec![vec![1, 9], vec![6]]);
-        // Versions no reader can need are gone: worker 0 keeps tags 10 and 12, worker 1 tag 7.
-        assert_eq!(t.versions_held(), 3);
-        t.publish(1, COMPLETE, vec![]);
-        t.publish(0, COMPLETE, vec![]);
+        assert_eq!((s.frontier, s.rows), (4, 2));
+        assert_eq!(values(&s), vec![vec![1], vec![6]]);
+        // Within `refresh` no new target, however far the workers go.
+        let t1 = t0 + Duration::from_millis(30);
+        assert_eq!(t.report(1, 10, t1), Report::WakeIn(Duration::from_millis(70)));
+        // After it, the least frontier (10) is the next target.
+        let t2 = t0 + Duration::from_millis(100);
+        assert_eq!(t.report(1, 10, t2), Report::Build(10));
+        assert_eq!(t.report(0, 12, t2), Report::Build(10));
+        t.publish(1, 10, batch(&[6, 7]), t2);
+        t.publish(0, 10, batch(&[1, 9]), t2);
+        assert_eq!(values(&t.read()), vec![vec![1, 9], vec![6, 7]]);
+        // Finishing is agreed at once, without waiting for `refresh`.
+        assert_eq!(t.report(0, COMPLETE, t2), Report::Idle);
+        assert_eq!(t.report(1, COMPLETE, t2), Report::Build(COMPLETE));
+        assert_eq!(t.report(0, COMPLETE, t2), Report::Build(COMPLETE));
+        t.publish(0, COMPLETE, batch(&[1, 9, 11]), t2);
+        t.publish(1, COMPLETE, batch(&[]), t2);
         let s = t.read();
         assert_eq!(s.frontier, COMPLETE);
-        assert_eq!(values(&s), vec![vec![1, 9, 11], vec![6]]);
-        assert_eq!(t.versions_held(), 2);
-    }
-
-    #[test]
-    fn a_republished_tag_replaces_the_version() {
-        let t = LiveTable::new("x", schema(), 1);
-        t.publish(0, 3, vec![(3, batch(&[1]))]);
-        t.publish(0, 3, vec![(3, batch(&[2]))]);
-        assert_eq!(values(&t.read()), vec![vec![2]]);
+        assert_eq!(values(&s), vec![vec![1, 9, 11], vec![]]);
+        assert_eq!(t.report(0, COMPLETE, t2 + Duration::from_secs(1)), Report::Idle);
     }
 }

@@ -1,9 +1,10 @@
 //! The live-table sink: keeps the latest row per key of a table-row stream and publishes it as
-//! versioned Arrow snapshots into a [`LiveTable`] (see the module above for the versioning).
+//! Arrow snapshots into a [`LiveTable`] at the snapshot points the workers agree on (see the
+//! module above).
 //!
 //! Rows are exchanged by key, so all rows of a key meet on one worker, and applied in time
-//! order once the frontier has passed their time: the state at frontier `F` is a function of
-//! the rows of times before `F` only, whatever the batching or the worker count.
+//! order up to the snapshot point once the frontier has passed it: a snapshot at `S` is a
+//! function of the rows of times before `S` only, whatever the batching or the worker count.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -13,11 +14,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use alertflow_model::tables::TableBuilder;
 use arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
+use std::time::{Duration, Instant};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
+
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::Operator;
 
-use super::{COMPLETE, LiveTable};
+use super::{COMPLETE, LiveTable, Report};
 use crate::{Failure, Time};
 
 /// Rows per record batch of a snapshot.
@@ -51,14 +55,14 @@ pub struct LiveStats {
     pub rows_in: AtomicU64,
     /// Keys held (the table's rows), all workers together.
     pub keys: AtomicI64,
-    /// Snapshot versions built.
-    pub versions: AtomicU64,
+    /// Snapshots built (by this process's workers).
+    pub snapshots: AtomicU64,
 }
 
 /// Publishes a stream of table rows as a live table.
 pub trait PublishExt<R> {
-    /// Keeps the latest row per key (as `by` says) and publishes a snapshot of it into `table`
-    /// whenever it changes, tagged with the frontier it is valid from.
+    /// Keeps the latest row per key (as `by` says) and publishes snapshots of it into `table`
+    /// at the snapshot points the workers agree on.
     fn publish_latest<K, B>(self, table: Arc<LiveTable>, builder: B, by: LatestBy<R, K>, stats: Arc<LiveStats>, failure: Failure)
     where
         K: Hash + Eq + Send + 'static,
@@ -106,56 +110,82 @@ impl<R: timely::ExchangeData> PublishExt<R> for Stream<'_, Time, Vec<R>> {
         K: Hash + Eq + Send + 'static,
         B: TableBuilder<R>,
     {
-        let worker = self.scope().index();
+        let scope = self.scope();
+        let worker = scope.index();
         let name = format!("live:{}", table.name());
         let mut state = Latest { rows: Vec::new(), index: HashMap::new() };
         let mut pending: BTreeMap<Time, Vec<R>> = BTreeMap::new();
         let mut winners: HashMap<K, R> = HashMap::new();
-        let mut published: Option<Time> = None;
-        self.sink(Exchange::new(move |r: &R| (by.hash)(r)), &name, move |(input, frontier)| {
-            input.for_each_stamp(|cap, data| {
-                let Some(t) = cap.least().copied() else { return };
-                let rows = pending.entry(t).or_default();
-                for batch in data {
-                    stats.rows_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    rows.append(batch);
-                }
-            });
-            let mut versions: Vec<(Time, Vec<RecordBatch>)> = Vec::new();
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let t = *entry.key();
-                // Of the rows of one time, only each key's greatest (by `replaces`) counts:
-                // applying them one by one would let arrival order decide around a close.
-                for row in entry.remove() {
-                    match winners.entry((by.key)(&row)) {
-                        hashbrown::hash_map::Entry::Occupied(mut e) => {
-                            if (by.replaces)(&row, e.get()) {
-                                e.insert(row);
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(move |r: &R| (by.hash)(r)), &name, |cap, info| {
+            table.register(worker, scope.worker().sync_activator_for(info.address.to_vec()));
+            let wake = scope.activator_for(info.address.clone());
+            // Held until this worker has built the final snapshot: without it the worker
+            // could leave the dataflow before the others finish, and the last snapshot
+            // (every worker's part at `COMPLETE`) would never be agreed.
+            let mut keep_alive = Some(cap);
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(t) = cap.least().copied() else { return };
+                    let rows = pending.entry(t).or_default();
+                    for batch in data {
+                        stats.rows_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        rows.append(batch);
+                    }
+                });
+                let now = frontier.frontier().iter().copied().min().unwrap_or(COMPLETE);
+                loop {
+                    match table.report(worker, now, Instant::now()) {
+                        Report::Build(target) => {
+                            // Only the rows of times before the snapshot point: later ones
+                            // belong to the next snapshot.
+                            while let Some(entry) = pending.first_entry() {
+                                if *entry.key() >= target {
+                                    break;
+                                }
+                                // Of the rows of one time, only each key's greatest (by
+                                // `replaces`) counts: applying them one by one would let
+                                // arrival order decide around a close.
+                                for row in entry.remove() {
+                                    match winners.entry((by.key)(&row)) {
+                                        hashbrown::hash_map::Entry::Occupied(mut e) => {
+                                            if (by.replaces)(&row, e.get()) {
+                                                e.insert(row);
+                                            }
+                                        }
+                                        hashbrown::hash_map::Entry::Vacant(e) => {
+                                            e.insert(row);
+                                        }
+                                    }
+                                }
+                                let mut delta = 0;
+                                for (key, row) in winners.drain() {
+                                    delta += state.apply(key, row, &by);
+                                }
+                                stats.keys.fetch_add(delta, Ordering::Relaxed);
+                            }
+                            let batches = match build(&builder, &state.rows) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    failure.set(format!("live table `{}`: cannot build a snapshot (a bug): {e}", table.name()));
+                                    Vec::new()
+                                }
+                            };
+                            stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                            table.publish(worker, target, batches, Instant::now());
+                            if target == COMPLETE {
+                                keep_alive = None;
                             }
                         }
-                        hashbrown::hash_map::Entry::Vacant(e) => {
-                            e.insert(row);
+                        Report::WakeIn(d) => {
+                            wake.activate_after(d.max(Duration::from_millis(1)));
+                            break;
                         }
+                        Report::Idle => break,
                     }
                 }
-                let mut delta = 0;
-                for (key, row) in winners.drain() {
-                    delta += state.apply(key, row, &by);
+                if keep_alive.is_some() && now == COMPLETE && table.read().frontier == COMPLETE {
+                    keep_alive = None;
                 }
-                stats.keys.fetch_add(delta, Ordering::Relaxed);
-                match build(&builder, &state.rows) {
-                    Ok(batches) => versions.push((t.saturating_add(1), batches)),
-                    Err(e) => failure.set(format!("live table `{}`: internal error building a snapshot (a bug): {e}", table.name())),
-                }
-            }
-            let now = frontier.frontier().first().copied().unwrap_or(COMPLETE);
-            if !versions.is_empty() || published != Some(now) {
-                stats.versions.fetch_add(versions.len() as u64, Ordering::Relaxed);
-                table.publish(worker, now, versions);
-                published = Some(now);
             }
         });
     }
@@ -177,11 +207,10 @@ mod tests {
     use std::collections::BTreeMap as Map;
     use std::sync::Mutex;
     use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::InputHandle;
-    use timely::dataflow::operators::Input;
+    use timely::dataflow::operators::core::UnorderedInput;
 
     /// A test row: key, an ordering value, a value, and whether it closes the key.
-    #[derive(Clone, Debug, PartialEq)]
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Row {
         key: u32,
         seq: i64,
@@ -219,7 +248,7 @@ mod tests {
 
     const BY: LatestBy<Row, u32> = LatestBy {
         key: |r| r.key,
-        hash: |r| r.key as u64 * 0x9E37_79B9_7F4A_7C15,
+        hash: |r| (r.key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         replaces: |new, cur| (new.seq, new.value, new.close) >= (cur.seq, cur.value, cur.close),
         closes: |r| r.close,
     };
@@ -283,29 +312,34 @@ mod tests {
     /// Runs the sink on `workers` workers; worker `w` feeds rows `i` with `i % workers == w`,
     /// holding its input at the least time it may still send. Every time the table's read
     /// frontier moves, the snapshot read there is recorded.
-    fn run(workers: usize, input: Vec<(Time, Row)>) -> (Arc<LiveTable>, Vec<super::super::Snapshot>) {
-        let table = Arc::new(LiveTable::new("t", schema(), workers));
+    fn run(workers: usize, input: Vec<(Time, Row)>, refresh: Duration) -> (Arc<LiveTable>, Vec<super::super::Snapshot>) {
+        let table = Arc::new(LiveTable::new("t", schema(), workers, refresh));
         let reads = Arc::new(Mutex::new(Vec::new()));
         let input = Arc::new(input);
         let (t2, r2) = (table.clone(), reads.clone());
         timely::execute(timely::Config::process(workers), move |worker| {
             let (index, peers) = (worker.index(), worker.peers());
-            let mut handle = InputHandle::<Time, CapacityContainerBuilder<Vec<Row>>>::new();
             let table = t2.clone();
-            worker.dataflow::<Time, _, _>(|scope| {
-                scope.input_from(&mut handle).publish_latest(table.clone(), Rows(schema()), BY, Arc::default(), Failure::new());
+            let (mut handle, mut cap) = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, stream) = scope.new_unordered_input::<CapacityContainerBuilder<Vec<Row>>>();
+                stream.publish_latest(table.clone(), Rows(schema()), BY, Arc::default(), Failure::new());
+                input
             });
             let mine: Vec<&(Time, Row)> = input.iter().enumerate().filter(|(i, _)| i % peers == index).map(|(_, r)| r).collect();
             for (k, chunk) in mine.chunks(40).enumerate() {
                 // Everything this worker still has to send is at or after `low`.
                 let low = mine[k * 40..].iter().map(|(t, _)| *t).min().unwrap_or(0);
-                if low > *handle.time() {
-                    handle.advance_to(low);
+                if low > *cap.time() {
+                    cap = cap.delayed(&low);
                 }
                 for (t, r) in chunk {
-                    handle.send_at(*t, r.clone());
+                    handle.activate().session(&cap.delayed(t)).give(r.clone());
                 }
-                worker.step();
+                // Let progress go round (bounded), so snapshots are agreed while input remains.
+                let waited = std::time::Instant::now();
+                while table.read().frontier < low && waited.elapsed() < Duration::from_millis(20) {
+                    worker.step_or_park(Some(Duration::from_micros(200)));
+                }
                 if index == 0 {
                     let s = table.read();
                     let mut reads = r2.lock().unwrap();
@@ -314,7 +348,7 @@ mod tests {
                     }
                 }
             }
-            drop(handle);
+            drop((handle, cap));
             while worker.has_dataflows() {
                 worker.step_or_park(None);
             }
@@ -329,16 +363,20 @@ mod tests {
 
     #[test]
     fn matches_the_oracle_at_every_frontier_and_worker_count() {
-        for seed in [1, 2, 3] {
+        for (seed, refresh) in [(1, Duration::ZERO), (2, Duration::ZERO), (3, Duration::from_micros(300))] {
             let input = random_input(seed, 4000);
             let mut finals = Vec::new();
             for workers in [1, 2, 4] {
-                let (table, reads) = run(workers, input.clone());
+                let (table, reads) = run(workers, input.clone(), refresh);
                 let last = table.read();
                 assert_eq!(last.frontier, COMPLETE);
                 let got = table_rows(&last);
                 assert_eq!(got, oracle(&input, COMPLETE), "seed {seed}, {workers} workers: final state");
-                assert!(reads.len() > 3, "the frontier moved while the input was read");
+                assert!(
+                    reads.len() > 3,
+                    "seed {seed}, {workers} workers: the snapshot moved while the input was read ({} reads)",
+                    reads.len()
+                );
                 // Every intermediate read is the state at its frontier: a consistent cut.
                 for s in &reads {
                     assert_eq!(table_rows(s), oracle(&input, s.frontier), "seed {seed}, {workers} workers, frontier {}", s.frontier);

@@ -56,15 +56,17 @@ pub fn run(path: &Path, workers: Option<usize>, json: bool, latency: Option<(i64
         Ok(p) => p,
         Err(code) => return code,
     };
-    match run_pipeline(pipeline, workers, latency) {
-        Ok(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            } else {
-                print_summary(&s);
-            }
-            OK
+    // The summary is printed as soon as the pipeline finishes: with `[serve]` the run then
+    // keeps serving its tables until stopped.
+    let report = move |s: &RunSummary| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(s).unwrap_or_default());
+        } else {
+            print_summary(s);
         }
+    };
+    match run_pipeline_with(pipeline, workers, latency, Some(Box::new(report))) {
+        Ok(_) => OK,
         Err(e) => {
             eprintln!("error: {e}");
             FAILED
@@ -77,6 +79,16 @@ pub fn run_pipeline(
     pipeline: Pipeline,
     workers: Option<usize>,
     latency: Option<(i64, i64)>,
+) -> Result<RunSummary, alertflow_engine::RunError> {
+    run_pipeline_with(pipeline, workers, latency, None)
+}
+
+/// [`run_pipeline`], calling `finished` with the summary as soon as the pipeline finishes.
+pub fn run_pipeline_with(
+    pipeline: Pipeline,
+    workers: Option<usize>,
+    latency: Option<(i64, i64)>,
+    finished: Option<Box<dyn FnOnce(&RunSummary)>>,
 ) -> Result<RunSummary, alertflow_engine::RunError> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let total: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
@@ -95,7 +107,16 @@ pub fn run_pipeline(
             bar.set_message(format!("{} records, {}/s", thousands(p.records), thousands((p.records as f64 / secs) as u64)));
         }) as alertflow_engine::ProgressFn
     });
-    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, ..Default::default() });
+    let bar2 = bar.clone();
+    let finished = finished.map(|f| {
+        Box::new(move |s: &RunSummary| {
+            if let Some(bar) = &bar2 {
+                bar.finish_and_clear();
+            }
+            f(s)
+        }) as Box<dyn FnOnce(&RunSummary)>
+    });
+    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, finished, ..Default::default() });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -1,0 +1,230 @@
+//! `[serve]` inside `alertflow run`: the catalog (Parquet history and live tables), the
+//! HTTP and PostgreSQL servers on a small tokio runtime of their own, the engine's telemetry
+//! in the metrics registry, and serving on after bounded sources end, until a signal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use alertflow_connectors::file::SourceStats;
+use alertflow_connectors::parquet::SinkStats;
+use alertflow_operators::DedupStats;
+use alertflow_queries::{Catalog, Metrics};
+use alertflow_serve::{Health, ServeConfig, Server, Token};
+
+use crate::live::Live;
+use crate::run::RunError;
+use crate::serve_config::ServePlan;
+
+/// The counters of a run the metrics read (shared with the workers).
+pub(crate) struct Telemetry<'a> {
+    /// Source names, in stream order (file sources, then Kafka sources).
+    pub source_names: Vec<String>,
+    pub sources: &'a Arc<Vec<Arc<SourceStats>>>,
+    /// Table names, in sink order.
+    pub table_names: Vec<String>,
+    pub sinks: &'a Arc<Vec<Arc<SinkStats>>>,
+    pub dedup: Option<&'a Arc<DedupStats>>,
+    pub watermarks: &'a Arc<Vec<AtomicU64>>,
+}
+
+/// Running servers.
+pub(crate) struct Serving {
+    runtime: tokio::runtime::Runtime,
+    server: Server,
+    running: Arc<AtomicBool>,
+    /// What the servers answer from.
+    pub catalog: Catalog,
+}
+
+impl Serving {
+    /// Builds the catalog over the output folder (its schema files written) and the live
+    /// tables, registers the telemetry, and binds every listener: an address in use fails
+    /// here, before any worker starts.
+    pub fn start(plan: &ServePlan, output: &std::path::Path, live: &Live, t: Telemetry<'_>) -> Result<Serving, RunError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("alertflow-serve")
+            .enable_all()
+            .build()
+            .map_err(|e| RunError::Serve(format!("cannot start the serving runtime: {e}")))?;
+        let catalog = runtime
+            .block_on(Catalog::open(Some(output), &live.tables, plan.limits))
+            .map_err(|e| RunError::Serve(format!("cannot open the catalog over {}: {e}", output.display())))?;
+        let metrics = Arc::new(Metrics::new());
+        register(&metrics, live, &t);
+        let running = Arc::new(AtomicBool::new(true));
+        let started = Instant::now();
+        let health = {
+            let running = running.clone();
+            Arc::new(move || {
+                let _ = started;
+                Health { running: running.load(Ordering::Relaxed) }
+            })
+        };
+        let cfg = ServeConfig {
+            http: plan.http,
+            pg: plan.pg,
+            tokens: plan.tokens.iter().map(|(token, access)| Token { token: token.clone(), access: access.clone() }).collect(),
+        };
+        let server = Server::start(&cfg, catalog.clone(), metrics, health, runtime.handle()).map_err(|e| RunError::Serve(e.to_string()))?;
+        if let Some(a) = server.http_addr() {
+            tracing::info!("serving SQL over HTTP at http://{a} (POST /sql, GET /tables, /metrics, /health)");
+        }
+        if let Some(a) = server.pg_addr() {
+            tracing::info!("serving the PostgreSQL protocol at {a} (psql \"host={} port={} dbname=alertflow\")", a.ip(), a.port());
+        }
+        if plan.tokens.is_empty() {
+            tracing::info!("no [[serve.tokens]]: any caller on this machine sees every tenant (serving binds only loopback addresses)");
+        }
+        Ok(Serving { runtime, server, running, catalog })
+    }
+
+    /// The bound HTTP and PostgreSQL addresses (a configured port 0 resolved).
+    pub fn addresses(&self) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        (self.server.http_addr(), self.server.pg_addr())
+    }
+
+    /// The pipeline has finished: keep serving its final state until SIGINT or SIGTERM (or
+    /// `cancel`), then stop the servers.
+    pub fn serve_until_stopped(self, cancel: Option<&Arc<AtomicBool>>) {
+        self.running.store(false, Ordering::Relaxed);
+        tracing::info!("the pipeline has finished; still serving its tables until Ctrl-C or SIGTERM");
+        let cancel = cancel.cloned();
+        self.runtime.block_on(async move {
+            let poll_cancel = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = signal() => {}
+                _ = poll_cancel => {}
+            }
+        });
+        self.stop();
+    }
+
+    /// Stops the servers now (the run failed).
+    pub fn stop(self) {
+        self.server.shutdown();
+        self.runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The engine's families: per source, per table (Parquet sink and live table), dedup, and
+/// the watermark. Values are read from the workers' counters when `/metrics` is rendered.
+fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
+    type Get = fn(&SourceStats) -> &AtomicU64;
+    let source_families: [(&str, &str, Get); 4] = [
+        ("alertflow_source_records_total", "Records read (good, bad and late).", |s| &s.records),
+        ("alertflow_source_bytes_total", "Bytes read.", |s| &s.bytes),
+        ("alertflow_source_dead_letters_total", "Records that could not be decoded.", |s| &s.dead_letters),
+        ("alertflow_source_late_total", "Records older than their partition's watermark.", |s| &s.late),
+    ];
+    for (name, help, get) in source_families {
+        for (i, source) in t.source_names.iter().enumerate() {
+            let stats = t.sources[i].clone();
+            m.counter_fn(name, help, &[("source", source)], move || get(&stats).load(Ordering::Relaxed) as f64);
+        }
+    }
+    type SinkGet = fn(&SinkStats) -> &AtomicU64;
+    let sink_families: [(&str, &str, SinkGet); 3] = [
+        ("alertflow_table_rows_total", "Rows written to the table's Parquet files.", |s| &s.rows),
+        ("alertflow_table_files_total", "Parquet files written.", |s| &s.files),
+        ("alertflow_table_bytes_total", "Parquet bytes written.", |s| &s.bytes),
+    ];
+    for (name, help, get) in sink_families {
+        for (i, table) in t.table_names.iter().enumerate() {
+            let stats = t.sinks[i].clone();
+            m.counter_fn(name, help, &[("table", table)], move || get(&stats).load(Ordering::Relaxed) as f64);
+        }
+    }
+    for (table, stats) in &live.stats {
+        let s = stats.clone();
+        m.counter_fn("alertflow_live_rows_in_total", "Rows received by a live table.", &[("table", table)], move || {
+            s.rows_in.load(Ordering::Relaxed) as f64
+        });
+    }
+    for (table, stats) in &live.stats {
+        let s = stats.clone();
+        m.gauge_fn("alertflow_live_keys", "Rows (keys) a live table holds: its state size.", &[("table", table)], move || {
+            s.keys.load(Ordering::Relaxed) as f64
+        });
+    }
+    for (table, stats) in &live.stats {
+        let s = stats.clone();
+        m.counter_fn("alertflow_live_snapshots_total", "Snapshots built (all workers).", &[("table", table)], move || {
+            s.snapshots.load(Ordering::Relaxed) as f64
+        });
+    }
+    for t in live.tables.iter() {
+        let t = t.clone();
+        let name = t.name().to_string();
+        m.gauge_fn(
+            "alertflow_live_snapshot_watermark_seconds",
+            "Event time up to which the readable snapshot is complete.",
+            &[("table", &name)],
+            move || seconds(t.read().frontier),
+        );
+    }
+    if let Some(d) = t.dedup {
+        let (a, b, c, e) = (d.clone(), d.clone(), d.clone(), d.clone());
+        m.counter_fn("alertflow_dedup_notices_total", "Alert notices that reached dedup.", &[], move || {
+            a.notices.load(Ordering::Relaxed) as f64
+        });
+        m.counter_fn("alertflow_dedup_rows_total", "Lifecycle rows dedup emitted.", &[], move || b.rows.load(Ordering::Relaxed) as f64);
+        m.counter_fn("alertflow_dedup_overflow_total", "New fingerprints dropped over max_open_per_tenant.", &[], move || {
+            c.overflow.load(Ordering::Relaxed) as f64
+        });
+        m.gauge_fn("alertflow_dedup_fingerprints", "Fingerprints in dedup's state.", &[], move || e.state.load(Ordering::Relaxed) as f64);
+    }
+    let w = t.watermarks.clone();
+    let least = move || w.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);
+    let l2 = least.clone();
+    m.gauge_fn("alertflow_watermark_seconds", "Event time every source has passed (least over workers; +Inf once done).", &[], move || {
+        seconds(least())
+    });
+    m.gauge_fn(
+        "alertflow_watermark_lag_seconds",
+        "Wall clock minus the watermark: how far event time is behind now (0 once done).",
+        &[],
+        move || {
+            let w = l2();
+            if w == u64::MAX {
+                return 0.0;
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0);
+            ((now - w as f64) / 1000.0).max(0.0)
+        },
+    );
+}
+
+fn seconds(ms: u64) -> f64 {
+    if ms == u64::MAX { f64::INFINITY } else { ms as f64 / 1000.0 }
+}
