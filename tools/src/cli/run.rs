@@ -64,6 +64,8 @@ pub fn run(path: &Path, workers: Option<usize>, json: bool, latency: Option<(i64
         } else {
             print_summary(s);
         }
+        // Whoever reads a piped stdout gets the summary now, not when serving stops.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
     };
     match run_pipeline_with(pipeline, workers, latency, Some(Box::new(report))) {
         Ok(_) => OK,

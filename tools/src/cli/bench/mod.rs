@@ -29,8 +29,10 @@
 //! the wall clock, and processing latency percentiles reported per table and sink (see
 //! [`paced`]).
 
+mod load;
 mod paced;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use alertflow_tools::alertgen::{AlertFormat, AlertGen};
@@ -97,6 +99,11 @@ pub struct BenchArgs {
     /// default 30s).
     #[arg(long)]
     pub duration: Option<alertflow_model::time::DurationMs>,
+    /// With `--rate` (metrics, end-to-end): the run also serves its tables over HTTP, and this
+    /// many concurrent clients send point queries on the live table `per_second_latest` for
+    /// the whole replay; queries/s, errors and query latency are reported.
+    #[arg(long)]
+    pub clients: Option<usize>,
 }
 
 /// Latency of one table through one sink, in a fixed-rate run.
@@ -152,6 +159,9 @@ pub struct BenchResult {
     /// Processing latency by table and sink, in the fixed-rate mode.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<LatencyResult>,
+    /// The query load on the running pipeline (`--clients`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_load: Option<load::QueryLoad>,
 }
 
 /// Runs `alertflow bench`.
@@ -186,14 +196,22 @@ pub fn bench(args: BenchArgs) -> u8 {
                 eprintln!("error: --rate × --duration must be between 1 and 1,000,000,000 records, got {records}");
                 return BAD_CONFIG;
             }
-            Mode::Paced { rate, records }
+            Mode::Paced { rate, records, clients: args.clients }
         }
     };
+    if args.clients == Some(0) || (args.clients.is_some() && args.rate.is_none()) {
+        eprintln!("error: --clients needs --rate (the load runs against a fixed-rate run) and at least 1 client");
+        return BAD_CONFIG;
+    }
     let scenarios: Vec<Scenario> = match (&mode, args.scenarios.is_empty()) {
         (Mode::Throughput, true) => Scenario::ALL.to_vec(),
         (Mode::Paced { .. }, true) => Scenario::ALL.iter().copied().filter(|s| *s != Scenario::Kafka).collect(),
         _ => args.scenarios.clone(),
     };
+    if args.clients.is_some() && scenarios.iter().any(|s| !matches!(s, Scenario::Metrics | Scenario::EndToEnd)) {
+        eprintln!("error: --clients applies to the metrics and end-to-end scenarios (their live table per_second_latest); name them");
+        return BAD_CONFIG;
+    }
     if matches!(mode, Mode::Paced { .. }) && scenarios.contains(&Scenario::Kafka) {
         eprintln!("error: the kafka scenario has no fixed-rate mode (its topic is read as fast as it can be); leave out --rate");
         return BAD_CONFIG;
@@ -250,7 +268,7 @@ fn scaled(n: u64, scale: f64) -> u64 {
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Throughput,
-    Paced { rate: u64, records: u64 },
+    Paced { rate: u64, records: u64, clients: Option<usize> },
 }
 
 fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mode: Mode) -> Result<BenchResult, String> {
@@ -261,13 +279,22 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
     let mut expect = None;
     // The fixed-rate mode: the event-time span to measure latency over.
     let mut latency_span = None;
+    // `--clients`: where the run serves, how many clients, and the replay's length (ms).
+    let mut serving: Option<(SocketAddr, usize, u64)> = None;
     let pipeline = match (s, mode) {
-        (_, Mode::Paced { rate, records }) => {
+        (_, Mode::Paced { rate, records, clients }) => {
             let files = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let p = paced::prepare(s, dir, rate, records, files)?.ok_or("no fixed-rate mode")?;
             latency_span = Some((paced::T0, p.until));
             expect = Some(p.records);
-            p.pipeline
+            match clients {
+                Some(n) => {
+                    let port = load::free_port()?;
+                    serving = Some((SocketAddr::from(([127, 0, 0, 1], port)), n, (p.until - paced::T0).max(0) as u64));
+                    format!("{}\n[serve]\nhttp = \"127.0.0.1:{port}\"\n", p.pipeline)
+                }
+                None => p.pipeline,
+            }
         }
         (s, Mode::Throughput) => match s {
             Scenario::Metrics => {
@@ -320,13 +347,34 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
     if let Some((from, until)) = latency_span {
         cmd.arg(format!("--latency={from},{until}"));
     }
-    let out = cmd.output().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("`alertflow run {}` failed ({})", path.display(), out.status));
-    }
-    let summary: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?;
+    let (summary, query_load): (serde_json::Value, _) = match serving {
+        None => {
+            let out = cmd.output().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("`alertflow run {}` failed ({})", path.display(), out.status));
+            }
+            (serde_json::from_slice(&out.stdout).map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?, None)
+        }
+        Some((addr, clients, replay_ms)) => {
+            // The run serves on after its input ends: the summary is read as soon as it is
+            // printed, then the run is stopped.
+            let mut child = cmd.spawn().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
+            let stdout = child.stdout.take().ok_or("no stdout of `alertflow run`")?;
+            let hosts = if s == Scenario::Metrics { 10_000 } else { 1_000 };
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(replay_ms);
+            let load = load::run(addr, clients, hosts, until);
+            let summary = serde_json::Deserializer::from_reader(stdout).into_iter::<serde_json::Value>().next();
+            let _ = child.kill();
+            let status = child.wait().map_err(|e| e.to_string())?;
+            let summary = match summary {
+                Some(Ok(v)) => v,
+                _ => return Err(format!("`alertflow run {}` printed no summary ({status})", path.display())),
+            };
+            (summary, Some(load?))
+        }
+    };
     let mut r = result(s, &summary).ok_or_else(|| format!("`alertflow run --json` printed an incomplete summary: {summary}"))?;
+    r.query_load = query_load;
     if let Mode::Paced { rate, .. } = mode {
         r.rate = Some(rate);
         r.latency = latency(&summary).ok_or_else(|| format!("`alertflow run --json` reported no latency: {summary}"))?;
@@ -379,6 +427,7 @@ fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
         sink: "parquet",
         rate: None,
         latency: Vec::new(),
+        query_load: None,
     })
 }
 
