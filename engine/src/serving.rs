@@ -57,9 +57,14 @@ impl Serving {
         let started = Instant::now();
         let health = {
             let running = running.clone();
+            let watermarks = t.watermarks.clone();
             Arc::new(move || {
-                let _ = started;
-                Health { running: running.load(Ordering::Relaxed) }
+                let w = watermarks.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);
+                Health {
+                    running: running.load(Ordering::Relaxed),
+                    frontier_ms: (w != u64::MAX).then_some(w as i64),
+                    uptime_secs: started.elapsed().as_secs(),
+                }
             })
         };
         let cfg = ServeConfig {
