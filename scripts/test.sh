@@ -28,6 +28,16 @@ else
   echo "warning: no Kafka broker; the Kafka end-to-end tests will say so and skip" >&2
 fi
 
+# `psql` for the PostgreSQL-protocol test (serve/tests/psql.rs): Debian's postgresql-client,
+# installed once if missing (the test skips without it, except in CI where it fails).
+if ! command -v psql >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq postgresql-client >/dev/null; }; then
+    echo "warning: could not install postgresql-client (apt-get failed); the psql test will skip (and fail in CI)" >&2
+  fi
+fi
+
 cargo build --release --bin alertflow
 export ALERTFLOW_BIN="$target_dir/release/alertflow"
 cargo test --release --workspace "$@"

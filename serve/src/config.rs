@@ -125,6 +125,6 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("token 2 is empty"));
         let cfg = ServeConfig { tokens: vec![t("a"), t("a")], ..Default::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("twice"));
-        assert_eq!(format!("{:?}", t("hunter2")).contains("hunter2"), false);
+        assert!(!format!("{:?}", t("hunter2")).contains("hunter2"));
     }
 }

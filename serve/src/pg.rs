@@ -450,8 +450,9 @@ fn verdict(s: &Statement) -> Verdict {
         Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => Verdict::Pass,
         Statement::Declare { stmts } => {
             // A cursor is planned by the library: only over a query that creates nothing.
-            let plain =
-                stmts.iter().all(|d| d.for_query.as_ref().is_some_and(|q| !matches!(q.body.as_ref(), SetExpr::Select(sel) if sel.into.is_some())));
+            let plain = stmts
+                .iter()
+                .all(|d| d.for_query.as_ref().is_some_and(|q| !matches!(q.body.as_ref(), SetExpr::Select(sel) if sel.into.is_some())));
             if plain { Verdict::Pass } else { Verdict::Refuse("this DECLARE") }
         }
         Statement::Fetch { .. } | Statement::Close { .. } => Verdict::Pass,
@@ -464,7 +465,8 @@ fn verdict(s: &Statement) -> Verdict {
 /// Plans `s` and checks the plan reads only.
 async fn checked_plan(s: &Statement, ctx: &SessionContext) -> PgWireResult<LogicalPlan> {
     let state = ctx.state();
-    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(s.clone()))).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let plan =
+        state.statement_to_plan(DfStatement::Statement(Box::new(s.clone()))).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     read_only().verify_plan(&plan).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     Ok(plan)
 }

@@ -81,7 +81,8 @@ fn answers_in_json_csv_and_arrow() {
 
     // The client decodes the same.
     let (_, batches) = client::query(&url, Some(ROOT), "SELECT count FROM state ORDER BY count").unwrap();
-    let counts: Vec<i64> = batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
+    let counts: Vec<i64> =
+        batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect();
     assert_eq!(counts, vec![10, 20, 900]);
 }
 
@@ -106,7 +107,11 @@ fn tables_metrics_and_health() {
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
     let text = r.text();
     let sample = |series: &str| -> f64 {
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' '))).unwrap_or_else(|| panic!("{series} in {text}")).parse().unwrap()
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{series} in {text}"))
+            .parse()
+            .unwrap()
     };
     assert_eq!(sample("alertflow_queries_total{interface=\"http\",outcome=\"ok\"}"), 1.0);
     assert_eq!(sample("alertflow_queries_total{interface=\"http\",outcome=\"error\"}"), 1.0);
@@ -170,13 +175,7 @@ fn time_limit_stops_a_query_and_the_next_one_works() {
     let s = serve(QueryLimits { timeout: Duration::from_millis(300), ..QueryLimits::default() }, tokens());
     let url = s.url();
     // Far longer than 300 ms in all, in short steps (batches), so it stops promptly.
-    let r = post(
-        &url,
-        "/sql",
-        Some(ROOT),
-        &[],
-        "SELECT count(*) FROM generate_series(1, 2000000000) a WHERE a.value % 7 = 3",
-    );
+    let r = post(&url, "/sql", Some(ROOT), &[], "SELECT count(*) FROM generate_series(1, 2000000000) a WHERE a.value % 7 = 3");
     assert_eq!(r.status, 503, "{}", r.text());
     let e = json(&r);
     assert_eq!(e["sqlstate"], "57014");
@@ -213,8 +212,7 @@ fn a_tenant_sees_only_its_rows_whatever_the_sql() {
         json(&r)
     };
     let tenants_of = |token: &str, sql: &str| -> Vec<String> {
-        let mut t: Vec<String> =
-            rows(token, sql).as_array().unwrap().iter().map(|r| r["tenant"].as_str().unwrap().to_string()).collect();
+        let mut t: Vec<String> = rows(token, sql).as_array().unwrap().iter().map(|r| r["tenant"].as_str().unwrap().to_string()).collect();
         t.sort();
         t.dedup();
         t

@@ -65,5 +65,9 @@ fn psql_lists_describes_and_queries() {
 
     let o = psql(port, "wrong", "SELECT 1");
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).to_lowercase().contains("password authentication failed"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).to_lowercase().contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -1,4 +1,5 @@
-//! `alertflow sql`: queries over a pipeline's output folder.
+//! `alertflow sql`: queries over a pipeline's output folder, or (`--url`) over a running
+//! engine's HTTP interface.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,13 @@ pub struct SqlArgs {
     /// With `--format parquet`: the file to write.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Ask a running engine instead (`http://HOST:PORT`, its `[serve] http`): the query is
+    /// sent to `POST /sql`, the answer comes back as Arrow and is printed here.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// With `--url`: the token (`[serve] tokens`) to present.
+    #[arg(long, requires = "url")]
+    pub token: Option<String>,
 }
 
 enum Target {
@@ -50,6 +58,20 @@ pub fn sql(args: SqlArgs) -> u8 {
             }
         },
     };
+    if let Some(url) = &args.url {
+        let Target::Text(format) = target else {
+            eprintln!("error: --format parquet is not available with --url");
+            return BAD_CONFIG;
+        };
+        let Some(query) = &args.query else {
+            eprintln!("error: --url needs a query (the interactive prompt reads a local --data folder)");
+            return BAD_CONFIG;
+        };
+        let (code, out, err) = remote(url, args.token.as_deref(), query, format);
+        print!("{out}");
+        eprint!("{err}");
+        return code;
+    }
     if !args.data.is_dir() {
         eprintln!("error: --data {}: no such folder (point it at a pipeline's output folder)", args.data.display());
         return BAD_CONFIG;
@@ -80,6 +102,34 @@ pub fn sql(args: SqlArgs) -> u8 {
             None => prompt(&ctx, &target).await,
         }
     })
+}
+
+/// Runs `query` on the engine at `url`: the exit code, what to print on stdout, on stderr.
+fn remote(url: &str, token: Option<&str>, query: &str, format: OutputFormat) -> (u8, String, String) {
+    use alertflow_serve::client::{ClientError, query as ask};
+    match ask(url, token, query) {
+        Ok((schema, batches)) => {
+            // An empty answer still shows its columns.
+            let batches = if batches.is_empty() { vec![datafusion::arrow::record_batch::RecordBatch::new_empty(schema)] } else { batches };
+            match render(&batches, format) {
+                Ok(mut text) => {
+                    if format == OutputFormat::Table {
+                        text.push('\n');
+                    }
+                    (OK, text, String::new())
+                }
+                Err(e) => (FAILED, String::new(), format!("error: {e}\n")),
+            }
+        }
+        Err(ClientError::Server { message, sqlstate, .. }) => {
+            let code = sqlstate.map(|s| format!(" (SQLSTATE {s})")).unwrap_or_default();
+            (FAILED, String::new(), format!("error: {message}{code}\n"))
+        }
+        Err(e @ ClientError::Unreachable { .. }) => {
+            (FAILED, String::new(), format!("error: {e} (is the engine running with [serve] http?)\n"))
+        }
+        Err(e) => (FAILED, String::new(), format!("error: {e}\n")),
+    }
 }
 
 async fn run_one(ctx: &SessionContext, q: &str, target: &Target) -> Result<(), QueryError> {
@@ -145,5 +195,65 @@ async fn prompt(ctx: &SessionContext, target: &Target) -> u8 {
                 eprintln!("error: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use alertflow_connectors::live::{COMPLETE, LiveTable, LiveTables};
+    use alertflow_queries::{Access, Catalog, Metrics, QueryLimits};
+    use alertflow_serve::{Health, ServeConfig, Server, Token};
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    /// `alertflow sql --url` against a started server: every format, a server error, a wrong
+    /// token, an unreachable server.
+    #[test]
+    fn sql_url_asks_a_running_server() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("tenant", DataType::Utf8, false), Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["acme", "globex"])), Arc::new(Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap();
+        let mut live = LiveTables::new();
+        live.add(LiveTable::new("counts", schema, 1)).publish(0, COMPLETE, vec![(1, vec![batch])]);
+        let catalog = rt.block_on(Catalog::open(None, &live, QueryLimits::default())).unwrap();
+        let cfg = ServeConfig {
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            pg: None,
+            tokens: vec![Token { token: "t0k".into(), access: Access::Tenant(Arc::from("globex")) }],
+        };
+        let server = Server::start(&cfg, catalog, Arc::new(Metrics::new()), Arc::new(Health::default), rt.handle()).unwrap();
+        let url = format!("http://{}", server.http_addr().unwrap());
+        let q = "SELECT tenant, n FROM counts ORDER BY n";
+
+        let (code, out, err) = remote(&url, Some("t0k"), q, OutputFormat::Csv);
+        assert_eq!((code, out.as_str(), err.as_str()), (OK, "tenant,n\nglobex,2\n", ""));
+        let (code, out, _) = remote(&url, Some("t0k"), q, OutputFormat::Json);
+        assert_eq!((code, out.as_str()), (OK, "[{\"tenant\":\"globex\",\"n\":2}]\n"));
+        let (code, out, _) = remote(&url, Some("t0k"), q, OutputFormat::Table);
+        assert_eq!(code, OK);
+        assert!(out.contains("| globex | 2 |"), "{out}");
+        let (code, out, _) = remote(&url, Some("t0k"), "SELECT n FROM counts WHERE n > 5", OutputFormat::Csv);
+        assert_eq!((code, out.as_str()), (OK, "n\n"));
+
+        let (code, out, err) = remote(&url, Some("t0k"), "SELECT * FROM nope", OutputFormat::Csv);
+        assert_eq!((code, out.as_str()), (FAILED, ""));
+        assert!(err.contains("nope") && err.contains("42P01"), "{err}");
+        let (code, _, err) = remote(&url, Some("wrong"), q, OutputFormat::Csv);
+        assert_eq!(code, FAILED);
+        assert!(err.contains("token"), "{err}");
+
+        server.shutdown();
+        let (code, _, err) = remote(&url, Some("t0k"), q, OutputFormat::Csv);
+        assert_eq!(code, FAILED);
+        assert!(err.contains("cannot reach"), "{err}");
     }
 }
