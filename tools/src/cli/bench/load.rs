@@ -149,7 +149,8 @@ impl Conn {
         self.writer.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
         let mut line = String::new();
         self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line `{}`", line.trim()))?;
+        let status: u16 =
+            line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line `{}`", line.trim()))?;
         let (mut length, mut chunked, mut close) = (None, false, false);
         loop {
             line.clear();
@@ -171,7 +172,8 @@ impl Conn {
             loop {
                 line.clear();
                 self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
-                let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| "bad chunk size".to_string())?;
+                let n =
+                    usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| "bad chunk size".to_string())?;
                 let mut chunk = vec![0; n + 2];
                 self.reader.read_exact(&mut chunk).map_err(|e| format!("read: {e}"))?;
                 if n == 0 {
