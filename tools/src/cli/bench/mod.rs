@@ -606,6 +606,26 @@ fn print_latency(rs: &[BenchResult], rate: u64) {
             );
         }
     }
+    for r in rs {
+        if let Some(q) = &r.query_load {
+            println!();
+            println!(
+                "{}: {} clients, `{}`: {} queries ({:.0}/s), {} errors, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                r.scenario,
+                q.clients,
+                q.query,
+                thousands(q.queries),
+                q.queries_per_second,
+                thousands(q.errors),
+                q.p50_ms,
+                q.p99_ms,
+                q.max_ms
+            );
+            if let Some(e) = &q.first_error {
+                println!("first error: {e}");
+            }
+        }
+    }
 }
 
 /// Whether a run of `seconds` did not hold the pace of a `replay` seconds long: more than 10 %
