@@ -51,11 +51,14 @@ pub struct RunOptions {
     /// Called with the summary as soon as the pipeline has finished. With `[serve]` the run
     /// then keeps serving its tables until SIGINT/SIGTERM (or `cancel`) before it returns, so
     /// this is where a caller reports the outcome.
-    pub finished: Option<Box<dyn FnOnce(&RunSummary)>>,
+    pub finished: Option<FinishedFn>,
     /// With `[serve]`: called once the servers listen, before any worker starts, with the
     /// catalog they answer from and the bound HTTP and PostgreSQL addresses.
     pub serving: Option<ServingFn>,
 }
+
+/// See [`RunOptions::finished`].
+pub type FinishedFn = Box<dyn FnOnce(&RunSummary)>;
 
 /// See [`RunOptions::serving`].
 pub type ServingFn = Box<dyn FnOnce(&alertflow_queries::Catalog, Option<SocketAddr>, Option<SocketAddr>)>;

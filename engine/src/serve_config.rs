@@ -107,10 +107,11 @@ impl ServeSection {
         if self.http.is_none() && self.pg.is_none() {
             p.push(problem("serve", "serves nothing: set http = \"127.0.0.1:8080\" and/or pg = \"127.0.0.1:5433\""));
         }
-        if let (Some(h), Some(g)) = (http, pg) {
-            if h == g && h.port() != 0 {
-                p.push(problem("serve.pg", format!("the same address as serve.http ({h})")));
-            }
+        if let (Some(h), Some(g)) = (http, pg)
+            && h == g
+            && h.port() != 0
+        {
+            p.push(problem("serve.pg", format!("the same address as serve.http ({h})")));
         }
         if self.tokens.is_empty() {
             // Without tokens anyone who can connect sees every tenant: only this machine may.

@@ -275,10 +275,10 @@ mod tests {
                 .keys()
                 .find(|f| name == f.as_str() || [&"_bucket", &"_sum", &"_count"].iter().any(|s| name == format!("{f}{s}")))
                 .unwrap_or_else(|| panic!("sample of no family: {line}"));
-            if let Some(l) = series.strip_prefix(name) {
-                if !l.is_empty() {
-                    assert!(l.starts_with('{') && l.ends_with('}'), "{line}");
-                }
+            if let Some(l) = series.strip_prefix(name)
+                && !l.is_empty()
+            {
+                assert!(l.starts_with('{') && l.ends_with('}'), "{line}");
             }
             if name.ends_with("_bucket") {
                 let (prev_series, prev) = last_bucket.clone().unwrap_or_default();

@@ -96,6 +96,17 @@ impl LiveTable {
         LiveTable { name: name.into(), schema, refresh, state: Mutex::new(state) }
     }
 
+    /// A table whose state is `batches`, complete (one publisher, already finished): for
+    /// tests and for tables that do not change.
+    pub fn fixed(name: impl Into<String>, schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        let t = LiveTable::new(name, schema, 1, Duration::ZERO);
+        let now = Instant::now();
+        let report = t.report(0, COMPLETE, now);
+        debug_assert_eq!(report, Report::Build(COMPLETE));
+        t.publish(0, COMPLETE, batches, now);
+        t
+    }
+
     /// The table's SQL name.
     pub fn name(&self) -> &str {
         &self.name

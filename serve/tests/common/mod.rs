@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use alertflow_connectors::live::{COMPLETE, LiveTable, LiveTables};
+use alertflow_connectors::live::{LiveTable, LiveTables};
 use alertflow_queries::{Access, Catalog, Metrics, QueryLimits};
 use alertflow_serve::{Health, ServeConfig, Server, Token};
 use datafusion::arrow::array::{ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampMillisecondArray};
@@ -147,8 +147,7 @@ pub fn serve(limits: QueryLimits, tokens: Vec<Token>) -> Served {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut live = LiveTables::new();
     let state = state_batch();
-    let table = live.add(LiveTable::new("state", state.schema(), 1));
-    table.publish(0, COMPLETE, vec![(1, vec![state])]);
+    live.add(LiveTable::fixed("state", state.schema(), vec![state]));
     let catalog = rt.block_on(Catalog::open(Some(&dir.0), &live, limits)).unwrap();
     let metrics = Arc::new(Metrics::new());
     let cfg = ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("127.0.0.1:0".parse().unwrap()), tokens };

@@ -90,7 +90,7 @@ pub fn run_pipeline_with(
     pipeline: Pipeline,
     workers: Option<usize>,
     latency: Option<(i64, i64)>,
-    finished: Option<Box<dyn FnOnce(&RunSummary)>>,
+    finished: Option<alertflow_engine::FinishedFn>,
 ) -> Result<RunSummary, alertflow_engine::RunError> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let total: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
@@ -116,7 +116,7 @@ pub fn run_pipeline_with(
                 bar.finish_and_clear();
             }
             f(s)
-        }) as Box<dyn FnOnce(&RunSummary)>
+        }) as alertflow_engine::FinishedFn
     });
     let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, finished, ..Default::default() });
     if let Some(bar) = bar {

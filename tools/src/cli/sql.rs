@@ -202,7 +202,7 @@ async fn prompt(ctx: &SessionContext, target: &Target) -> u8 {
 mod tests {
     use std::sync::Arc;
 
-    use alertflow_connectors::live::{COMPLETE, LiveTable, LiveTables};
+    use alertflow_connectors::live::{LiveTable, LiveTables};
     use alertflow_queries::{Access, Catalog, Metrics, QueryLimits};
     use alertflow_serve::{Health, ServeConfig, Server, Token};
     use datafusion::arrow::array::{Int64Array, StringArray};
@@ -223,7 +223,7 @@ mod tests {
         )
         .unwrap();
         let mut live = LiveTables::new();
-        live.add(LiveTable::new("counts", schema, 1)).publish(0, COMPLETE, vec![(1, vec![batch])]);
+        live.add(LiveTable::fixed("counts", schema, vec![batch]));
         let catalog = rt.block_on(Catalog::open(None, &live, QueryLimits::default())).unwrap();
         let cfg = ServeConfig {
             http: Some("127.0.0.1:0".parse().unwrap()),
