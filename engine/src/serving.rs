@@ -80,7 +80,7 @@ impl Serving {
             tracing::info!("serving the PostgreSQL protocol at {a} (psql \"host={} port={} dbname=alertflow\")", a.ip(), a.port());
         }
         if plan.tokens.is_empty() {
-            tracing::info!("no [[serve.tokens]]: any caller on this machine sees every tenant (serving binds only loopback addresses)");
+            tracing::warn!("no [[serve.tokens]]: any caller on this machine sees every tenant (serving binds only loopback addresses)");
         }
         Ok(Serving { runtime, server, running, catalog })
     }

@@ -118,7 +118,17 @@ pub fn run_pipeline_with(
             f(s)
         }) as alertflow_engine::FinishedFn
     });
-    let r = alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, finished, ..Default::default() });
+    // With `[serve]`: say where, whatever the log level.
+    let serving: alertflow_engine::ServingFn = Box::new(|_, http, pg| {
+        if let Some(a) = http {
+            eprintln!("serving SQL over HTTP at http://{a} (POST /sql, GET /tables, /metrics, /health)");
+        }
+        if let Some(a) = pg {
+            eprintln!("serving the PostgreSQL protocol at {a}: psql \"host={} port={} dbname=alertflow\"", a.ip(), a.port());
+        }
+    });
+    let r =
+        alertflow_engine::run(pipeline, RunOptions { workers, progress, latency, finished, serving: Some(serving), ..Default::default() });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
