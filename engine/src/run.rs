@@ -18,7 +18,7 @@ use alertflow_model::tables::{
     TableRow, WindowTable,
 };
 use alertflow_model::{Alert, Metric};
-use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DedupStats, DetectExt, EnrichExt, RuleExt, SuppressExt, Time};
+use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DetectExt, EnrichExt, OperatorStats, RuleExt, SuppressExt, Time};
 use serde::Serialize;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline as Pipelined;
@@ -209,7 +209,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         }
     });
     let sink_stats: Arc<Vec<Arc<SinkStats>>> = Arc::new(table_schemas.iter().map(|_| Arc::default()).collect());
-    let dedup_stats: Arc<DedupStats> = Arc::default();
+    let dedup_stats: Arc<OperatorStats> = Arc::default();
     let failure = Failure::new();
     let total_bytes: u64 = pipeline.sources.iter().map(|s| s.total_bytes).sum();
     tracing::info!(
@@ -239,7 +239,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 sources: &source_stats,
                 table_names: table_schemas.iter().map(|(n, _)| n.clone()).collect(),
                 sinks: &sink_stats,
-                dedup: pipeline.alerts.as_ref().map(|_| &dedup_stats),
+                operators: operator_stats(&pipeline, &dedup_stats),
                 watermarks: &watermarks,
             };
             let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry)?;
@@ -323,6 +323,27 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     Ok(summary)
 }
 
+/// Every stateful operator's counters, as (kind, name, counters), for `/metrics`. Dedup's
+/// belong to the run (its summary reads them); the others live in the operators' configs.
+fn operator_stats(pipeline: &Pipeline, dedup: &Arc<OperatorStats>) -> Vec<(&'static str, String, Arc<OperatorStats>)> {
+    let mut ops = Vec::new();
+    for (agg, _) in &pipeline.aggregates {
+        ops.push(("aggregate", agg.name().to_string(), agg.stats().clone()));
+    }
+    for (rule, _) in &pipeline.rules {
+        ops.push(("rule", rule.name().to_string(), rule.stats().clone()));
+    }
+    for (det, _) in &pipeline.detects {
+        ops.push(("detect", det.name().to_string(), det.stats().clone()));
+    }
+    if let Some(chain) = &pipeline.alerts {
+        ops.push(("dedup", "dedup".to_string(), dedup.clone()));
+        ops.push(("suppress", "suppress".to_string(), chain.suppress.stats().clone()));
+        ops.push(("correlate", "correlate".to_string(), chain.correlate.stats().clone()));
+    }
+    ops
+}
+
 /// The run's figures, read from the shared counters once every worker has finished.
 #[allow(clippy::too_many_arguments)]
 fn summarize(
@@ -332,7 +353,7 @@ fn summarize(
     source_stats: &[Arc<SourceStats>],
     table_names: &[String],
     sink_stats: &[Arc<SinkStats>],
-    dedup_stats: &DedupStats,
+    dedup_stats: &OperatorStats,
     probe: Option<Arc<LatencyProbe>>,
 ) -> RunSummary {
     let wall = start.elapsed().as_secs_f64();
@@ -358,9 +379,9 @@ fn summarize(
         wall_seconds: wall,
         records_per_second: if wall > 0.0 { records_in as f64 / wall } else { 0.0 },
         alerts: pipeline.alerts.as_ref().map(|_| AlertSummary {
-            notices: dedup_stats.notices.load(Ordering::Relaxed),
-            lifecycle_rows: dedup_stats.rows.load(Ordering::Relaxed),
-            overflow: dedup_stats.overflow.load(Ordering::Relaxed),
+            notices: dedup_stats.records_in.load(Ordering::Relaxed),
+            lifecycle_rows: dedup_stats.records_out.load(Ordering::Relaxed),
+            overflow: dedup_stats.dropped.load(Ordering::Relaxed),
         }),
         tables,
         output: pipeline.output_dir.display().to_string(),
@@ -385,7 +406,7 @@ struct Stats<'a> {
     watermarks: &'a Arc<Vec<AtomicU64>>,
     /// In the order of the tables: aggregates, anomaly tables, the alert tables, dead letters.
     sinks: &'a [Arc<SinkStats>],
-    dedup: &'a Arc<DedupStats>,
+    dedup: &'a Arc<OperatorStats>,
 }
 
 /// The replay clock of paced sources, and the latency probe when latency is measured.

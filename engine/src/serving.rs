@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use alertflow_connectors::file::SourceStats;
 use alertflow_connectors::parquet::SinkStats;
-use alertflow_operators::DedupStats;
+use alertflow_operators::OperatorStats;
 use alertflow_queries::{Catalog, Metrics};
 use alertflow_serve::{Health, ServeConfig, Server, Token};
 
@@ -24,7 +24,8 @@ pub(crate) struct Telemetry<'a> {
     /// Table names, in sink order.
     pub table_names: Vec<String>,
     pub sinks: &'a Arc<Vec<Arc<SinkStats>>>,
-    pub dedup: Option<&'a Arc<DedupStats>>,
+    /// Stateful operators: (kind, name, counters).
+    pub operators: Vec<(&'static str, String, Arc<OperatorStats>)>,
     pub watermarks: &'a Arc<Vec<AtomicU64>>,
 }
 
@@ -198,16 +199,39 @@ fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
             move || seconds(t.read().frontier),
         );
     }
-    if let Some(d) = t.dedup {
-        let (a, b, c, e) = (d.clone(), d.clone(), d.clone(), d.clone());
-        m.counter_fn("alertflow_dedup_notices_total", "Alert notices that reached dedup.", &[], move || {
-            a.notices.load(Ordering::Relaxed) as f64
-        });
-        m.counter_fn("alertflow_dedup_rows_total", "Lifecycle rows dedup emitted.", &[], move || b.rows.load(Ordering::Relaxed) as f64);
-        m.counter_fn("alertflow_dedup_overflow_total", "New fingerprints dropped over max_open_per_tenant.", &[], move || {
-            c.overflow.load(Ordering::Relaxed) as f64
-        });
-        m.gauge_fn("alertflow_dedup_fingerprints", "Fingerprints in dedup's state.", &[], move || e.state.load(Ordering::Relaxed) as f64);
+    type OpGet = fn(&OperatorStats) -> f64;
+    let operator_families: [(&str, &str, bool, OpGet); 5] = [
+        ("alertflow_operator_records_in_total", "Records an operator received.", true, |s| s.records_in.load(Ordering::Relaxed) as f64),
+        ("alertflow_operator_records_out_total", "Rows an operator emitted.", true, |s| s.records_out.load(Ordering::Relaxed) as f64),
+        (
+            "alertflow_operator_late_total",
+            "Late records an operator received (revisions of windows; not scored by detectors).",
+            true,
+            |s| s.late.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "alertflow_operator_dropped_total",
+            "Records an operator received but did not use (late points of detectors, dedup over max_open_per_tenant).",
+            true,
+            |s| s.dropped.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "alertflow_operator_state_entries",
+            "Entries an operator holds in state (window groups, fingerprints, storm groups, episodes and incidents, series models).",
+            false,
+            |s| s.state() as f64,
+        ),
+    ];
+    for (name, help, counter, get) in operator_families {
+        for (kind, op, stats) in &t.operators {
+            let stats = stats.clone();
+            let labels = [("operator", *kind), ("name", op.as_str())];
+            if counter {
+                m.counter_fn(name, help, &labels, move || get(&stats));
+            } else {
+                m.gauge_fn(name, help, &labels, move || get(&stats));
+            }
+        }
     }
     let w = t.watermarks.clone();
     let least = move || w.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);

@@ -14,6 +14,7 @@
 //! neither do the floating-point results.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use alertflow_model::time::{DurationMs, floor_to};
 use alertflow_model::window::{Acc, AggFn, GroupKey, Needs, WindowRow};
@@ -26,6 +27,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
 /// Most panes one hopping window may span (`size / gcd(size, slide)`): each pane of a group is
@@ -111,6 +113,8 @@ pub struct Aggregate {
     pub(crate) needs: Needs,
     /// `allowed_lateness` in ms under the late policy `update`; `None` under `drop`.
     pub(crate) late: Option<i64>,
+    /// Counters of all workers' instances.
+    pub(crate) stats: Arc<OperatorStats>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -208,6 +212,7 @@ impl Aggregate {
             functions: cfg.functions.clone(),
             needs: Needs::of(&cfg.functions),
             late: None,
+            stats: Arc::default(),
         })
     }
 
@@ -230,6 +235,11 @@ impl Aggregate {
     /// Whether rows carry revisions (late policy `update`).
     pub fn revises(&self) -> bool {
         self.late.is_some()
+    }
+
+    /// The counters all workers' instances report into.
+    pub fn stats(&self) -> &Arc<OperatorStats> {
+        &self.stats
     }
 
     /// The output table's name.
@@ -382,12 +392,15 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                 // its address cannot be reused while cached).
                 let mut keys: HashMap<usize, (Series, GroupKey)> = HashMap::new();
                 let mut late: Vec<Partial> = Vec::new();
+                let mut state = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
                         // Timely time is totally ordered: a stamp is one time.
                         let Some(now) = cap.least().copied() else { return };
                         for batch in data {
+                            op.stats.add_in(batch.len());
+                            op.stats.add_late(batch.iter().filter(|m| m.late).count());
                             // Consecutive points nearly always share a pane: look it up once
                             // per run of equal pane starts.
                             let mut current: Option<(i64, &mut PrePane)> = None;
@@ -431,16 +444,19 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         }
                         spare.push(w.series);
                     }
+                    state.set(open.values().map(|w| w.series.len()).sum());
                 }
             },
         );
 
         let lateness = op.late;
+        let stats = op.stats.clone();
         partials.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             Exchange::new(|p: &Partial| p.key.stable_hash()),
             &format!("aggregate:{}:merge", op.name),
             move |_cap, _info| {
                 let mut merge = Merge { panes, lateness, ..Merge::default() };
+                let mut state = StateGauge::new(stats.clone());
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
@@ -470,7 +486,11 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                             }
                         }
                     });
-                    merge.advance(frontier, |cap, rows| output.session(cap).give_container(rows));
+                    merge.advance(frontier, |cap, rows| {
+                        stats.add_out(rows.len());
+                        output.session(cap).give_container(rows)
+                    });
+                    state.set(merge.groups());
                 }
             },
         )
@@ -498,6 +518,12 @@ struct Merge {
 }
 
 impl Merge {
+    /// Groups held (open, late and closed panes): the stage's state size.
+    fn groups(&self) -> usize {
+        let panes = self.open.values().chain(self.late.values()).map(|p| p.groups.len()).sum::<usize>();
+        panes + self.closed.values().map(HashMap::len).sum::<usize>()
+    }
+
     /// Handles everything the frontier has passed, in timely-time order: pane closes, then
     /// late batches, then window emissions of the same time (a window closing at `t` holds
     /// every point that came at or before `t`, late ones included).
@@ -823,6 +849,49 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The counters `/metrics` shows: every point in, every row out, every late point, at 1,
+    /// 2 and 4 workers (all workers add into one set); the state gauge is positive while
+    /// windows are open and back to 0 once the dataflow is gone.
+    #[test]
+    fn counters_count_every_point_row_and_late_point_at_any_worker_count() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use timely::dataflow::operators::Inspect;
+        let (ooo, lateness) = (1000, 2000);
+        let stamped = stamp_like_the_source(&random_points(16, 20_000, 50), ooo, lateness);
+        let late = stamped.iter().filter(|(_, m)| m.late).count() as u64;
+        assert!(late > 500, "only {late} late points");
+        // Sessions by host with a 2 s gap: a host reports every ~1.9 s, so sessions close all along.
+        for (window, group_by, update) in
+            [(tumbling("10s"), "zone", true), (hopping("20s", "5s"), "zone", false), (session("2s"), "host", false)]
+        {
+            for workers in [1, 2, 4] {
+                let what = format!("{window:?}, {workers} workers");
+                let mut op = Aggregate::with_config(&config(window.clone(), &[group_by], &AggFn::DEFAULT), DurationMs(1000)).unwrap();
+                if update {
+                    op = op.with_late_updates(DurationMs(lateness as u64)).unwrap();
+                }
+                // Late points reach a window only under `update` (the source drops them otherwise).
+                let input: Vec<(Time, Metric)> = stamped.iter().filter(|(_, m)| update || !m.late).cloned().collect();
+                let sent = input.len() as u64;
+                let want_late = if update { late } else { 0 };
+                let stats = op.stats().clone();
+                let peak = Arc::new(AtomicU64::new(0));
+                let (op2, s2, p2) = (op.clone(), stats.clone(), peak.clone());
+                let rows = run_stamped(workers, input, move |s| {
+                    let (st, pk) = (s2.clone(), p2.clone());
+                    s.aggregate(&op2).inspect(move |_| {
+                        pk.fetch_max(st.state(), Ordering::Relaxed);
+                    })
+                });
+                assert_eq!(stats.records_in.load(Ordering::Relaxed), sent, "{what}");
+                assert_eq!(stats.records_out.load(Ordering::Relaxed), rows.len() as u64, "{what}");
+                assert_eq!(stats.late.load(Ordering::Relaxed), want_late, "{what}");
+                assert!(peak.load(Ordering::Relaxed) > 0, "{what}: no state seen while windows were emitted");
+                assert_eq!(stats.state(), 0, "{what}: state left after the dataflow ended");
+            }
+        }
     }
 
     #[test]

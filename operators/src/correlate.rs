@@ -35,6 +35,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use crate::ordered::{Due, Ordered, Timed};
+use crate::stats::{OperatorStats, StateGauge};
 use crate::suppress::StormMembers;
 use crate::{ConfigError, Time};
 
@@ -104,9 +105,17 @@ pub struct Correlate {
     similarity: Option<f64>,
     link_storms: bool,
     epoch: i64,
+    /// Counters of all workers' instances.
+    stats: Arc<OperatorStats>,
 }
 
 impl Correlate {
+    /// The counters all workers' instances report into: events and storm memberships in,
+    /// events and incident rows out, open episodes and incidents held.
+    pub fn stats(&self) -> &Arc<OperatorStats> {
+        &self.stats
+    }
+
     /// The label naming an alert's service.
     pub fn service_label(&self) -> &str {
         &self.service_label
@@ -140,6 +149,7 @@ impl Correlate {
             similarity: cfg.similarity_threshold,
             link_storms: cfg.link_storms,
             epoch: epoch.millis().max(1) as i64,
+            stats: Arc::default(),
         })
     }
 }
@@ -493,9 +503,11 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                 let mut out: BTreeMap<Time, Vec<Out>> = BTreeMap::new();
                 // Tenants by hash, for timers.
                 let mut tenant_keys: HashMap<u64, Arc<str>> = HashMap::new();
+                let mut state = StateGauge::new(op.stats.clone());
                 move |(events, f1), (topo, f2), output| {
                     events.for_each_stamp(|_c, data| {
                         for b in data {
+                            op.stats.add_in(b.len());
                             for e in b.drain(..) {
                                 ordered.push(e);
                             }
@@ -573,10 +585,12 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
                     for (t, mut rows) in std::mem::take(&mut out) {
                         if let Some(cap) = ordered.cap_at(t as i64) {
+                            op.stats.add_out(rows.len());
                             output.session(&cap).give_container(&mut rows);
                         }
                     }
                     ordered.settle(&frontier);
+                    state.set(tenants.values().map(|t| t.eps.len() + t.incidents.len()).sum());
                 }
             },
         );
@@ -1350,6 +1364,45 @@ mod tests {
         }
         close_due(i64::MAX, &mut eps, &mut comps, &mut quiet, &mut done, true);
         done
+    }
+
+    /// The counters `/metrics` shows for dedup, suppress and correlate add up at 1, 2 and 4
+    /// workers: what one emits the next receives, every emitted row is counted once, state is
+    /// reported while the chain runs (sampled at the last watermark, before the input closes)
+    /// and taken back out when it ends.
+    #[test]
+    fn chain_counters_add_up_at_any_worker_count() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let services = ["web", "api", "db", "batch", "queue"];
+        let mut r = Lcg(21);
+        let mut alerts = Vec::new();
+        let mut t = T0;
+        for i in 0..4_000u64 {
+            t += if r.next().is_multiple_of(50) { 12 * MIN } else { (r.next() % 2000) as i64 };
+            let svc = services[(r.next() % services.len() as u64) as usize];
+            let host = format!("{svc}{}", r.next() % 40);
+            let status = if r.next().is_multiple_of(4) { Status::Resolved } else { Status::Firing };
+            alerts.push(alert(["Err", "Slow"][(r.next() % 2) as usize], svc, &host, t, status, (i / 400) as u32, i % 400));
+        }
+        for workers in [1, 2, 4] {
+            // Storms open at 20 alerts a minute per group, so storm rows and memberships flow too.
+            let (d, s, c) = ops(20);
+            let (sup, cor) = (s.stats().clone(), c.stats().clone());
+            let o = run_alert_chain(workers, alerts.clone(), topology(), d, s, c);
+            let ded = &o.dedup_stats;
+            let what = format!("{workers} workers");
+            assert!(!o.storms.is_empty(), "{what}: no storms");
+            assert_eq!(ded.records_in.load(Relaxed), alerts.len() as u64, "{what}");
+            assert_eq!(ded.records_out.load(Relaxed), sup.records_in.load(Relaxed), "{what}: dedup out, suppress in");
+            assert_eq!(sup.records_out.load(Relaxed), (o.suppressed.len() + o.storms.len()) as u64, "{what}");
+            // Correlate receives the events and one membership record per storm opened.
+            assert!(cor.records_in.load(Relaxed) > o.suppressed.len() as u64, "{what}: no storm memberships counted");
+            assert_eq!(cor.records_out.load(Relaxed), (o.alerts.len() + o.incidents.len()) as u64, "{what}");
+            assert!(o.peak_state.iter().all(|&p| p > 0), "{what}: state sizes seen {:?}", o.peak_state);
+            for (name, st) in [("dedup", ded), ("suppress", &sup), ("correlate", &cor)] {
+                assert_eq!(st.state(), 0, "{what}: {name} state left after the dataflow ended");
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use alertflow_model::LabelSet;
 use alertflow_model::alert::{Alert, AlertEvent, EventKind, Status, revision};
@@ -25,6 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::ordered::{Due, Ordered, Timed};
+use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
 /// The `[dedup]` section of a pipeline.
@@ -75,19 +75,6 @@ fn default_flap_window() -> DurationMs {
 }
 fn default_max_open() -> u64 {
     1_000_000
-}
-
-/// Counters of the dedup operator, shared by its workers.
-#[derive(Debug, Default)]
-pub struct DedupStats {
-    /// Notices received.
-    pub notices: AtomicU64,
-    /// Rows emitted.
-    pub rows: AtomicU64,
-    /// New fingerprints dropped because their tenant held `max_open_per_tenant` open alerts.
-    pub overflow: AtomicU64,
-    /// Fingerprints in state.
-    pub state: AtomicU64,
 }
 
 /// A validated dedup operator.
@@ -192,11 +179,11 @@ impl Entry {
 /// Builds dedup on alert streams.
 pub trait DedupExt<'s> {
     /// Lifecycle rows of the alerts, at the epoch of their event time.
-    fn dedup(self, op: &Dedup, stats: Arc<DedupStats>) -> Stream<'s, Time, Vec<AlertEvent>>;
+    fn dedup(self, op: &Dedup, stats: Arc<OperatorStats>) -> Stream<'s, Time, Vec<AlertEvent>>;
 }
 
 impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
-    fn dedup(self, op: &Dedup, stats: Arc<DedupStats>) -> Stream<'s, Time, Vec<AlertEvent>> {
+    fn dedup(self, op: &Dedup, stats: Arc<OperatorStats>) -> Stream<'s, Time, Vec<AlertEvent>> {
         let op = op.clone();
         self.unary_frontier::<CapacityContainerBuilder<Vec<AlertEvent>>, _, _, _>(
             Exchange::new(|a: &Alert| a.fingerprint()),
@@ -206,10 +193,11 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                 let mut state: HashMap<u64, Entry> = HashMap::new();
                 let mut open_per_tenant: HashMap<Arc<str>, u64> = HashMap::new();
                 let mut out: BTreeMap<Time, Vec<AlertEvent>> = BTreeMap::new();
+                let mut held = StateGauge::new(stats.clone());
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_cap, data| {
                         for batch in data {
-                            stats.notices.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            stats.add_in(batch.len());
                             for a in batch.drain(..) {
                                 ordered.push(a);
                             }
@@ -234,12 +222,12 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                         }
                     }
                     for (t, mut rows) in std::mem::take(&mut out) {
-                        stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                        stats.add_out(rows.len());
                         if let Some(cap) = ordered.cap_at(t as i64) {
                             output.session(&cap).give_container(&mut rows);
                         }
                     }
-                    stats.state.store(state.len() as u64, Ordering::Relaxed);
+                    held.set(state.len());
                     ordered.settle(frontier);
                 }
             },
@@ -256,7 +244,7 @@ fn notice(
     state: &mut HashMap<u64, Entry>,
     open: &mut HashMap<Arc<str>, u64>,
     a: Alert,
-    stats: &DedupStats,
+    stats: &OperatorStats,
 ) -> (Vec<AlertEvent>, TimerChange) {
     let fp = a.fingerprint();
     let ts = a.ts;
@@ -269,7 +257,7 @@ fn notice(
             }
             let n = open.entry(a.labels.tenant_arc().clone()).or_insert(0);
             if *n >= op.max_open {
-                stats.overflow.fetch_add(1, Ordering::Relaxed);
+                stats.add_dropped(1);
                 return (rows, None);
             }
             state.entry(fp).or_insert(Entry {
@@ -458,11 +446,11 @@ mod tests {
         let cfg = DedupConfig { max_open_per_tenant: 3, ..DedupConfig::default() };
         let op = Dedup::with_config(&cfg, DurationMs(1000)).unwrap();
         let input: Vec<Alert> = (0..10).map(|i| alert("A", &format!("h{i}"), T0 + i, Status::Firing, 0, i as u64)).collect();
-        let stats = Arc::new(DedupStats::default());
+        let stats = Arc::new(OperatorStats::default());
         let s2 = stats.clone();
         let got = run_records(1, input, 100, move |s| s.dedup(&op, s2.clone()));
         assert_eq!(got.iter().filter(|e| e.event == EventKind::Opened).count(), 3);
-        assert_eq!(stats.overflow.load(Ordering::Relaxed), 7);
+        assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 7);
     }
 
     /// The oracle: every fingerprint's notices, sorted by (ts, part, pos), through a plain

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ordered;
 pub mod rule;
 pub mod session;
+pub mod stats;
 pub mod suppress;
 
 #[cfg(test)]
@@ -20,11 +21,12 @@ pub(crate) mod testing;
 
 pub use aggregate::{Aggregate, AggregateConfig, AggregateExt, Shape, WindowSpec};
 pub use correlate::{Correlate, CorrelateConfig, CorrelateExt, Correlated, TopologyChange};
-pub use dedup::{Dedup, DedupConfig, DedupExt, DedupStats};
+pub use dedup::{Dedup, DedupConfig, DedupExt};
 pub use detect::{Detect, DetectConfig, DetectExt, DetectorKind, DetectorSpec};
 pub use enrich::EnrichExt;
 pub use error::ConfigError;
 pub use rule::{Rule, RuleConfig, RuleExt};
+pub use stats::{OperatorStats, StateGauge};
 pub use suppress::{StormMembers, Suppress, SuppressConfig, SuppressExt, Suppressed};
 
 /// The timely timestamp of every alertflow dataflow: event time in ms, coarsened to an epoch.

@@ -22,6 +22,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::Time;
 use crate::aggregate::{Aggregate, Shape};
 use crate::ordered::{Due, Ordered, Timed};
+use crate::stats::StateGauge;
 
 /// A point with its group key, on its way to the group's worker.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -73,7 +74,7 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
         },
     );
 
-    let (epoch, needs) = (op.epoch, op.needs);
+    let (epoch, needs, stats) = (op.epoch, op.needs, op.stats.clone());
     keyed.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
         Exchange::new(|p: &KeyedPoint| p.key.stable_hash()),
         &format!("aggregate:{}:session", op.name),
@@ -84,8 +85,11 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
             let mut slots: Vec<Option<Open>> = Vec::new();
             let mut free: Vec<u64> = Vec::new();
             let mut out: BTreeMap<i64, Vec<WindowRow>> = BTreeMap::new();
+            let mut state = StateGauge::new(stats.clone());
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| {
+                    stats.add_in(data.len());
+                    stats.add_late(data.iter().filter(|p| p.point.late).count());
                     for p in data.drain(..) {
                         ordered.push(p);
                     }
@@ -149,10 +153,12 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
                 for (end, mut rows) in std::mem::take(&mut out) {
                     // Emitted at the epoch of the session's last millisecond, like fixed windows.
                     if let Some(cap) = ordered.cap_at(end - 1) {
+                        stats.add_out(rows.len());
                         output.session(&cap).give_container(&mut rows);
                     }
                 }
                 ordered.settle(frontier);
+                state.set(slot_of.len());
             }
         },
     )

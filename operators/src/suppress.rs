@@ -23,6 +23,7 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::ordered::{Due, Ordered, Timed};
+use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
 /// The `[suppress]` section of a pipeline.
@@ -76,9 +77,17 @@ pub struct Suppress {
     cooldown: i64,
     tick: i64,
     epoch: i64,
+    /// Counters of all workers' instances.
+    stats: Arc<OperatorStats>,
 }
 
 impl Suppress {
+    /// The counters all workers' instances report into: events in, events and storm rows out,
+    /// groups held.
+    pub fn stats(&self) -> &Arc<OperatorStats> {
+        &self.stats
+    }
+
     /// Validates a config.
     pub fn with_config(cfg: &SuppressConfig, epoch: DurationMs) -> Result<Suppress, Vec<ConfigError>> {
         let mut errs = Vec::new();
@@ -105,6 +114,7 @@ impl Suppress {
             cooldown: cfg.cooldown.millis() as i64,
             tick: (window / 4).max(epoch),
             epoch,
+            stats: Arc::default(),
         })
     }
 
@@ -287,9 +297,11 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                 let mut ordered: Ordered<AlertEvent> = Ordered::new(cap, op.epoch);
                 let mut groups: HashMap<u64, Group> = HashMap::new();
                 let mut out: BTreeMap<Time, Vec<Out>> = BTreeMap::new();
+                let mut state = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_cap, data| {
                         for batch in data {
+                            op.stats.add_in(batch.len());
                             for e in batch.drain(..) {
                                 ordered.push(e);
                             }
@@ -313,10 +325,12 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     }
                     for (t, mut rows) in std::mem::take(&mut out) {
                         if let Some(cap) = ordered.cap_at(t as i64) {
+                            op.stats.add_out(rows.iter().filter(|o| !matches!(o, Out::Members(_))).count());
                             output.session(&cap).give_container(&mut rows);
                         }
                     }
                     ordered.settle(frontier);
+                    state.set(groups.len());
                 }
             },
         );

@@ -8,7 +8,7 @@ use alertflow_model::Metric;
 use timely::container::CapacityContainerBuilder;
 
 use crate::ordered::Timed;
-use timely::dataflow::operators::{Input, Inspect};
+use timely::dataflow::operators::{Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, Stream};
 
 use crate::Time;
@@ -131,6 +131,11 @@ pub struct AlertOutputs {
     pub storms: Vec<alertflow_model::alert::StormRow>,
     /// Incident rows.
     pub incidents: Vec<alertflow_model::alert::IncidentRow>,
+    /// Dedup's counters (suppress and correlate keep theirs in their configs).
+    pub dedup_stats: Arc<crate::OperatorStats>,
+    /// The state sizes of dedup, suppress and correlate once the input's last watermark was
+    /// processed, before the input closed (the largest any worker saw).
+    pub peak_state: [u64; 3],
 }
 
 /// Runs dedup → suppress → correlate on `workers` threads. Alerts are fed like
@@ -150,23 +155,26 @@ pub fn run_alert_chain(
     let alerts = Arc::new(alerts);
     let topology = Arc::new(topology);
     let out = Arc::new(Mutex::new(AlertOutputs::default()));
+    let dedup_stats = out.lock().expect("poisoned").dedup_stats.clone();
     let out2 = out.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<alertflow_model::Alert>>>::new();
         let mut topo_in = InputHandle::<Time, CapacityContainerBuilder<Vec<crate::correlate::TopologyChange>>>::new();
+        let mut probe = timely::dataflow::ProbeHandle::new();
         let (o1, o2, o3, o4) = (out2.clone(), out2.clone(), out2.clone(), out2.clone());
         let (dedup, suppress, correlate) = (dedup.clone(), suppress.clone(), correlate.clone());
+        let held = [dedup_stats.clone(), suppress.stats().clone(), correlate.stats().clone()];
         worker.dataflow::<Time, _, _>(|scope| {
             let a = scope.input_from(&mut input);
             let t = scope.input_from(&mut topo_in);
-            let events = a.dedup(&dedup, Arc::default());
+            let events = a.dedup(&dedup, dedup_stats.clone());
             let s = events.suppress(&suppress);
             let storms = s.storms.inspect(move |r| o3.lock().expect("poisoned").storms.push(r.clone()));
             let _ = storms;
             let sup = s.events.inspect(move |r| o2.lock().expect("poisoned").suppressed.push(r.clone()));
             let c = sup.correlate(&correlate, s.members, t);
-            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone()));
+            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&mut probe);
             c.incidents.inspect(move |r| o4.lock().expect("poisoned").incidents.push(r.clone()));
         });
         let mine: Vec<&alertflow_model::Alert> = alerts.iter().filter(|a| a.part as usize % peers == index).collect();
@@ -208,6 +216,17 @@ pub fn run_alert_chain(
             worker.step();
         }
         feed_topo(&mut topo_in, i64::MAX);
+        // Everything up to the last watermark processed on every worker, the rest still held:
+        // the operators' state now is what they keep while running.
+        while probe.less_than(input.time()) {
+            worker.step();
+        }
+        {
+            let mut o = out2.lock().expect("poisoned");
+            for (peak, stats) in o.peak_state.iter_mut().zip(&held) {
+                *peak = (*peak).max(stats.state());
+            }
+        }
         drop(input);
         drop(topo_in);
         while worker.has_dataflows() {

@@ -74,6 +74,13 @@ tenant = "acme"
     .unwrap();
 }
 
+/// The value of one series (name with its labels, as rendered) in a Prometheus text page.
+fn metric(page: &str, series: &str) -> f64 {
+    let line = page.lines().find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+    let line = line.unwrap_or_else(|| panic!("no {series} in /metrics:\n{page}"));
+    line[series.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
 /// One HTTP/1.1 request; the status and body.
 fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -172,6 +179,11 @@ fn a_running_pipeline_serves_sql_over_http_and_postgres() {
         assert!(waited.elapsed() < Duration::from_secs(20), "open_incidents never showed the 6 hosts' incidents: {open:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The operators' state, as /metrics shows it while the run goes: dedup holds the 6 firing
+    // fingerprints (no alert resolves), correlate at least their 6 episodes.
+    let (_, metrics) = http(addr, "GET", "/metrics", Some(OPERATOR), "");
+    assert_eq!(metric(&metrics, r#"alertflow_operator_state_entries{operator="dedup",name="dedup"}"#), 6.0, "{metrics}");
+    assert!(metric(&metrics, r#"alertflow_operator_state_entries{operator="correlate",name="correlate"}"#) >= 6.0, "{metrics}");
     // The live table joins the history (its incidents' earlier rows are in Parquet by now).
     let history = Instant::now();
     loop {
@@ -230,6 +242,13 @@ fn a_running_pipeline_serves_sql_over_http_and_postgres() {
     assert_eq!(status, 200);
     assert!(metrics.contains("alertflow_source_records_total{source=\"alerts\"} 360"), "{metrics}");
     assert!(metrics.contains("alertflow_queries_total"), "{metrics}");
+    // Per operator: every notice reached dedup, what dedup emitted reached suppress, and what
+    // correlate emitted is exactly the rows of the `alerts` and `incidents` tables.
+    let op = |kind: &str, family: &str| metric(&metrics, &format!(r#"alertflow_operator_{family}{{operator="{kind}",name="{kind}"}}"#));
+    assert_eq!(op("dedup", "records_in_total"), 360.0, "{metrics}");
+    assert_eq!(op("dedup", "records_out_total"), op("suppress", "records_in_total"), "{metrics}");
+    let rows = sql(addr, OPERATOR, "SELECT (SELECT count(*) FROM alerts) + (SELECT count(*) FROM incidents)");
+    assert_eq!(op("correlate", "records_out_total").to_string(), rows[0], "{metrics}");
 
     // SIGTERM stops it cleanly.
     let pid = run.0.id().to_string();

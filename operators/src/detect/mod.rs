@@ -33,6 +33,7 @@ pub use self::params::{ParamReader, ParamValue, Params};
 use self::rcf::{Rcf, RcfSpec};
 use self::zscore::{ZScore, ZScoreSpec};
 use crate::ordered::{Due, Ordered};
+use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
 /// A point's score.
@@ -226,6 +227,8 @@ pub struct Detect {
     threshold: f64,
     raise_alerts: bool,
     epoch: i64,
+    /// Counters of all workers' instances.
+    stats: std::sync::Arc<OperatorStats>,
 }
 
 impl Detect {
@@ -258,6 +261,7 @@ impl Detect {
                 threshold: cfg.threshold,
                 raise_alerts: cfg.raise_alerts,
                 epoch: epoch.millis().max(1) as i64,
+                stats: Default::default(),
             }),
             _ => Err(errs),
         }
@@ -266,6 +270,11 @@ impl Detect {
     /// The output table's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The counters all workers' instances report into: points in (late ones also counted as
+    /// dropped: they are not scored), anomaly rows out, series models held.
+    pub fn stats(&self) -> &std::sync::Arc<OperatorStats> {
+        &self.stats
     }
     /// Whether rows also become alerts.
     pub fn raise_alerts(&self) -> bool {
@@ -301,9 +310,14 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                 let mut ordered: Ordered<Metric> = Ordered::new(cap, op.epoch);
                 let mut states: HashMap<Series, Box<dyn Detector>> = HashMap::new();
                 let mut out: BTreeMap<Time, Vec<AnomalyRow>> = BTreeMap::new();
+                let mut held = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_, data| {
                         for batch in data {
+                            let late = batch.iter().filter(|m| m.late).count();
+                            op.stats.add_in(batch.len());
+                            op.stats.add_late(late);
+                            op.stats.add_dropped(late);
                             for m in batch.drain(..) {
                                 // A late point (late = "update") arrives after its series moved
                                 // on; a streaming detector cannot rewind its state, so it is
@@ -337,10 +351,12 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                     }
                     for (t, mut rows) in std::mem::take(&mut out) {
                         if let Some(cap) = ordered.cap_at(t as i64) {
+                            op.stats.add_out(rows.len());
                             output.session(&cap).give_container(&mut rows);
                         }
                     }
                     ordered.settle(frontier);
+                    held.set(states.len());
                 }
             },
         )
@@ -425,6 +441,7 @@ mod tests {
 
     #[test]
     fn matches_the_oracle_at_any_worker_count() {
+        use std::sync::atomic::Ordering::Relaxed;
         for (seed, kind) in [(1, DetectorKind::Mad), (2, DetectorKind::Zscore), (3, DetectorKind::Ensemble), (4, DetectorKind::Rcf)] {
             let op = Detect::with_config(&config(kind, 0.99), "1s".parse().unwrap()).unwrap();
             let points = random_points(seed, 30_000);
@@ -434,7 +451,14 @@ mod tests {
             assert!(want.iter().all(|r| r.series.name() != "disk"), "unwatched metric scored");
             for workers in [1, 2, 4] {
                 let op2 = op.clone();
+                // The counters (all workers into one set, shared by the clones) move by exactly
+                // the points fed and the rows emitted; no series model outlives the dataflow.
+                let st = op.stats();
+                let (in0, out0) = (st.records_in.load(Relaxed), st.records_out.load(Relaxed));
                 let mut rows = run_metrics(workers, points.clone(), 3000, move |s| s.detect(&op2));
+                assert_eq!(st.records_in.load(Relaxed) - in0, points.len() as u64, "{kind}, {workers} workers");
+                assert_eq!(st.records_out.load(Relaxed) - out0, rows.len() as u64, "{kind}, {workers} workers");
+                assert_eq!(st.state(), 0, "{kind}, {workers} workers");
                 rows.sort_by_key(key);
                 assert!(rows == want, "{kind}, {workers} workers: {} rows, oracle {}", rows.len(), want.len());
             }

@@ -40,6 +40,7 @@ use timely::dataflow::operators::generic::Operator;
 pub use self::when::Cond;
 use crate::aggregate::{Aggregate, Shape};
 use crate::ordered::{Due, Ordered, Timed};
+use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
 /// The `[[rule]]` section of a pipeline.
@@ -94,6 +95,8 @@ pub struct Rule {
     epoch: i64,
     /// The partition its alerts carry: `u32::MAX − rule index`, apart from every source's.
     part: u32,
+    /// Counters of all workers' instances.
+    stats: Arc<OperatorStats>,
 }
 
 fn label_name_ok(k: &str) -> bool {
@@ -180,9 +183,16 @@ impl Rule {
                 step,
                 epoch: epoch.millis().max(1) as i64,
                 part: u32::MAX - index as u32,
+                stats: Arc::default(),
             }),
             _ => Err(errs),
         }
+    }
+
+    /// The counters all workers' instances report into: window rows in (revisions counted as
+    /// late and dropped: a window is judged once), alerts out, groups active.
+    pub fn stats(&self) -> &Arc<OperatorStats> {
+        &self.stats
     }
 
     /// The alert name.
@@ -270,9 +280,14 @@ impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
                 let mut ids: HashMap<u64, GroupKey> = HashMap::new();
                 let mut next_id = 0u64;
                 let mut out: BTreeMap<i64, Vec<Alert>> = BTreeMap::new();
+                let mut state = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_, data| {
                         for batch in data {
+                            let revisions = batch.iter().filter(|r| r.revision > 0).count();
+                            op.stats.add_in(batch.len());
+                            op.stats.add_late(revisions);
+                            op.stats.add_dropped(revisions);
                             // Revisions (late = "update") come after their window was judged.
                             for r in batch.drain(..).filter(|r| r.revision == 0 && op.judges(r.key.name())) {
                                 ordered.push(r);
@@ -335,10 +350,12 @@ impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
                     }
                     for (ts, mut alerts) in std::mem::take(&mut out) {
                         if let Some(cap) = ordered.cap_at(ts) {
+                            op.stats.add_out(alerts.len());
                             output.session(&cap).give_container(&mut alerts);
                         }
                     }
                     ordered.settle(frontier);
+                    state.set(active.len());
                 }
             },
         )

@@ -11,6 +11,7 @@ use alertflow_model::{Metric, Series};
 use super::*;
 use crate::aggregate::{AggregateConfig, AggregateExt, WindowSpec};
 use crate::testing::{Lcg, run_metrics};
+use std::sync::atomic::Ordering::Relaxed;
 
 const T0: i64 = 1_767_225_600_000;
 
@@ -207,7 +208,14 @@ fn check(window: WindowSpec, size: i64, slide: i64, when: &str, for_d: &str, rea
         assert!(fired > 20 && resolved > 5, "the data must exercise the rule: {fired} firing, {resolved} resolved");
         for workers in [1, 2, 4] {
             let (a, r) = (agg.clone(), rule.clone());
-            let got = round_avg(normalise(run_metrics(workers, points.clone(), 700, move |s| s.aggregate(&a).rule(&r))));
+            // The rule's counters move by the window rows it got and the alerts it raised.
+            let (rs, ws) = (rule.stats(), agg.stats());
+            let (in0, out0, win0) = (rs.records_in.load(Relaxed), rs.records_out.load(Relaxed), ws.records_out.load(Relaxed));
+            let raw = run_metrics(workers, points.clone(), 700, move |s| s.aggregate(&a).rule(&r));
+            assert_eq!(rs.records_in.load(Relaxed) - in0, ws.records_out.load(Relaxed) - win0, "seed {seed}, {workers} workers");
+            assert_eq!(rs.records_out.load(Relaxed) - out0, raw.len() as u64, "seed {seed}, {workers} workers");
+            assert_eq!(rs.state(), 0, "seed {seed}, {workers} workers");
+            let got = round_avg(normalise(raw));
             assert_eq!(got.len(), expected.len(), "seed {seed}, {workers} workers, `{when}` for {for_d}");
             for (g, e) in got.iter().zip(&expected) {
                 assert_eq!(g, e, "seed {seed}, {workers} workers, `{when}` for {for_d}");

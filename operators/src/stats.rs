@@ -1,0 +1,118 @@
+//! Counters of one stateful operator, shared by all its workers and read by the engine's
+//! `/metrics` (records in and out, late and dropped records, state size).
+//!
+//! Every operator config ([`crate::Aggregate`], [`crate::Suppress`], …) holds one
+//! `Arc<OperatorStats>`, made when the config is validated: all workers of a run build their
+//! instance from the same config, so they report into the same counters without any wiring.
+//! Workers add per batch and per activation, never per record.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters of one operator (all workers together).
+#[derive(Debug, Default)]
+pub struct OperatorStats {
+    /// Records received.
+    pub records_in: AtomicU64,
+    /// Rows emitted.
+    pub records_out: AtomicU64,
+    /// Late records received (behind their partition's watermark): folded in as revisions by
+    /// windows under the late policy `update`, skipped by detectors.
+    pub late: AtomicU64,
+    /// Records received but not used (a detector's late points, dedup's overflow).
+    pub dropped: AtomicU64,
+    /// Entries held in state, summed over workers (see [`StateGauge`]).
+    state: AtomicI64,
+}
+
+impl OperatorStats {
+    /// Entries held in state by all workers.
+    pub fn state(&self) -> u64 {
+        self.state.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Adds `n` records received.
+    #[inline]
+    pub fn add_in(&self, n: usize) {
+        if n > 0 {
+            self.records_in.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `n` rows emitted.
+    #[inline]
+    pub fn add_out(&self, n: usize) {
+        if n > 0 {
+            self.records_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `n` late records received.
+    #[inline]
+    pub fn add_late(&self, n: usize) {
+        if n > 0 {
+            self.late.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `n` records dropped.
+    #[inline]
+    pub fn add_dropped(&self, n: usize) {
+        if n > 0 {
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One worker's share of an operator's state size. Each worker reports only the change since
+/// its last report, so the shared total is the sum over workers without a slot per worker; on
+/// drop (the dataflow ends) it takes its share back out.
+#[derive(Debug)]
+pub struct StateGauge {
+    stats: Arc<OperatorStats>,
+    last: i64,
+}
+
+impl StateGauge {
+    /// A worker's gauge, at 0.
+    pub fn new(stats: Arc<OperatorStats>) -> StateGauge {
+        StateGauge { stats, last: 0 }
+    }
+
+    /// This worker now holds `n` entries.
+    #[inline]
+    pub fn set(&mut self, n: usize) {
+        let n = n as i64;
+        if n != self.last {
+            self.stats.state.fetch_add(n - self.last, Ordering::Relaxed);
+            self.last = n;
+        }
+    }
+}
+
+impl Drop for StateGauge {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_the_sum_of_the_workers_shares_and_drops_back_to_zero() {
+        let stats = Arc::new(OperatorStats::default());
+        let mut a = StateGauge::new(stats.clone());
+        let mut b = StateGauge::new(stats.clone());
+        a.set(10);
+        b.set(5);
+        assert_eq!(stats.state(), 15);
+        a.set(3);
+        assert_eq!(stats.state(), 8);
+        drop(b);
+        assert_eq!(stats.state(), 3);
+        drop(a);
+        assert_eq!(stats.state(), 0);
+    }
+}
