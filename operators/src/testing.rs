@@ -161,7 +161,7 @@ pub fn run_alert_chain(
         let (index, peers) = (worker.index(), worker.peers());
         let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<alertflow_model::Alert>>>::new();
         let mut topo_in = InputHandle::<Time, CapacityContainerBuilder<Vec<crate::correlate::TopologyChange>>>::new();
-        let mut probe = timely::dataflow::ProbeHandle::new();
+        let probe = timely::dataflow::ProbeHandle::new();
         let (o1, o2, o3, o4) = (out2.clone(), out2.clone(), out2.clone(), out2.clone());
         let (dedup, suppress, correlate) = (dedup.clone(), suppress.clone(), correlate.clone());
         let held = [dedup_stats.clone(), suppress.stats().clone(), correlate.stats().clone()];
@@ -174,7 +174,7 @@ pub fn run_alert_chain(
             let _ = storms;
             let sup = s.events.inspect(move |r| o2.lock().expect("poisoned").suppressed.push(r.clone()));
             let c = sup.correlate(&correlate, s.members, t);
-            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&mut probe);
+            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&probe);
             c.incidents.inspect(move |r| o4.lock().expect("poisoned").incidents.push(r.clone()));
         });
         let mine: Vec<&alertflow_model::Alert> = alerts.iter().filter(|a| a.part as usize % peers == index).collect();
