@@ -28,13 +28,19 @@ else
   echo "warning: no Kafka broker; the Kafka end-to-end tests will say so and skip" >&2
 fi
 
-# `psql` for the PostgreSQL-protocol test (serve/tests/psql.rs): Debian's postgresql-client,
-# installed once if missing (the test skips without it, except in CI where it fails).
-if ! command -v psql >/dev/null 2>&1; then
+# Foreign PostgreSQL clients for the serving tests, installed once if missing (the tests skip
+# without them, except in CI where they fail): `psql` (Debian's postgresql-client) and the
+# PostgreSQL JDBC driver with a JDK to compile its client (default-jdk-headless,
+# libpostgresql-jdbc-java), as Java BI tools connect.
+missing=()
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq postgresql-client >/dev/null; }; then
-    echo "warning: could not install postgresql-client (apt-get failed); the psql test will skip (and fail in CI)" >&2
+  if ! { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    echo "warning: could not install ${missing[*]} (apt-get failed); the tests needing them will skip (and fail in CI)" >&2
   fi
 fi
 

@@ -2,7 +2,9 @@
 //! stream serves its tables over HTTP and the PostgreSQL protocol while it runs; a real `psql`
 //! lists the tables and joins the live `open_incidents` with the `incidents` history; a
 //! tenant's token sees only its tenant; after the input ends the run keeps serving its final
-//! state (and its metrics) until SIGTERM, then exits 0.
+//! state (and its metrics) until SIGTERM, then exits 0. A JDBC client (the PostgreSQL JDBC
+//! driver, as Java BI tools use it) connects, prepares a parameterised query, reads the
+//! metadata BI tools browse, and gets the same answers as HTTP.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +26,11 @@ fn free_port() -> u16 {
 /// Alerts of two tenants on 6 hosts, re-sent every 10 s of event time for 10 minutes, replayed
 /// at 60 notices/s: about 12 s of wall time during which incidents stay open.
 fn fixture(dir: &Path, http: u16, pg: u16) {
+    fixture_at(dir, http, pg, 30);
+}
+
+/// [`fixture`] replayed at `rate` notices/s.
+fn fixture_at(dir: &Path, http: u16, pg: u16, rate: u32) {
     let mut lines = Vec::new();
     for round in 0..60 {
         for h in 0..6 {
@@ -47,7 +54,7 @@ name = "alerts"
 type = "file"
 path = "alerts.ndjson"
 records = "alerts"
-replay_rate = 30
+replay_rate = {rate}
 
 [correlate]
 group_by = ["host"]
@@ -262,4 +269,130 @@ fn a_running_pipeline_serves_sql_over_http_and_postgres() {
         assert!(stopped.elapsed() < Duration::from_secs(10), "the run did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The JDBC client: one line per check, `name<TAB>value`.
+const JDBC_CLIENT: &str = r#"
+import java.sql.*;
+import java.util.*;
+public class Client {
+  static void out(String k, Object v) { System.out.println(k + "\t" + v); }
+  public static void main(String[] a) throws Exception {
+    String url = "jdbc:postgresql://127.0.0.1:" + a[0] + "/alertflow";
+    try (Connection c = DriverManager.getConnection(url, "sre", a[1])) {
+      out("product", c.getMetaData().getDatabaseProductName());
+      try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("SELECT count(*) FROM alerts")) {
+        r.next(); out("count", r.getLong(1));
+      }
+      try (PreparedStatement p = c.prepareStatement(
+          "SELECT incident_id, status, revision FROM incidents WHERE revision >= ? ORDER BY incident_id, revision LIMIT 5")) {
+        p.setLong(1, 1);
+        try (ResultSet r = p.executeQuery()) {
+          while (r.next()) out("prepared", r.getString(1) + "," + r.getString(2) + "," + r.getLong(3));
+          ResultSetMetaData md = r.getMetaData();
+          List<String> t = new ArrayList<>();
+          for (int i = 1; i <= md.getColumnCount(); i++) t.add(md.getColumnName(i) + ":" + md.getColumnTypeName(i));
+          out("types", String.join(",", t));
+        }
+      }
+      List<String> tables = new ArrayList<>();
+      try (ResultSet r = c.getMetaData().getTables(null, null, "%", new String[]{"TABLE", "VIEW"})) {
+        while (r.next()) tables.add(r.getString("TABLE_NAME"));
+      }
+      out("tables", String.join(",", tables));
+      List<String> cols = new ArrayList<>();
+      try (ResultSet r = c.getMetaData().getColumns(null, null, "open_incidents", "%")) {
+        while (r.next()) cols.add(r.getString("COLUMN_NAME"));
+      }
+      out("columns", String.join(",", cols));
+      try (Statement s = c.createStatement()) {
+        s.execute("CREATE TABLE x (a INT)");
+        out("refused", "no");
+      } catch (SQLException e) {
+        out("refused", e.getSQLState());
+      }
+    }
+  }
+}
+"#;
+
+/// The PostgreSQL JDBC driver and a JDK (`javac`), or why they are missing. `scripts/test.sh`
+/// installs Debian's `default-jdk-headless` and `libpostgresql-jdbc-java`.
+fn jdbc() -> Option<std::path::PathBuf> {
+    let jar = std::env::var("ALERTFLOW_PGJDBC").map(std::path::PathBuf::from).unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    let javac = Command::new("javac").arg("-version").output().is_ok_and(|o| o.status.success());
+    if javac && jar.is_file() {
+        return Some(jar);
+    }
+    let why = format!("javac found: {javac}, JDBC driver at {}: {}", jar.display(), jar.is_file());
+    assert!(!in_ci(), "in CI the JDBC test must run ({why}); scripts/test.sh installs them");
+    eprintln!("SKIPPED JDBC test ({why}; scripts/test.sh installs default-jdk-headless and libpostgresql-jdbc-java)");
+    None
+}
+
+#[test]
+fn a_jdbc_client_queries_a_running_pipeline() {
+    let Some(jar) = jdbc() else { return };
+    let scratch = Scratch::new("jdbc");
+    let (http_port, pg_port) = (free_port(), free_port());
+    fixture_at(&scratch.0, http_port, pg_port, 1_000);
+    std::fs::write(scratch.join("Client.java"), JDBC_CLIENT).unwrap();
+    let classes = scratch.join("classes");
+    let javac = Command::new("javac").arg("-d").arg(&classes).arg(scratch.join("Client.java")).output().unwrap();
+    assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+    let child = Command::new(bin())
+        .args(["run", &scratch.join("pipeline.toml").to_string_lossy(), "--workers", "2", "--json"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start alertflow run");
+    let mut run = Running(child);
+    // The input ends (the summary is printed); the run serves its final state.
+    let mut stdout = run.0.stdout.take().unwrap();
+    let summary: serde_json::Value =
+        serde_json::Deserializer::from_reader(&mut stdout).into_iter().next().expect("a summary").expect("JSON summary");
+    assert_eq!(summary["records_in"], 360);
+    let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+
+    let client = |token: &str| -> Vec<(String, String)> {
+        let cp = format!("{}:{}", jar.display(), classes.display());
+        let out = Command::new("java").args(["-cp", &cp, "Client", &pg_port.to_string(), token]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "JDBC client failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let get =
+        |lines: &[(String, String)], k: &str| -> Vec<String> { lines.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
+
+    let op = client(OPERATOR);
+    assert_eq!(get(&op, "product"), ["PostgreSQL"], "{op:?}");
+    assert_eq!(get(&op, "count"), sql(addr, OPERATOR, "SELECT count(*) FROM alerts"));
+    // The prepared statement's parameter is bound: the same rows as the literal query.
+    let want = sql(
+        addr,
+        OPERATOR,
+        "SELECT incident_id, status, revision FROM incidents WHERE revision >= 1 ORDER BY incident_id, revision LIMIT 5",
+    );
+    assert!(!want.is_empty(), "the fixture revises incidents");
+    assert_eq!(get(&op, "prepared"), want);
+    assert_eq!(get(&op, "types"), ["incident_id:text,status:text,revision:int8"]);
+    let tables = get(&op, "tables").join(",");
+    for t in ["active_alerts", "alerts", "incidents", "open_incidents", "storms"] {
+        assert!(tables.split(',').any(|x| x == t), "{t} missing from getTables: {tables}");
+    }
+    let columns = sql(
+        addr,
+        OPERATOR,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'open_incidents' ORDER BY ordinal_position",
+    );
+    assert_eq!(get(&op, "columns"), [columns.join(",")]);
+    assert_eq!(get(&op, "refused"), ["25006"], "a write is refused with SQLSTATE 25006");
+
+    // A tenant's token sees its tenant only, through JDBC as through HTTP.
+    let acme = client(ACME);
+    let acme_count = get(&acme, "count");
+    assert_eq!(acme_count, sql(addr, ACME, "SELECT count(*) FROM alerts"));
+    let (a, all): (u64, u64) = (acme_count[0].parse().unwrap(), get(&op, "count")[0].parse().unwrap());
+    assert!(a > 0 && a < all, "acme sees {a} of {all} alert rows");
 }
