@@ -29,13 +29,16 @@ else
 fi
 
 # Foreign PostgreSQL clients for the serving tests, installed once if missing (the tests skip
-# without them, except in CI where they fail): `psql` (Debian's postgresql-client) and the
+# without them, except in CI where they fail): `psql` (Debian's postgresql-client), the
 # PostgreSQL JDBC driver with a JDK to compile its client (default-jdk-headless,
-# libpostgresql-jdbc-java), as Java BI tools connect.
+# libpostgresql-jdbc-java), as Java BI tools connect, and the psqlODBC driver with unixODBC's
+# `isql` (odbc-postgresql, unixodbc).
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v isql >/dev/null 2>&1 || missing+=(unixodbc)
+[ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || missing+=(odbc-postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

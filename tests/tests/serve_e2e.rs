@@ -4,7 +4,8 @@
 //! tenant's token sees only its tenant; after the input ends the run keeps serving its final
 //! state (and its metrics) until SIGTERM, then exits 0. A JDBC client (the PostgreSQL JDBC
 //! driver, as Java BI tools use it) connects, prepares a parameterised query, reads the
-//! metadata BI tools browse, and gets the same answers as HTTP.
+//! metadata BI tools browse, and gets the same answers as HTTP; so does an ODBC client
+//! (psqlODBC through unixODBC's `isql`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -316,23 +317,36 @@ public class Client {
 }
 "#;
 
-/// The PostgreSQL JDBC driver and a JDK (`javac`), or why they are missing. `scripts/test.sh`
-/// installs Debian's `default-jdk-headless` and `libpostgresql-jdbc-java`.
-fn jdbc() -> Option<std::path::PathBuf> {
+/// The PostgreSQL JDBC driver with a JDK (`javac`), and the psqlODBC driver with unixODBC's
+/// `isql`, or why they are missing. `scripts/test.sh` installs Debian's
+/// `default-jdk-headless`, `libpostgresql-jdbc-java`, `unixodbc` and `odbc-postgresql`.
+fn drivers() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let jar = std::env::var("ALERTFLOW_PGJDBC").map(std::path::PathBuf::from).unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    let odbc = std::env::var("ALERTFLOW_PSQLODBC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so".into());
     let javac = Command::new("javac").arg("-version").output().is_ok_and(|o| o.status.success());
-    if javac && jar.is_file() {
-        return Some(jar);
+    let isql = Command::new("isql").arg("--version").output().is_ok();
+    if javac && isql && jar.is_file() && odbc.is_file() {
+        return Some((jar, odbc));
     }
-    let why = format!("javac found: {javac}, JDBC driver at {}: {}", jar.display(), jar.is_file());
-    assert!(!in_ci(), "in CI the JDBC test must run ({why}); scripts/test.sh installs them");
-    eprintln!("SKIPPED JDBC test ({why}; scripts/test.sh installs default-jdk-headless and libpostgresql-jdbc-java)");
+    let why = format!(
+        "javac: {javac}, isql: {isql}, JDBC driver at {}: {}, ODBC driver at {}: {}",
+        jar.display(),
+        jar.is_file(),
+        odbc.display(),
+        odbc.is_file()
+    );
+    assert!(!in_ci(), "in CI the JDBC/ODBC test must run ({why}); scripts/test.sh installs them");
+    eprintln!(
+        "SKIPPED JDBC/ODBC test ({why}; scripts/test.sh installs default-jdk-headless, libpostgresql-jdbc-java, unixodbc, odbc-postgresql)"
+    );
     None
 }
 
 #[test]
-fn a_jdbc_client_queries_a_running_pipeline() {
-    let Some(jar) = jdbc() else { return };
+fn jdbc_and_odbc_clients_query_a_running_pipeline() {
+    let Some((jar, odbc)) = drivers() else { return };
     let scratch = Scratch::new("jdbc");
     let (http_port, pg_port) = (free_port(), free_port());
     fixture_at(&scratch.0, http_port, pg_port, 1_000);
@@ -395,4 +409,34 @@ fn a_jdbc_client_queries_a_running_pipeline() {
     assert_eq!(acme_count, sql(addr, ACME, "SELECT count(*) FROM alerts"));
     let (a, all): (u64, u64) = (acme_count[0].parse().unwrap(), get(&op, "count")[0].parse().unwrap());
     assert!(a > 0 && a < all, "acme sees {a} of {all} alert rows");
+
+    // ODBC: a DSN in the scratch folder, queries through `isql` (batch mode, comma-separated).
+    std::fs::write(scratch.join("odbcinst.ini"), format!("[PostgreSQL]\nDriver = {}\n", odbc.display())).unwrap();
+    std::fs::write(
+        scratch.join("odbc.ini"),
+        format!("[alertflow]\nDriver = PostgreSQL\nServername = 127.0.0.1\nPort = {pg_port}\nDatabase = alertflow\nSSLmode = disable\n"),
+    )
+    .unwrap();
+    let isql = |token: &str, queries: &str| -> String {
+        let mut child = Command::new("isql")
+            .args(["-b", "-v", "-d,", "alertflow", "sre", token])
+            .env("ODBCSYSINI", &scratch.0)
+            .env("ODBCINI", scratch.join("odbc.ini"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(queries.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let limited = "SELECT incident_id, status, revision FROM incidents WHERE revision >= 1 ORDER BY incident_id, revision LIMIT 5";
+    let out = isql(OPERATOR, &format!("SELECT count(*) FROM alerts\n{limited}\nCREATE TABLE x (a INT)\n"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], all.to_string(), "{out}");
+    assert_eq!(lines[1..=want.len()], want.iter().map(String::as_str).collect::<Vec<_>>()[..], "{out}");
+    assert!(out.contains("[25006]"), "a write is refused with SQLSTATE 25006: {out}");
+    assert_eq!(isql(ACME, "SELECT count(*) FROM alerts\n").lines().next(), Some(a.to_string().as_str()));
+    assert!(isql("wrong-token-xyz", "SELECT 1\n").contains("assword authentication failed"), "a wrong token is refused");
 }
