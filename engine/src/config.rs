@@ -710,11 +710,30 @@ fn rule_sections(
 mod tests {
     use super::*;
 
-    fn dir_with_points() -> PathBuf {
+    /// A scratch folder holding an empty `points.ndjson`, removed when dropped (kept when the
+    /// test panics, for inspection).
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn dir_with_points() -> Scratch {
         let d = std::env::temp_dir().join(format!("af-cfg-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("points.ndjson"), "").unwrap();
-        d
+        Scratch(d)
     }
 
     fn rand_suffix() -> u64 {

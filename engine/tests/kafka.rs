@@ -55,12 +55,31 @@ fn generate(series: u64, points: u64, seed: u64) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch folder, removed when dropped (kept when the test panics, for inspection): the
+/// tests leave nothing behind in the temp folder of a CI machine that runs them again and again.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     static N: AtomicU64 = AtomicU64::new(0);
     let d = std::env::temp_dir().join(format!("af-kafka-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 const AGGREGATE: &str = r#"
