@@ -852,12 +852,13 @@ mod tests {
     }
 
     /// The counters `/metrics` shows: every point in, every row out, every late point, at 1,
-    /// 2 and 4 workers (all workers add into one set); the state gauge is positive while
-    /// windows are open and back to 0 once the dataflow is gone.
+    /// 2 and 4 workers (all workers add into one set); the state gauge is back to 0 once the
+    /// dataflow is gone. (Whether state shows while rows are emitted depends on scheduling —
+    /// with 4 workers every session may close in the last activation — so it is checked where
+    /// it can be sampled deterministically: the alert chain's test, at its last watermark.)
     #[test]
     fn counters_count_every_point_row_and_late_point_at_any_worker_count() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use timely::dataflow::operators::Inspect;
+        use std::sync::atomic::Ordering;
         let (ooo, lateness) = (1000, 2000);
         let stamped = stamp_like_the_source(&random_points(16, 20_000, 50), ooo, lateness);
         let late = stamped.iter().filter(|(_, m)| m.late).count() as u64;
@@ -877,18 +878,11 @@ mod tests {
                 let sent = input.len() as u64;
                 let want_late = if update { late } else { 0 };
                 let stats = op.stats().clone();
-                let peak = Arc::new(AtomicU64::new(0));
-                let (op2, s2, p2) = (op.clone(), stats.clone(), peak.clone());
-                let rows = run_stamped(workers, input, move |s| {
-                    let (st, pk) = (s2.clone(), p2.clone());
-                    s.aggregate(&op2).inspect(move |_| {
-                        pk.fetch_max(st.state(), Ordering::Relaxed);
-                    })
-                });
+                let op2 = op.clone();
+                let rows = run_stamped(workers, input, move |s| s.aggregate(&op2));
                 assert_eq!(stats.records_in.load(Ordering::Relaxed), sent, "{what}");
                 assert_eq!(stats.records_out.load(Ordering::Relaxed), rows.len() as u64, "{what}");
                 assert_eq!(stats.late.load(Ordering::Relaxed), want_late, "{what}");
-                assert!(peak.load(Ordering::Relaxed) > 0, "{what}: no state seen while windows were emitted");
                 assert_eq!(stats.state(), 0, "{what}: state left after the dataflow ended");
             }
         }
