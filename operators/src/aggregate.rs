@@ -400,12 +400,13 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         let Some(now) = cap.least().copied() else { return };
                         for batch in data {
                             op.stats.add_in(batch.len());
-                            op.stats.add_late(batch.iter().filter(|m| m.late).count());
                             // Consecutive points nearly always share a pane: look it up once
                             // per run of equal pane starts.
                             let mut current: Option<(i64, &mut PrePane)> = None;
+                            let mut late_points = 0;
                             for m in batch.drain(..) {
                                 let start = panes.pane_start(m.ts);
+                                late_points += usize::from(m.late);
                                 if m.late && now > panes.close_time(start + pane) {
                                     // Its pane has closed: it goes on alone, at its own time.
                                     let key = key_of(&mut keys, &m.series, &op.group_by).clone();
@@ -426,6 +427,7 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                                     .or_insert_with(|| (m.series, m.pos, Acc::start(needs, m.value, m.ts, m.part, m.pos)));
                                 current = Some((start, w));
                             }
+                            op.stats.add_late(late_points);
                         }
                         if !late.is_empty() {
                             output.session(&cap.delayed(&now, port)).give_iterator(late.drain(..));

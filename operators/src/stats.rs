@@ -34,33 +34,33 @@ impl OperatorStats {
     /// Adds `n` records received.
     #[inline]
     pub fn add_in(&self, n: usize) {
-        if n > 0 {
-            self.records_in.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        add(&self.records_in, n);
     }
 
     /// Adds `n` rows emitted.
     #[inline]
     pub fn add_out(&self, n: usize) {
-        if n > 0 {
-            self.records_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        add(&self.records_out, n);
     }
 
     /// Adds `n` late records received.
     #[inline]
     pub fn add_late(&self, n: usize) {
-        if n > 0 {
-            self.late.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        add(&self.late, n);
     }
 
     /// Adds `n` records dropped.
     #[inline]
     pub fn add_dropped(&self, n: usize) {
-        if n > 0 {
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        add(&self.dropped, n);
+    }
+}
+
+/// Adds `n` unless it is 0 (an empty batch touches no shared cache line).
+#[inline]
+fn add(counter: &AtomicU64, n: usize) {
+    if n > 0 {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
