@@ -32,13 +32,16 @@ fi
 # without them, except in CI where they fail): `psql` (Debian's postgresql-client), the
 # PostgreSQL JDBC driver with a JDK to compile its client (default-jdk-headless,
 # libpostgresql-jdbc-java), as Java BI tools connect, and the psqlODBC driver with unixODBC's
-# `isql` (odbc-postgresql, unixodbc).
+# `isql` (odbc-postgresql, unixodbc). Also Prometheus (below).
 missing=()
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 command -v isql >/dev/null 2>&1 || missing+=(unixodbc)
 [ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || missing+=(odbc-postgresql)
+# A real Prometheus server (2.42) for the push-ingest test: it scrapes alertflow, sends it
+# alerts as to an Alertmanager, and remote-writes its samples to it.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

@@ -1,5 +1,5 @@
 //! alertflow's connectors: sources that bring records into timely (files: NDJSON, CSV, Parquet;
-//! Kafka) and sinks that write output tables (Parquet, Kafka). One folder per connector, sources and sinks
+//! Kafka; HTTP push) and sinks that write output tables (Parquet, Kafka). One folder per connector, sources and sinks
 //! side by side; the engine lists them explicitly.
 
 pub mod durable;
@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod latency;
 pub mod live;
 pub mod parquet;
+pub mod push;
 pub mod topology;
 
 pub use failure::Failure;

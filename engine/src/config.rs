@@ -9,6 +9,7 @@ use std::sync::Arc;
 use alertflow_connectors::file::{FileSource, FileSourceConfig, Records};
 use alertflow_connectors::kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
 use alertflow_connectors::parquet::Compression;
+use alertflow_connectors::push::{PushSource, PushSourceConfig};
 use alertflow_connectors::topology::TopologyFile;
 use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
 use alertflow_model::time::DurationMs;
@@ -151,6 +152,9 @@ pub struct Pipeline {
     /// Kafka sources, in file order. Their stream indexes (in `aggregates`, the alert chain's
     /// `inputs`) follow the file sources': `sources.len() + i`.
     pub kafka: Vec<Arc<KafkaSource>>,
+    /// HTTP push sources (`type = "http"`), at most one for alerts and one for samples, on the
+    /// `[serve]` HTTP port. Their stream indexes follow the Kafka sources'.
+    pub push: Vec<Arc<PushSource>>,
     /// `[[sink]]` sections of `type = "kafka"`: tables also sent to Kafka (besides Parquet).
     pub kafka_sinks: Vec<Arc<KafkaSink>>,
     /// Aggregates with the index of their input source.
@@ -185,6 +189,7 @@ impl Pipeline {
         let mut engine = EngineConfig::default();
         let mut source_cfgs: Vec<(usize, FileSourceConfig)> = Vec::new();
         let mut kafka_cfgs: Vec<(usize, KafkaSourceConfig)> = Vec::new();
+        let mut push_cfgs: Vec<(usize, PushSourceConfig)> = Vec::new();
         let mut sink_cfgs: Vec<(usize, KafkaSinkConfig)> = Vec::new();
         let mut aggregate_cfgs: Vec<(usize, AggregateConfig)> = Vec::new();
         let mut detect_cfgs: Vec<(usize, DetectConfig)> = Vec::new();
@@ -220,7 +225,7 @@ impl Pipeline {
                             declared.push(n.clone());
                         }
                         match t.remove("type") {
-                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"file\" or \"kafka\"")),
+                            None => p.push(problem(&format!("{at}.type"), "missing: set type = \"file\", \"kafka\" or \"http\"")),
                             Some(toml::Value::String(s)) if s == "file" => {
                                 if let Some(c) = section::<FileSourceConfig>(&at, &toml::Value::Table(t), &mut p) {
                                     source_cfgs.push((i, c));
@@ -231,9 +236,14 @@ impl Pipeline {
                                     kafka_cfgs.push((i, c));
                                 }
                             }
+                            Some(toml::Value::String(s)) if s == "http" => {
+                                if let Some(c) = section::<PushSourceConfig>(&at, &toml::Value::Table(t), &mut p) {
+                                    push_cfgs.push((i, c));
+                                }
+                            }
                             Some(other) => p.push(problem(
                                 &format!("{at}.type"),
-                                format!("unknown source type {other}; supported: \"file\", \"kafka\""),
+                                format!("unknown source type {other}; supported: \"file\", \"kafka\", \"http\""),
                             )),
                         }
                     }
@@ -293,7 +303,7 @@ impl Pipeline {
         if engine.workers == Some(0) {
             p.push(problem("engine.workers", "must be at least 1"));
         }
-        if source_cfgs.is_empty() && kafka_cfgs.is_empty() && !table.contains_key("source") {
+        if source_cfgs.is_empty() && kafka_cfgs.is_empty() && push_cfgs.is_empty() && !table.contains_key("source") {
             p.push(problem("source", "no [[source]]: a pipeline needs at least one"));
         }
         let output = match output {
@@ -365,6 +375,39 @@ impl Pipeline {
             }
         }
 
+        // HTTP push sources: their stream indexes follow the Kafka sources'.
+        let mut push = Vec::new();
+        for (i, c) in &push_cfgs {
+            let at = format!("source[{i}]");
+            if !is_identifier(&c.name) {
+                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
+            } else if !names.insert(c.name.clone()) {
+                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
+            }
+            if let Some((j, _)) = push_cfgs.iter().find(|(j, o)| j < i && o.records == c.records) {
+                let route = if c.records == Records::Alerts { "POST /api/v2/alerts" } else { "POST /api/v1/write" };
+                p.push(problem(
+                    &format!("{at}.records"),
+                    format!("source[{j}] already receives {route}: one HTTP source per kind of record"),
+                ));
+            }
+            let serves_http = table.get("serve").and_then(|s| s.as_table()).is_some_and(|s| s.contains_key("http"));
+            if !serves_http {
+                p.push(problem(&at, "an HTTP source receives on the [serve] HTTP port: add [serve] with http = \"127.0.0.1:9094\" (say)"));
+            }
+            match PushSource::plan(c, next_part) {
+                Ok(mut s) => {
+                    if c.records == Records::Metrics {
+                        s.allowed_lateness = engine.kept_lateness().map(|d| d.millis() as i64);
+                    }
+                    next_part = next_part.saturating_add(1);
+                    source_index.insert(c.name.clone(), (sources.len() + kafka.len() + push.len(), c.records));
+                    push.push(Arc::new(s));
+                }
+                Err(es) => p.extend(es.into_iter().map(|(field, msg)| problem(&format!("{at}.{field}"), msg))),
+            }
+        }
+
         let mut tables = HashSet::new();
         let mut aggregates = Vec::new();
         for (i, c) in &aggregate_cfgs {
@@ -403,7 +446,7 @@ impl Pipeline {
             &source_index,
             &declared,
             (dedup_cfg, suppress_cfg, correlate_cfg),
-            source_cfgs.len() + kafka_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+            source_cfgs.len() + kafka_cfgs.len() + push_cfgs.len() == table.get("source").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
             derived_alerts,
             &mut p,
         );
@@ -450,6 +493,7 @@ impl Pipeline {
             engine,
             sources,
             kafka,
+            push,
             kafka_sinks,
             aggregates,
             detects,

@@ -12,6 +12,7 @@ use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
 use alertflow_connectors::latency::{LatencyProbe, LatencyReport, SinkKind};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
+use alertflow_connectors::push::{PushIngest, PushQueue, push_source};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
     ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder,
@@ -44,6 +45,11 @@ pub struct RunOptions {
     /// Set to stop the run (checked about ten times a second): sources stop reading, nothing
     /// more is written or committed, and the run ends with an error, as after a crash.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Set to end the run normally (checked about ten times a second), as SIGINT or SIGTERM
+    /// do when the pipeline has HTTP sources: they stop taking pushes (503), what they have
+    /// acknowledged is processed, every window and table is flushed, and the run returns its
+    /// summary. Bounded sources are not cut short.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Measure processing latency of a paced replay (`alertflow bench --rate`): the input's
     /// event time runs from the first to the second value (ms) at the replay rate, in step
     /// with the wall clock (see `alertflow_connectors::latency`).
@@ -190,7 +196,22 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     }
 
     let source_stats: Arc<Vec<Arc<SourceStats>>> =
-        Arc::new((0..pipeline.sources.len() + pipeline.kafka.len()).map(|_| Arc::default()).collect());
+        Arc::new((0..pipeline.sources.len() + pipeline.kafka.len() + pipeline.push.len()).map(|_| Arc::default()).collect());
+    // HTTP push sources: their queues, fed by the serving runtime's handlers.
+    let ingest = (!pipeline.push.is_empty()).then(|| {
+        let first = pipeline.sources.len() + pipeline.kafka.len();
+        let mut ingest = PushIngest::default();
+        for (j, s) in pipeline.push.iter().enumerate() {
+            let stats = source_stats[first + j].clone();
+            match s.records {
+                Records::Alerts => ingest.alerts = Some(Arc::new(PushQueue::new(s.clone(), stats))),
+                Records::Metrics => ingest.metrics = Some(Arc::new(PushQueue::new(s.clone(), stats))),
+            }
+        }
+        Arc::new(PushIngest::new(ingest.alerts, ingest.metrics))
+    });
+    // Set by SIGINT/SIGTERM while HTTP sources run: end the run normally.
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Kafka: the sinks' durable frontier (offsets are committed behind it) and each source's
     // metadata/commit thread.
     let durability = (!pipeline.kafka.is_empty())
@@ -234,6 +255,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         (Some(plan), Some(live)) => {
             let mut source_names: Vec<String> = pipeline.sources.iter().map(|s| s.name.to_string()).collect();
             source_names.extend(pipeline.kafka.iter().map(|k| k.name.to_string()));
+            source_names.extend(pipeline.push.iter().map(|k| k.name.to_string()));
             let telemetry = Telemetry {
                 source_names,
                 sources: &source_stats,
@@ -242,7 +264,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 operators: operator_stats(&pipeline, &dedup_stats),
                 watermarks: &watermarks,
             };
-            let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry)?;
+            let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry, ingest.clone())?;
+            if ingest.is_some() {
+                // Push sources never end by themselves: a signal ends the run normally.
+                serving.on_signal(signalled.clone());
+            }
             if let Some(f) = opts.serving {
                 let (http, pg) = serving.addresses();
                 f(&serving.catalog, http, pg);
@@ -257,10 +283,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
         let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
         let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
+        let ingest = ingest.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
-            let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref() };
+            let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref() };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
             build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index);
             if paced {
@@ -295,6 +322,13 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
             failure.set("the run was cancelled".into());
         }
+        if let Some(ingest) = &ingest
+            && (signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)))
+            && !ingest.is_closed()
+        {
+            tracing::info!("stopping: the HTTP sources take no more pushes; processing what they acknowledged");
+            ingest.close();
+        }
     }
     progress(());
     let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()));
@@ -318,7 +352,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         f(&summary);
     }
     if let Some(serving) = serving {
-        serving.serve_until_stopped(opts.cancel.as_ref());
+        if signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+            // The signal (or stop) that ended the pipeline ends serving too.
+            serving.stop();
+        } else {
+            serving.serve_until_stopped(opts.cancel.as_ref());
+        }
     }
     Ok(summary)
 }
@@ -428,11 +467,13 @@ impl Replay<'_> {
     }
 }
 
-/// The Kafka sources' shared state and the sinks' durable frontier, when there are Kafka sources.
+/// The Kafka sources' shared state and the sinks' durable frontier, when there are Kafka
+/// sources; the HTTP sources' queues, when there are HTTP sources.
 #[derive(Clone, Copy)]
 struct KafkaParts<'a> {
     shared: &'a [Arc<KafkaShared>],
     durability: Option<&'a Arc<Durability>>,
+    push: Option<&'a PushIngest>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -489,6 +530,27 @@ fn build_dataflow(
                 }
                 Records::Alerts => {
                     let (a, d) = kafka_source::<Alert>(scope, shared.clone(), epoch, st, f);
+                    points.push(None);
+                    alerts.push(Some(a));
+                    d
+                }
+            };
+            dead.push(d);
+        }
+        // HTTP sources: stream indexes after the Kafka sources'.
+        for src in &pipeline.push {
+            let ingest = kafka.push.expect("HTTP sources have queues");
+            let d = match src.records {
+                Records::Metrics => {
+                    let q = ingest.metrics.clone().expect("the metric HTTP source's queue");
+                    let (p, d) = push_source::<Metric>(scope, q, epoch, failure.clone());
+                    points.push(Some(p));
+                    alerts.push(None);
+                    d
+                }
+                Records::Alerts => {
+                    let q = ingest.alerts.clone().expect("the alert HTTP source's queue");
+                    let (a, d) = push_source::<Alert>(scope, q, epoch, failure.clone());
                     points.push(None);
                     alerts.push(Some(a));
                     d

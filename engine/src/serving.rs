@@ -8,9 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use alertflow_connectors::file::SourceStats;
 use alertflow_connectors::parquet::SinkStats;
+use alertflow_connectors::push::{PushIngest, PushOutcome};
 use alertflow_operators::OperatorStats;
 use alertflow_queries::{Catalog, Metrics};
-use alertflow_serve::{Health, ServeConfig, Server, Token};
+use alertflow_serve::{Health, Push, PushHandle, PushReply, ServeConfig, Server, Token};
 
 use crate::live::Live;
 use crate::run::RunError;
@@ -42,7 +43,13 @@ impl Serving {
     /// Builds the catalog over the output folder (its schema files written) and the live
     /// tables, registers the telemetry, and binds every listener: an address in use fails
     /// here, before any worker starts.
-    pub fn start(plan: &ServePlan, output: &std::path::Path, live: &Live, t: Telemetry<'_>) -> Result<Serving, RunError> {
+    pub fn start(
+        plan: &ServePlan,
+        output: &std::path::Path,
+        live: &Live,
+        t: Telemetry<'_>,
+        ingest: Option<Arc<PushIngest>>,
+    ) -> Result<Serving, RunError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("alertflow-serve")
@@ -72,6 +79,7 @@ impl Serving {
             http: plan.http,
             pg: plan.pg,
             tokens: plan.tokens.iter().map(|(token, access)| Token { token: token.clone(), access: access.clone() }).collect(),
+            push: ingest.map(|i| PushHandle(Arc::new(Ingest(i)))),
         };
         let server = Server::start(&cfg, catalog.clone(), metrics, health, runtime.handle()).map_err(|e| RunError::Serve(e.to_string()))?;
         if let Some(a) = server.http_addr() {
@@ -84,6 +92,19 @@ impl Serving {
             tracing::warn!("no [[serve.tokens]]: any caller on this machine sees every tenant (serving binds only loopback addresses)");
         }
         Ok(Serving { runtime, server, running, catalog })
+    }
+
+    /// Sets `flag` at the first SIGINT or SIGTERM (the run then ends normally); a second
+    /// signal exits the process at once.
+    pub fn on_signal(&self, flag: Arc<AtomicBool>) {
+        self.runtime.spawn(async move {
+            signal().await;
+            flag.store(true, Ordering::Release);
+            eprintln!("stopping: finishing what was received (a second Ctrl-C or SIGTERM exits at once)");
+            signal().await;
+            eprintln!("stopped at once: pushes acknowledged but not yet written are lost");
+            std::process::exit(130);
+        });
     }
 
     /// The bound HTTP and PostgreSQL addresses (a configured port 0 resolved).
@@ -118,6 +139,34 @@ impl Serving {
     pub fn stop(self) {
         self.server.shutdown();
         self.runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    }
+}
+
+/// The HTTP sources behind the serving port's push routes.
+struct Ingest(Arc<PushIngest>);
+
+#[async_trait::async_trait]
+impl Push for Ingest {
+    fn takes_alerts(&self) -> bool {
+        self.0.alerts.is_some()
+    }
+    fn takes_samples(&self) -> bool {
+        self.0.metrics.is_some()
+    }
+    async fn alerts(&self, tenant: Arc<str>, body: alertflow_serve::push::Bytes) -> PushReply {
+        reply(self.0.alerts(&tenant, &body).await)
+    }
+    async fn write(&self, tenant: Arc<str>, body: alertflow_serve::push::Bytes) -> PushReply {
+        reply(self.0.write(&tenant, &body).await)
+    }
+}
+
+fn reply(o: PushOutcome) -> PushReply {
+    match o {
+        PushOutcome::Taken => PushReply::Taken,
+        PushOutcome::Rejected(m) => PushReply::Rejected(m),
+        // Full: retry soon. Stopping: a restarted engine takes it (Prometheus retries 5xx).
+        PushOutcome::Refused { message, busy } => PushReply::Busy { message, retry_after: if busy { 1 } else { 5 } },
     }
 }
 

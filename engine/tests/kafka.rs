@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use alertflow_engine::{Pipeline, RunOptions, run};
-use arrow::datatypes::DataType;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use common::{Table, read_table, same, temp_dir};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -55,33 +55,6 @@ fn generate(series: u64, points: u64, seed: u64) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// A scratch folder, removed when dropped (kept when the test panics, for inspection): the
-/// tests leave nothing behind in the temp folder of a CI machine that runs them again and again.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!("af-kafka-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
-
 const AGGREGATE: &str = r#"
 [[aggregate]]
 name = "per_minute"
@@ -118,7 +91,7 @@ commit_interval = "20ms"
 /// partitions`, as [`produce`] sends them): a file is a partition with its own watermark, so
 /// the same records are late.
 fn file_tables(lines: &[(u64, String)], partitions: u64) -> (Table, Table) {
-    let dir = temp_dir("file");
+    let dir = temp_dir("kafka-file");
     for k in 0..partitions {
         let body: String = lines.iter().filter(|(s, _)| s % partitions == k).map(|(_, l)| format!("{l}\n")).collect();
         std::fs::write(dir.join(format!("points-{k}.ndjson")), body).unwrap();
@@ -128,62 +101,6 @@ fn file_tables(lines: &[(u64, String)], partitions: u64) -> (Table, Table) {
     let p = Pipeline::parse(&text, &dir).unwrap();
     run(p, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
     (read_table(&dir.join("out/per_minute")), read_table(&dir.join("out/dead_letters")))
-}
-
-/// A table as sorted lines (one per row, every column), read from all its Parquet files.
-type Table = Vec<String>;
-
-fn read_table(dir: &Path) -> Table {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.file_name().unwrap().to_string_lossy().starts_with("part-") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    let mut rows = Vec::new();
-    for f in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let opts = FormatOptions::default();
-            // Times as integers (formatting a "UTC" zone needs chrono-tz).
-            let cols: Vec<_> = batch
-                .columns()
-                .iter()
-                .map(|c| match c.data_type() {
-                    DataType::Timestamp(..) => arrow::compute::cast(c, &DataType::Int64).unwrap(),
-                    _ => c.clone(),
-                })
-                .collect();
-            let cols: Vec<_> = cols.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
-            for i in 0..batch.num_rows() {
-                rows.push(cols.iter().map(|c| c.value(i).to_string()).collect::<Vec<_>>().join(","));
-            }
-        }
-    }
-    rows.sort();
-    rows
-}
-
-/// Asserts equal tables, showing the sizes and a few rows only one side has.
-fn same(got: &Table, want: &Table, what: &str) {
-    if got == want {
-        return;
-    }
-    let only = |a: &Table, b: &Table| a.iter().filter(|r| b.binary_search(r).is_err()).take(5).cloned().collect::<Vec<_>>();
-    panic!(
-        "{what}: {} rows, want {}\nonly in the result: {:#?}\nonly in the expected: {:#?}",
-        got.len(),
-        want.len(),
-        only(got, want),
-        only(want, got)
-    );
 }
 
 /// The dead letters without the columns that name where they came from (file vs topic).
@@ -266,7 +183,7 @@ fn kafka_gives_the_file_tables_on_1_2_4_workers() {
     let brokers = m.bootstrap_servers();
     produce(&brokers, "metrics", 4, &lines);
     for workers in [1, 2, 4] {
-        let dir = temp_dir("w");
+        let dir = temp_dir("kafka-w");
         let group = format!("g{workers}");
         let p = kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, &group, "start = \"earliest\"\nstop_at_end = true");
         let s = run(p, RunOptions { workers: Some(workers), ..Default::default() }).unwrap();
@@ -302,7 +219,7 @@ fn a_topic_created_while_running_is_picked_up() {
     let m = mock(&[("first", 2)]);
     let brokers = m.bootstrap_servers();
     produce(&brokers, "first", 2, a);
-    let dir = temp_dir("new");
+    let dir = temp_dir("kafka-new");
     let p = kafka_pipeline(&dir, &brokers, r#"["first", "second"]"#, "g-new", "start = \"earliest\"");
     let records = Arc::new(AtomicU64::new(0));
     let cancel = Arc::new(AtomicBool::new(false));
@@ -336,7 +253,7 @@ fn a_broker_down_at_start_is_waited_for() {
     produce(&brokers, "metrics", 2, &lines);
     let (want, _) = file_tables(&lines, 2);
     m.broker_down(1).unwrap();
-    let dir = temp_dir("down");
+    let dir = temp_dir("kafka-down");
     let p = kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, "g-down", "start = \"earliest\"\nstop_at_end = true");
     let t = Instant::now();
     let running = std::thread::spawn(move || run(p, RunOptions { workers: Some(2), ..Default::default() }));
@@ -358,7 +275,7 @@ fn a_broker_that_goes_away_mid_run_is_waited_for() {
     let (want, _) = file_tables(&lines, 2);
     // Small fetches from a slow broker, so that the run is still reading when it goes away.
     m.broker_round_trip_time(1, Duration::from_millis(50)).unwrap();
-    let dir = temp_dir("away");
+    let dir = temp_dir("kafka-away");
     let p = kafka_pipeline(
         &dir,
         &brokers,
@@ -407,7 +324,7 @@ fn resume(meta: Metadata) -> (Table, Table) {
     // Small fetches from a slow broker: the run takes seconds, so it is stopped mid-way.
     m.broker_round_trip_time(1, Duration::from_millis(100)).unwrap();
     const SLOW: &str = "stop_at_end = true\noptions = { \"max.partition.fetch.bytes\" = \"4096\", \"fetch.max.bytes\" = \"16384\", \"message.max.bytes\" = \"16384\" }";
-    let dir = temp_dir("resume");
+    let dir = temp_dir("kafka-resume");
     let group = "g-resume";
     {
         let p = kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, group, SLOW);
@@ -492,7 +409,7 @@ fn the_message_timestamp_is_the_event_time_when_the_payload_has_none() {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(30)).unwrap();
-    let dir = temp_dir("bare");
+    let dir = temp_dir("kafka-bare");
     let pipe = kafka_pipeline(&dir, &brokers, r#"["bare"]"#, "g-bare", "start = \"earliest\"\nstop_at_end = true");
     run(pipe, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
     same(&read_table(&dir.join("out/per_minute")), &want, "per_minute");
@@ -519,7 +436,7 @@ fn the_message_key_is_a_label_under_key_label() {
     p.send(BaseRecord::to("keyed").payload(extra.as_str()).key(&b"h\xff"[..]).partition(0)).map_err(|(e, _)| e).unwrap();
     p.send(BaseRecord::<(), _>::to("keyed").payload(extra.as_str()).partition(1)).map_err(|(e, _)| e).unwrap();
     p.flush(Duration::from_secs(30)).unwrap();
-    let dir = temp_dir("keyed");
+    let dir = temp_dir("kafka-keyed");
     let pipe = kafka_pipeline(&dir, &brokers, r#"["keyed"]"#, "g-keyed", "start = \"earliest\"\nstop_at_end = true\nkey_label = \"host\"");
     let s = run(pipe, RunOptions { workers: Some(2), ..Default::default() }).unwrap();
     assert_eq!(s.records_in, lines.len() as u64 + 2);
@@ -540,7 +457,7 @@ fn a_table_goes_to_a_kafka_sink_as_json_keyed_by_tenant_and_id() {
     let m = mock(&[("metrics", 3), ("per-minute", 2)]);
     let brokers = m.bootstrap_servers();
     produce(&brokers, "metrics", 3, &lines);
-    let dir = temp_dir("sink");
+    let dir = temp_dir("kafka-sink");
     let sink = format!(
         "start = \"earliest\"\nstop_at_end = true\n[[sink]]\ntype = \"kafka\"\ntable = \"per_minute\"\nbrokers = \"{brokers}\"\ntopic = \"per-minute\""
     );

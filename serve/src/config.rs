@@ -15,6 +15,8 @@ pub struct ServeConfig {
     /// The accepted tokens (`[serve] tokens`). None: every caller sees everything, which is
     /// only allowed on loopback addresses.
     pub tokens: Vec<Token>,
+    /// Push ingest on the HTTP port (the engine's `type = "http"` sources), if any.
+    pub push: Option<crate::PushHandle>,
 }
 
 /// A secret a caller presents (`Authorization: Bearer <token>` over HTTP, the password over
@@ -109,7 +111,8 @@ mod tests {
 
     #[test]
     fn loopback_without_tokens_is_fine_elsewhere_is_refused() {
-        let local = ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("[::1]:0".parse().unwrap()), tokens: vec![] };
+        let local =
+            ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("[::1]:0".parse().unwrap()), tokens: vec![], push: None };
         assert!(local.validate().is_ok());
         let open = ServeConfig { pg: Some("0.0.0.0:5432".parse().unwrap()), ..local.clone() };
         let e = open.validate().unwrap_err().to_string();

@@ -46,11 +46,16 @@ pub(crate) struct HttpState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: HealthFn,
     pub(crate) stats: QueryStats,
+    pub(crate) push: Option<crate::PushHandle>,
 }
 
 /// The routes.
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+    let routes = match &state.push {
+        Some(push) => crate::push::routes(Router::new(), push),
+        None => Router::new(),
+    };
+    routes
         .route("/sql", post(sql))
         .route("/tables", get(tables))
         .route("/metrics", get(metrics))

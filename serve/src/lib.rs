@@ -14,6 +14,7 @@ pub mod config;
 pub mod errors;
 pub mod http;
 mod pg;
+pub mod push;
 mod stats;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use alertflow_queries::{Catalog, Metrics};
 use tokio::sync::watch;
 
 pub use config::{Health, ServeConfig, ServeError, Token};
+pub use push::{Push, PushHandle, PushReply};
 
 /// The engine's health report, read at each `GET /health`.
 pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
@@ -88,6 +90,7 @@ impl Server {
                 stats: stats::QueryStats::register(&metrics, "http"),
                 metrics: metrics.clone(),
                 health,
+                push: cfg.push.clone(),
             });
             let app = http::router(state);
             let (mut graceful, mut hard) = (stop.subscribe(), stop.subscribe());

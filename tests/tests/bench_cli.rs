@@ -14,6 +14,7 @@ fn every_scenario_reports_what_it_ran() {
         "anomaly",
         "end-to-end",
         "kafka",
+        "push",
         "--scale",
         "0.02",
         "--workers",
@@ -26,12 +27,15 @@ fn every_scenario_reports_what_it_ran() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     let rows = report.as_array().expect("an array");
     let names: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
-    assert_eq!(names, ["metrics", "alerts", "anomaly", "end-to-end", "kafka"]);
+    assert_eq!(names, ["metrics", "alerts", "anomaly", "end-to-end", "kafka", "push:remote_write", "push:alerts"]);
     let by = |n: &str| rows.iter().find(|r| r["scenario"] == n).unwrap();
     // 2 % of W1's 2,000,000 points; of the anomaly and end-to-end scenarios' 1,000,000.
     assert_eq!(by("metrics")["records"], 40_000);
     assert_eq!(by("kafka")["records"], 40_000);
     assert_eq!(by("anomaly")["records"], 20_000);
+    // 2 % of the push scenario's 2,000,000 samples and 200,000 alerts, every one counted by the run.
+    assert_eq!(by("push:remote_write")["records"], 40_000);
+    assert_eq!(by("push:alerts")["records"], 4_000);
     let alerts = by("alerts")["records"].as_u64().unwrap();
     assert!(alerts > 10_000, "{alerts} notices");
     assert_eq!(by("end-to-end")["records"].as_u64().unwrap(), alerts + 20_000, "the same alert stream plus the points");
@@ -58,6 +62,13 @@ fn every_scenario_reports_what_it_ran() {
     ] {
         assert_eq!(by(scenario)["rows_out"].as_u64().unwrap(), count(scenario, tables), "{scenario}: rows_out against the tables");
     }
+    // Both push phases are one run: its rows are reported with each.
+    let pushed = count("push", &["per_minute", "alerts", "storms", "incidents", "dead_letters"]);
+    assert_eq!(by("push:remote_write")["rows_out"].as_u64().unwrap(), pushed);
+    assert_eq!(by("push:alerts")["rows_out"].as_u64().unwrap(), pushed);
+    // 10 jobs × 200 rounds of 10 s at 2 %: 4 rounds, 40 s of samples, a window per job and minute.
+    let windows = query_csv(&dir.join("push/out"), "SELECT count(*) AS n, sum(count) AS c FROM per_minute");
+    assert_eq!(windows.lines().nth(1).unwrap().trim(), "10,40000", "{windows}");
     assert_eq!(count("metrics", &["per_minute"]), count("kafka", &["per_minute"]), "W1 from a file and from Kafka: the same windows");
     assert!(count("end-to-end", &["alerts"]) > count("alerts", &["alerts"]), "rule and detector alerts join the alert stream");
     let opened =

@@ -58,6 +58,8 @@ pub struct AlertDecoder {
     f: Fields,
     /// The event time of a record without one (a Kafka message's timestamp).
     default_ts: Option<Millis>,
+    /// The tenant of every alert, whatever the record says (pushed alerts: the caller's).
+    forced_tenant: Option<Box<[u8]>>,
     labels: LabelInterner,
     annotations: LabelInterner,
     no_annotations: LabelSet,
@@ -68,6 +70,7 @@ impl Default for AlertDecoder {
         AlertDecoder {
             f: Fields::default(),
             default_ts: None,
+            forced_tenant: None,
             labels: LabelInterner::new(),
             annotations: LabelInterner::new(),
             no_annotations: LabelSet::new("", &[]),
@@ -147,6 +150,78 @@ impl AlertDecoder {
             if !array {
                 return Ok(c.end()?);
             }
+            c.ws();
+            match c.peek() {
+                Some(b',') => c.i += 1,
+                Some(b']') => {
+                    c.i += 1;
+                    return Ok(c.end()?);
+                }
+                _ => return Err(c.err("expected `,` or `]` between alerts").into()),
+            }
+        }
+    }
+
+    /// Decodes the body of an Alertmanager `POST /api/v2/alerts`: a JSON array of alerts, each
+    /// taking `received` as its event time and `tenant` as its tenant whatever the body says
+    /// (a pusher's `startsAt` and `endsAt` stay data: Prometheus re-sends a firing alert with
+    /// its original `startsAt` and an `endsAt` in the future, its expiry). A body that is not
+    /// a JSON array of objects is an error and leaves nothing in `out`; an alert that fails
+    /// validation (no `alertname`, say) goes to `bad` with its index and the others are kept,
+    /// as Alertmanager does. Alert `i` has position `pos + i`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pushed(
+        &mut self,
+        body: &[u8],
+        tenant: &str,
+        received: Millis,
+        part: u32,
+        pos: u64,
+        out: &mut Vec<Alert>,
+        bad: &mut Vec<(usize, DecodeError)>,
+    ) -> Result<(), DecodeError> {
+        let first = out.len();
+        check_utf8(body)?;
+        if tenant.is_empty() {
+            return Err(DecodeError::Empty("tenant"));
+        }
+        self.forced_tenant = Some(tenant.as_bytes().into());
+        let r = self.pushed_array(body, received, part, pos, out, bad);
+        self.forced_tenant = None;
+        if r.is_err() {
+            out.truncate(first);
+        }
+        r
+    }
+
+    fn pushed_array(
+        &mut self,
+        body: &[u8],
+        received: Millis,
+        part: u32,
+        pos: u64,
+        out: &mut Vec<Alert>,
+        bad: &mut Vec<(usize, DecodeError)>,
+    ) -> Result<(), DecodeError> {
+        let mut c = Cursor::new(body);
+        c.ws();
+        c.eat(b'[', "expected `[`: the body is a JSON array of alerts")?;
+        c.ws();
+        if c.peek() == Some(b']') {
+            c.i += 1;
+            return Ok(c.end()?);
+        }
+        let mut index = 0usize;
+        loop {
+            self.f.clear();
+            c.ws();
+            c.eat(b'{', "expected `{` for an alert")?;
+            self.object(&mut c, body, true)?;
+            match self.finish(body, received, part, pos + index as u64, true) {
+                Ok(a) => out.push(a),
+                Err(e) => bad.push((index, e)),
+            }
+            index += 1;
             c.ws();
             match c.peek() {
                 Some(b',') => c.i += 1,
@@ -277,6 +352,7 @@ impl AlertDecoder {
         let f = &mut self.f;
         let scratch = &f.scratch;
         let tenant = match f.tenant {
+            _ if self.forced_tenant.is_some() => self.forced_tenant.as_deref().unwrap_or_default(),
             Some(t) if t.get(line, scratch).is_empty() => return Err(DecodeError::Empty("tenant")),
             Some(t) => t.get(line, scratch),
             None => DEFAULT_TENANT.as_bytes(),
@@ -540,6 +616,40 @@ mod tests {
             assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
         }
         d.alertmanager(b"[]", 0, 0, &mut out).unwrap();
+    }
+
+    #[test]
+    fn pushed_alerts_take_the_receive_time_and_the_callers_tenant() {
+        let mut d = AlertDecoder::new();
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        let received = 1_767_225_900_000; // 00:05
+        // Prometheus re-sends a firing alert with its original startsAt and an endsAt ahead.
+        let body = br#"[{"labels":{"alertname":"Down","job":"db"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"2026-01-01T00:09:00Z","tenant":"evil"},
+            {"labels":{"job":"no-name"},"startsAt":"2026-01-01T00:00:00Z"},
+            {"labels":{"alertname":"Gone"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"2026-01-01T00:04:00Z"}]"#;
+        d.pushed(body, "acme", received, 7, 100, &mut out, &mut bad).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!((bad[0].0, bad[0].1.to_string()), (1, "missing field `alertname`".to_string()));
+        let a = &out[0];
+        assert_eq!(
+            (a.tenant(), a.ts, a.starts_at, a.ends_at, a.status),
+            ("acme", received, 1_767_225_600_000, Some(1_767_226_140_000), Status::Firing)
+        );
+        assert_eq!((out[1].status, out[1].pos, out[1].part), (Status::Resolved, 102, 7), "endsAt before the receive time: resolved");
+        // Not an array, or broken JSON: nothing is kept.
+        for body in [&br#"{"labels":{"alertname":"A"}}"#[..], br#"[{"labels":{"alertname":"A"}} {"#, b"", b"[1]"] {
+            let mut out = vec![];
+            assert!(d.pushed(body, "acme", received, 0, 0, &mut out, &mut bad).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(out.is_empty());
+        }
+        out.clear();
+        d.pushed(b" [ ] ", "acme", received, 0, 0, &mut out, &mut bad).unwrap();
+        assert!(out.is_empty());
+        // The forced tenant does not leak into later records.
+        let mut o = Vec::new();
+        d.alertmanager(br#"{"labels":{"alertname":"A"},"startsAt":1,"tenant":"t2"}"#, 0, 0, &mut o).unwrap();
+        assert_eq!(o[0].tenant(), "t2");
     }
 
     #[test]

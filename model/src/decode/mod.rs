@@ -10,11 +10,13 @@ mod csv;
 mod error;
 mod json;
 mod ndjson;
+pub mod remote_write;
 
 pub use alert::{AlertDecoder, CsvAlertHeader};
 pub use csv::{CsvHeader, CsvMetricDecoder};
 pub use error::DecodeError;
 pub use ndjson::NdjsonMetricDecoder;
+pub use remote_write::{BadSeries, RemoteWriteDecoder, RemoteWriteError, WriteSummary};
 
 use crate::series::{DEFAULT_TENANT, Series, SeriesInterner};
 use crate::time::{MAX_EVENT_TIME, Millis};

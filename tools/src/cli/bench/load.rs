@@ -124,7 +124,7 @@ pub fn run(addr: SocketAddr, clients: usize, hosts: usize, until: Instant) -> Re
 }
 
 /// One keep-alive connection.
-struct Conn {
+pub(super) struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     /// The server said it closes the connection after this answer.
@@ -132,7 +132,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> Result<Conn, String> {
+    pub(super) fn open(addr: SocketAddr) -> Result<Conn, String> {
         let s = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let _ = s.set_nodelay(true);
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
@@ -142,11 +142,24 @@ impl Conn {
 
     /// Sends one query and reads the whole answer; an error unless the status is 200.
     fn query(&mut self, sql: &str) -> Result<(), String> {
-        let req = format!(
-            "POST /sql?format=csv HTTP/1.1\r\nHost: alertflow\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{sql}",
-            sql.len()
-        );
-        self.writer.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
+        let (status, body) = self.post("/sql?format=csv", "Content-Type: text/plain\r\n", sql.as_bytes())?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>()));
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` to `path` (`headers`: extra header lines, each ending in CRLF) and reads
+    /// the whole answer: its status and body.
+    pub(super) fn post(&mut self, path: &str, headers: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        self.request("POST", path, headers, body)
+    }
+
+    /// Sends a request and reads the whole answer: its status and body.
+    pub(super) fn request(&mut self, method: &str, path: &str, headers: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: alertflow\r\n{headers}Content-Length: {}\r\n\r\n", body.len());
+        self.writer.write_all(head.as_bytes()).map_err(|e| format!("send: {e}"))?;
+        self.writer.write_all(body).map_err(|e| format!("send: {e}"))?;
         let mut line = String::new();
         self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
         let status: u16 =
@@ -184,13 +197,10 @@ impl Conn {
         } else if let Some(n) = length {
             body.resize(n, 0);
             self.reader.read_exact(&mut body).map_err(|e| format!("read: {e}"))?;
-        } else {
+        } else if status != 204 {
             return Err("an answer without a length".into());
         }
         self.closed = close;
-        if status != 200 {
-            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).chars().take(200).collect::<String>()));
-        }
-        Ok(())
+        Ok((status, body))
     }
 }

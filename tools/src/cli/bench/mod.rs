@@ -24,13 +24,18 @@
 //!   has 16 partitions and lz4-compressed batches, and the scenario fails if the run did not
 //!   read every point.
 //!
-//! With `--rate R` every scenario but `kafka` runs in a fixed-rate mode instead: `R × D`
+//! - `push`: 2,000,000 remote_write samples (requests of 1,000) then 200,000 alerts
+//!   (Alertmanager bodies of 64) pushed by 4 keep-alive clients into the run's HTTP sources
+//!   over loopback (see [`push`]); one figure per phase.
+//!
+//! With `--rate R` every scenario but `kafka` and `push` runs in a fixed-rate mode instead: `R × D`
 //! records (`--duration D`, default 30 s) replayed at R records/s with event time in step with
 //! the wall clock, and processing latency percentiles reported per table and sink (see
 //! [`paced`]).
 
 mod load;
 mod paced;
+mod push;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,10 +61,13 @@ pub enum Scenario {
     EndToEnd,
     /// W1 from Kafka (librdkafka's in-process mock cluster, 16 partitions).
     Kafka,
+    /// remote_write and Alertmanager pushes over loopback HTTP (the run's HTTP sources).
+    Push,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [Scenario::Metrics, Scenario::Alerts, Scenario::Anomaly, Scenario::EndToEnd, Scenario::Kafka];
+    const ALL: [Scenario; 6] =
+        [Scenario::Metrics, Scenario::Alerts, Scenario::Anomaly, Scenario::EndToEnd, Scenario::Kafka, Scenario::Push];
 
     fn name(self) -> &'static str {
         match self {
@@ -68,6 +76,7 @@ impl Scenario {
             Scenario::Anomaly => "anomaly",
             Scenario::EndToEnd => "end-to-end",
             Scenario::Kafka => "kafka",
+            Scenario::Push => "push",
         }
     }
 }
@@ -205,7 +214,7 @@ pub fn bench(args: BenchArgs) -> u8 {
     }
     let scenarios: Vec<Scenario> = match (&mode, args.scenarios.is_empty()) {
         (Mode::Throughput, true) => Scenario::ALL.to_vec(),
-        (Mode::Paced { .. }, true) => Scenario::ALL.iter().copied().filter(|s| *s != Scenario::Kafka).collect(),
+        (Mode::Paced { .. }, true) => Scenario::ALL.iter().copied().filter(|s| !matches!(s, Scenario::Kafka | Scenario::Push)).collect(),
         _ => args.scenarios.clone(),
     };
     if args.clients.is_some() && scenarios.iter().any(|s| !matches!(s, Scenario::Metrics | Scenario::EndToEnd)) {
@@ -216,6 +225,10 @@ pub fn bench(args: BenchArgs) -> u8 {
         eprintln!("error: the kafka scenario has no fixed-rate mode (its topic is read as fast as it can be); leave out --rate");
         return BAD_CONFIG;
     }
+    if matches!(mode, Mode::Paced { .. }) && scenarios.contains(&Scenario::Push) {
+        eprintln!("error: the push scenario has no fixed-rate mode (its clients push as fast as they are answered); leave out --rate");
+        return BAD_CONFIG;
+    }
     let mut results = Vec::new();
     let mut failed = None;
     for s in scenarios {
@@ -224,12 +237,18 @@ pub fn bench(args: BenchArgs) -> u8 {
         if !args.json {
             eprintln!("{}: generating data …", s.name());
         }
-        match run_scenario(s, &dir, args.scale, args.workers, mode) {
-            Ok(r) => {
-                if !args.json {
-                    eprintln!("{}: {} records in {:.2} s", s.name(), thousands(r.records), r.seconds);
+        let outcome = match s {
+            Scenario::Push => push::run(&dir, args.scale, args.workers),
+            _ => run_scenario(s, &dir, args.scale, args.workers, mode).map(|r| vec![r]),
+        };
+        match outcome {
+            Ok(rs) => {
+                for r in rs {
+                    if !args.json {
+                        eprintln!("{}: {} records in {:.2} s", r.scenario, thousands(r.records), r.seconds);
+                    }
+                    results.push(r);
                 }
-                results.push(r);
             }
             Err(e) => {
                 failed = Some(format!("scenario `{}`: {e}", s.name()));
@@ -327,6 +346,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
                 metrics_file(dir, &g)?;
                 format!("{}\n{END_TO_END}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
             }
+            Scenario::Push => return Err("the push scenario runs through `push::run`".into()),
             Scenario::Kafka => {
                 let (broker, text) = kafka_topic(&w1(scale))?;
                 _broker = Some(broker);

@@ -1,0 +1,181 @@
+//! Receiving pushes: decode a body on the caller's (HTTP) thread, offer the records to the
+//! source's queue, and wait until a worker has taken them into the dataflow.
+
+use std::sync::{Arc, Mutex};
+
+use alertflow_model::dead_letter::DeadLetter;
+use alertflow_model::decode::{AlertDecoder, RemoteWriteDecoder};
+use alertflow_model::{Alert, Metric};
+
+use super::{PushQueue, Refused};
+
+/// Decoders kept for reuse (each holds a label or series interner); more are made while
+/// more requests run at once, and the pool keeps this many.
+const POOL: usize = 4;
+/// Problems listed in one answer; the dead letters hold them all.
+const MAX_LISTED: usize = 5;
+
+/// What became of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Every record is in the dataflow.
+    Taken,
+    /// The body (or some of its records) was unusable; the usable records are in the dataflow
+    /// and the unusable ones in `dead_letters`.
+    Rejected(String),
+    /// Nothing was taken: the queue is full (`busy`) or the source has stopped.
+    Refused {
+        /// Why.
+        message: String,
+        /// Full rather than stopped.
+        busy: bool,
+    },
+}
+
+/// The push sources of a pipeline: at most one for alerts and one for samples.
+#[derive(Default)]
+pub struct PushIngest {
+    /// The alert source's queue.
+    pub alerts: Option<Arc<PushQueue<Alert>>>,
+    /// The sample source's queue.
+    pub metrics: Option<Arc<PushQueue<Metric>>>,
+    alert_decoders: Mutex<Vec<AlertDecoder>>,
+    write_decoders: Mutex<Vec<RemoteWriteDecoder>>,
+}
+
+impl PushIngest {
+    /// Receives for these queues.
+    pub fn new(alerts: Option<Arc<PushQueue<Alert>>>, metrics: Option<Arc<PushQueue<Metric>>>) -> Self {
+        PushIngest { alerts, metrics, ..Default::default() }
+    }
+
+    /// Stops every source taking pushes (a normal shutdown): queued pushes are still taken.
+    pub fn close(&self) {
+        if let Some(q) = &self.alerts {
+            q.close();
+        }
+        if let Some(q) = &self.metrics {
+            q.close();
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.alerts.as_ref().is_some_and(|q| q.is_closed()) || self.metrics.as_ref().is_some_and(|q| q.is_closed())
+    }
+
+    /// An Alertmanager `POST /api/v2/alerts` body.
+    pub async fn alerts(&self, tenant: &str, body: &[u8]) -> PushOutcome {
+        let Some(q) = &self.alerts else { return refused(Refused::Closed, "no source takes alerts") };
+        let (at, pos) = q.stamp();
+        let mut dec = take(&self.alert_decoders);
+        let (mut records, mut bad) = (Vec::new(), Vec::new());
+        let decoded = dec.pushed(body, tenant, at, q.source.part, pos, &mut records, &mut bad);
+        put(&self.alert_decoders, dec);
+        if let Err(e) = decoded {
+            // Nothing usable: the whole body is one dead letter.
+            let dead = vec![DeadLetter::new(&q.source.name, &q.source.display, pos, e.to_string(), body, None)];
+            let _ = offer(q, Vec::new(), dead, 1, body.len() as u64, at).await;
+            return PushOutcome::Rejected(format!("the body is not an Alertmanager v2 alert array: {e}"));
+        }
+        let received = (records.len() + bad.len()) as u64;
+        let listed: Vec<String> = bad.iter().take(MAX_LISTED).map(|(i, e)| format!("alert {i}: {e}")).collect();
+        let nbad = bad.len();
+        let dead = bad
+            .into_iter()
+            .map(|(i, e)| DeadLetter::new(&q.source.name, &q.source.display, pos + i as u64, e.to_string(), &alert_text(body, i), Some(at)))
+            .collect();
+        match offer(q, records, dead, received, body.len() as u64, at).await {
+            Err(o) => o,
+            Ok(()) if nbad == 0 => PushOutcome::Taken,
+            Ok(()) => PushOutcome::Rejected(format!("{nbad} of {received} alerts rejected: {}", listed.join("; "))),
+        }
+    }
+
+    /// A remote_write 1.0 body.
+    pub async fn write(&self, tenant: &str, body: &[u8]) -> PushOutcome {
+        let Some(q) = &self.metrics else { return refused(Refused::Closed, "no source takes samples") };
+        let (at, pos) = q.stamp();
+        let src = q.source.clone();
+        let mut dec = take(&self.write_decoders);
+        let (mut records, mut dead, mut listed) = (Vec::new(), Vec::new(), Vec::new());
+        let summary = {
+            // Positions in request order, good and bad samples alike.
+            let i = std::cell::Cell::new(0u64);
+            let next = || {
+                i.set(i.get() + 1);
+                pos + i.get() - 1
+            };
+            dec.decode(
+                body,
+                tenant,
+                |series, ts, value| records.push(Metric { series: series.clone(), ts, value, part: src.part, pos: next(), late: false }),
+                |b| {
+                    if listed.len() < MAX_LISTED {
+                        listed.push(format!("series {}: {}", b.index, b.reason));
+                    }
+                    dead.push(DeadLetter::new(&src.name, &src.display, next(), b.reason, b.text.as_bytes(), b.ts));
+                },
+            )
+        };
+        put(&self.write_decoders, dec);
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                let dead = vec![DeadLetter::new(&src.name, &src.display, pos, e.to_string(), body, None)];
+                let _ = offer(q, Vec::new(), dead, 1, body.len() as u64, at).await;
+                return PushOutcome::Rejected(format!("the body is not a remote_write request: {e}"));
+            }
+        };
+        let received = (summary.samples + summary.bad) as u64;
+        match offer(q, records, dead, received, body.len() as u64, at).await {
+            Err(o) => o,
+            Ok(()) if summary.bad == 0 => PushOutcome::Taken,
+            Ok(()) => PushOutcome::Rejected(format!(
+                "{} of {} samples or series rejected (the rest were taken): {}",
+                summary.bad,
+                received,
+                listed.join("; ")
+            )),
+        }
+    }
+}
+
+/// Offers a batch and waits until a worker has taken it.
+async fn offer<R>(q: &PushQueue<R>, records: Vec<R>, dead: Vec<DeadLetter>, received: u64, bytes: u64, at: i64) -> Result<(), PushOutcome> {
+    if records.is_empty() && dead.is_empty() {
+        return Ok(());
+    }
+    let rx = q.offer(records, dead, received, bytes, at).map_err(|r| refused(r, &q.source.name))?;
+    rx.await.map_err(|_| refused(Refused::Closed, &q.source.name))
+}
+
+fn refused(r: Refused, source: &str) -> PushOutcome {
+    match r {
+        Refused::Full => PushOutcome::Refused {
+            message: format!("source `{source}`: too many records are waiting to enter the dataflow (max_pending); retry later"),
+            busy: true,
+        },
+        Refused::Closed => {
+            PushOutcome::Refused { message: format!("source `{source}`: the pipeline is stopping or has stopped"), busy: false }
+        }
+    }
+}
+
+fn take<D: Default>(pool: &Mutex<Vec<D>>) -> D {
+    pool.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+}
+
+fn put<D>(pool: &Mutex<Vec<D>>, d: D) {
+    let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() < POOL {
+        p.push(d);
+    }
+}
+
+/// The text of alert `index` of a JSON array body, for its dead letter (the whole body when it
+/// cannot be found, which the dead letter then cuts to its limit).
+fn alert_text(body: &[u8], index: usize) -> Vec<u8> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return body.to_vec() };
+    v.get(index).map_or_else(|| body.to_vec(), |a| a.to_string().into_bytes())
+}

@@ -1,0 +1,95 @@
+//! Helpers the engine's integration tests share: scratch folders, and tables read back from
+//! their Parquet files.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// A scratch folder, removed when dropped (kept when the test panics, for inspection): the
+/// tests leave nothing behind in the temp folder of a CI machine that runs them again and again.
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn temp_dir(name: &str) -> TempDir {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!("af-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
+
+/// A table's rows as sorted CSV-like lines (times as integer milliseconds).
+pub type Table = Vec<String>;
+
+/// A table as sorted lines (one per row, every column), read from all its Parquet files under `dir`.
+pub fn read_table(dir: &Path) -> Table {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.file_name().unwrap().to_string_lossy().starts_with("part-") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    let mut rows = Vec::new();
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let opts = FormatOptions::default();
+            // Times as integers (formatting a "UTC" zone needs chrono-tz).
+            let cols: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    DataType::Timestamp(..) => arrow::compute::cast(c, &DataType::Int64).unwrap(),
+                    _ => c.clone(),
+                })
+                .collect();
+            let cols: Vec<_> = cols.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+            for i in 0..batch.num_rows() {
+                rows.push(cols.iter().map(|c| c.value(i).to_string()).collect::<Vec<_>>().join(","));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Asserts equal tables, showing the sizes and a few rows only one side has.
+pub fn same(got: &Table, want: &Table, what: &str) {
+    if got == want {
+        return;
+    }
+    let only = |a: &Table, b: &Table| a.iter().filter(|r| b.binary_search(r).is_err()).take(5).cloned().collect::<Vec<_>>();
+    panic!(
+        "{what}: {} rows, want {}\nonly in the result: {:#?}\nonly in the expected: {:#?}",
+        got.len(),
+        want.len(),
+        only(got, want),
+        only(want, got)
+    );
+}

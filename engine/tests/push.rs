@@ -1,0 +1,205 @@
+//! HTTP push sources (`type = "http"`) through a whole run: remote_write samples and
+//! Alertmanager alerts pushed over real HTTP reach their tables exactly (an oracle computes the
+//! windows from what was pushed), bad pushes are answered 400 with the reason and end in
+//! `dead_letters` without losing the rest, and a normal stop processes everything acknowledged.
+//! At 1, 2 and 4 workers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use alertflow_engine::{Pipeline, RunOptions, RunSummary, run};
+use alertflow_model::decode::remote_write::encode::{TimeSeries, body, snappy};
+use alertflow_serve::client::{HttpResponse, request};
+use common::{read_table, temp_dir};
+
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600_000;
+
+fn pipeline(dir: &Path, workers: usize) -> Pipeline {
+    let text = format!(
+        r#"
+[engine]
+workers = {workers}
+epoch = "1s"
+
+[[source]]
+type = "http"
+name = "am"
+records = "alerts"
+
+[[source]]
+type = "http"
+name = "rw"
+records = "metrics"
+max_out_of_orderness = "2s"
+# The samples are from January: the watermark must not follow today's wall clock.
+idle_timeout = "1h"
+
+[[aggregate]]
+name = "per_10s"
+input = "rw"
+window = {{ type = "tumbling", size = "10s" }}
+group_by = ["job"]
+functions = ["count", "sum"]
+
+[output]
+path = "out"
+
+[serve]
+http = "127.0.0.1:0"
+"#
+    );
+    std::fs::write(dir.join("p.toml"), &text).unwrap();
+    Pipeline::load(&dir.join("p.toml")).unwrap()
+}
+
+/// A run in the background: its HTTP address, and a handle that stops it normally.
+struct Running {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<RunSummary>,
+}
+
+fn start(p: Pipeline, workers: usize) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let serving: alertflow_engine::ServingFn = Box::new(move |_, http, _| tx.send(http.unwrap()).unwrap());
+        run(p, RunOptions { workers: Some(workers), stop: Some(s), serving: Some(serving), ..Default::default() }).unwrap()
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    Running { url: format!("http://{addr}"), stop, thread }
+}
+
+fn post(url: &str, path: &str, headers: &[(&str, &str)], b: &[u8]) -> HttpResponse {
+    request("POST", url, path, headers, b).unwrap()
+}
+
+fn write(url: &str, series: &[TimeSeries<'_>]) -> HttpResponse {
+    post(url, "/api/v1/write", &[("Content-Encoding", "snappy"), ("Content-Type", "application/x-protobuf")], &body(series))
+}
+
+#[test]
+fn pushed_samples_and_alerts_reach_their_tables_on_1_2_4_workers() {
+    for workers in [1, 2, 4] {
+        let dir = temp_dir("push");
+        let r = start(pipeline(&dir, workers), workers);
+        let url = &r.url;
+
+        // Samples: 3 jobs, one point a second for 60 s, pushed in requests of 5 s (each
+        // request holds every job's series, ordered by series as Prometheus does).
+        let mut want: BTreeMap<(i64, String), (u64, f64)> = BTreeMap::new();
+        for req in 0..12 {
+            let mut series = Vec::new();
+            for job in ["api", "db", "web"] {
+                let samples: Vec<(i64, f64)> =
+                    (0..5).map(|k| (T0 + (req * 5 + k) * 1000, (req * 5 + k) as f64 + job.len() as f64)).collect();
+                for &(ts, v) in &samples {
+                    let e = want.entry((ts - ts % 10_000, job.to_string())).or_default();
+                    e.0 += 1;
+                    e.1 += v;
+                }
+                series.push(TimeSeries { labels: vec![("__name__", "http_requests"), ("job", job)], samples });
+            }
+            let resp = write(url, &series);
+            assert_eq!(resp.status, 204, "{}", resp.text());
+        }
+        // A sample 10 s behind the newest (59 s) with 2 s of out-of-orderness: late, a dead letter.
+        let resp =
+            write(url, &[TimeSeries { labels: vec![("__name__", "http_requests"), ("job", "api")], samples: vec![(T0 + 49_000, 1.0)] }]);
+        assert_eq!(resp.status, 204, "late samples are taken (as dead letters): {}", resp.text());
+        // One unusable series among good ones: 400 naming it, the good one is taken.
+        let resp = write(
+            url,
+            &[
+                TimeSeries { labels: vec![("job", "nameless")], samples: vec![(T0 + 59_000, 1.0)] },
+                TimeSeries { labels: vec![("__name__", "http_requests"), ("job", "api")], samples: vec![(T0 + 59_500, 100.0)] },
+            ],
+        );
+        assert_eq!(resp.status, 400);
+        assert!(resp.text().contains("series 0: no `__name__` label"), "{}", resp.text());
+        let e = want.get_mut(&(T0 + 50_000, "api".to_string())).unwrap();
+        e.0 += 1;
+        e.1 += 100.0;
+        // Not snappy, and not protobuf: 400, nothing taken.
+        let resp = post(url, "/api/v1/write", &[], b"hello");
+        assert_eq!(resp.status, 400);
+        assert!(resp.text().contains("not snappy-compressed"), "{}", resp.text());
+        let resp = post(url, "/api/v1/write", &[], &snappy(&[0x0a, 0x05, 0x01]));
+        assert_eq!(resp.status, 400);
+        assert!(resp.text().contains("not a protobuf WriteRequest"), "{}", resp.text());
+        let resp = post(url, "/api/v1/write", &[("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")], b"");
+        assert_eq!(resp.status, 415);
+
+        // Alerts, for tenant acme: one good and one without an alertname (400, the good one kept).
+        let am = r#"[{"labels":{"alertname":"HighLatency","job":"api","severity":"page"},"annotations":{"summary":"slow"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"2999-01-01T00:00:00Z","generatorURL":"http://prom/graph"},
+                     {"labels":{"job":"db"},"startsAt":"2026-01-01T00:00:00Z"}]"#;
+        let resp = post(url, "/api/v2/alerts", &[("Content-Type", "application/json"), ("X-Scope-OrgID", "acme")], am.as_bytes());
+        assert_eq!(resp.status, 400);
+        assert!(resp.text().contains("1 of 2 alerts rejected: alert 1: missing field `alertname`"), "{}", resp.text());
+        let resp = post(
+            url,
+            "/api/v2/alerts",
+            &[("Content-Type", "application/json")],
+            br#"[{"labels":{"alertname":"Other"},"startsAt":"2026-01-01T00:00:00Z"}]"#,
+        );
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let resp = post(url, "/api/v2/alerts", &[("X-Scope-OrgID", "a|b")], b"[]");
+        assert_eq!(resp.status, 400, "{}", resp.text());
+        let resp = post(url, "/api/v2/alerts", &[], b"{not json");
+        assert_eq!(resp.status, 400);
+        let status = request("GET", url, "/api/v2/status", &[], b"").unwrap();
+        assert_eq!(status.status, 200);
+        assert!(status.text().contains(r#""cluster""#), "{}", status.text());
+        // The source counters are live on /metrics.
+        let metrics = request("GET", url, "/metrics", &[], b"").unwrap().text();
+        assert!(metrics.contains(r#"alertflow_source_records_total{source="rw"} 185"#), "{metrics}");
+
+        // A normal stop: everything acknowledged is processed and flushed.
+        r.stop.store(true, Ordering::Release);
+        let summary = r.thread.join().unwrap();
+        // Samples: 180 on time, 1 late, 2 in the mixed request, 2 unreadable bodies (the 2.0
+        // body is refused before it is read). Alerts: 3, and 1 unreadable body.
+        assert_eq!(summary.records_in, 185 + 4, "{summary:?}");
+
+        let rows = read_table(&dir.join("out/per_10s"));
+        let got: BTreeMap<(i64, String), (u64, f64)> = rows
+            .iter()
+            .map(|r| {
+                let c: Vec<&str> = r.split(',').collect();
+                // window_start, window_end, tenant, name, job, count, sum
+                assert_eq!((c[2], c[3]), ("default", "http_requests"), "{r}");
+                ((c[0].parse().unwrap(), c[4].to_string()), (c[5].parse().unwrap(), c[6].parse().unwrap()))
+            })
+            .collect();
+        assert_eq!(got, want, "{workers} worker(s)");
+
+        let dead = read_table(&dir.join("out/dead_letters"));
+        let reasons: Vec<String> = dead.iter().map(|r| r.split(',').nth(2).unwrap().to_string()).collect();
+        let count = |s: &str| reasons.iter().filter(|r| r.contains(s)).count();
+        assert_eq!(reasons.iter().filter(|r| *r == "late").count(), 1, "{dead:#?}");
+        assert_eq!(count("no `__name__` label"), 1, "{dead:#?}");
+        assert_eq!(count("not snappy"), 1, "{dead:#?}");
+        assert_eq!(count("not a protobuf"), 1, "{dead:#?}");
+        assert_eq!(count("missing field `alertname`"), 1, "{dead:#?}");
+        assert_eq!(count("malformed JSON"), 1, "{dead:#?}");
+        assert!(dead.iter().all(|r| r.starts_with("POST /api/")), "{dead:#?}");
+
+        let alerts = read_table(&dir.join("out/alerts"));
+        let opened: Vec<(&str, &str)> = alerts
+            .iter()
+            .map(|r| r.split(',').collect::<Vec<_>>())
+            .filter(|c| c[1] == "opened")
+            .map(|c| (c[2], c[4]))
+            .map(|(t, a)| (if t == "acme" { "acme" } else { "default" }, if a == "HighLatency" { "HighLatency" } else { "Other" }))
+            .collect();
+        assert_eq!(opened.len(), 2, "{alerts:#?}");
+        assert!(opened.contains(&("acme", "HighLatency")) && opened.contains(&("default", "Other")), "{alerts:#?}");
+    }
+}
