@@ -203,3 +203,54 @@ fn pushed_samples_and_alerts_reach_their_tables_on_1_2_4_workers() {
         assert!(opened.contains(&("acme", "HighLatency")) && opened.contains(&("default", "Other")), "{alerts:#?}");
     }
 }
+
+/// With tokens: no token is 401, a tenant's token pushes into its tenant only (403 for another
+/// `X-Scope-OrgID`), an all-tenants token pushes for the tenant it names.
+#[test]
+fn tokens_decide_the_tenant_of_a_push() {
+    let dir = temp_dir("push-tokens");
+    let text = r#"
+[[source]]
+type = "http"
+name = "am"
+records = "alerts"
+
+[output]
+path = "out"
+
+[serve]
+http = "127.0.0.1:0"
+
+[[serve.tokens]]
+token = "acme-pusher-1"
+tenant = "acme"
+
+[[serve.tokens]]
+token = "operator-1"
+tenant = "*"
+"#;
+    std::fs::write(dir.join("p.toml"), text).unwrap();
+    let r = start(Pipeline::load(&dir.join("p.toml")).unwrap(), 2);
+    let alert = |name: &str| format!(r#"[{{"labels":{{"alertname":"{name}"}},"startsAt":"2026-01-01T00:00:00Z"}}]"#);
+    let push = |headers: &[(&str, &str)], name: &str| post(&r.url, "/api/v2/alerts", headers, alert(name).as_bytes());
+    assert_eq!(push(&[], "A").status, 401);
+    assert_eq!(push(&[("Authorization", "Bearer wrong")], "A").status, 401);
+    assert_eq!(push(&[("Authorization", "Bearer acme-pusher-1")], "Acme").status, 200);
+    let other = push(&[("Authorization", "Bearer acme-pusher-1"), ("X-Scope-OrgID", "globex")], "Stolen");
+    assert_eq!(other.status, 403);
+    assert!(other.text().contains("pushes for tenant `acme` only"), "{}", other.text());
+    assert_eq!(push(&[("Authorization", "Bearer acme-pusher-1"), ("X-Scope-OrgID", "acme")], "Acme2").status, 200);
+    assert_eq!(push(&[("Authorization", "Bearer operator-1"), ("X-Scope-OrgID", "globex")], "Globex").status, 200);
+    assert_eq!(push(&[("Authorization", "Bearer operator-1")], "Default").status, 200);
+    r.stop.store(true, Ordering::Release);
+    r.thread.join().unwrap();
+    let mut opened: Vec<(String, String)> = read_table(&dir.join("out/alerts"))
+        .iter()
+        .map(|r| r.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|c| c[1] == "opened")
+        .map(|c| (c[2].clone(), c[4].clone()))
+        .collect();
+    opened.sort();
+    let want = [("acme", "Acme"), ("acme", "Acme2"), ("default", "Default"), ("globex", "Globex")];
+    assert_eq!(opened, want.map(|(a, b)| (a.to_string(), b.to_string())));
+}
