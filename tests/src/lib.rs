@@ -72,6 +72,31 @@ pub fn alertflow(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("RUST_LOG", "warn").output().expect("run alertflow")
 }
 
+/// `alertflow run PIPELINE --workers N --json` in the background (stdout piped, for the
+/// summary; stderr inherited), killed when dropped: for runs that serve, and stop on a signal.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Starts the run.
+    pub fn start(pipeline: &Path, workers: usize) -> Running {
+        let child = Command::new(bin())
+            .args(["run", &pipeline.to_string_lossy(), "--workers", &workers.to_string(), "--json"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start alertflow run");
+        Running(child)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `alertflow run PIPELINE --workers N --json` and returns the summary; panics with the
 /// output when it does not exit 0.
 pub fn run_json(pipeline: &Path, workers: usize) -> serde_json::Value {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alertflow_serve::client::{query, request};
-use alertflow_tests::{Scratch, bin, in_ci};
+use alertflow_tests::{Running, Scratch, in_ci};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 fn free_port() -> u16 {
@@ -165,14 +165,7 @@ groups:
     )
     .unwrap();
 
-    let run = Command::new(bin())
-        .args(["run", &scratch.join("pipeline.toml").to_string_lossy(), "--workers", "2", "--json"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start alertflow run");
-    let mut run = Proc(run);
+    let mut run = Running::start(&scratch.join("pipeline.toml"), 2);
     let url = format!("http://127.0.0.1:{port}");
     let up = Instant::now();
     while request("GET", &url, "/health", &[], b"").is_err() {

@@ -10,10 +10,10 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Scratch, bin, in_ci};
+use alertflow_tests::{Running, Scratch, in_ci};
 
 /// 2026-01-01T00:00:00Z in ms.
 const T: i64 = 1_767_225_600_000;
@@ -124,29 +124,6 @@ fn sql(addr: SocketAddr, token: &str, q: &str) -> Vec<String> {
     body.lines().skip(1).map(str::to_string).collect()
 }
 
-/// `alertflow run pipeline.toml --workers 2 --json` in `scratch`, killed when dropped.
-struct Running(Child);
-
-impl Running {
-    fn start(scratch: &Scratch) -> Running {
-        let child = Command::new(bin())
-            .args(["run", &scratch.join("pipeline.toml").to_string_lossy(), "--workers", "2", "--json"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start alertflow run");
-        Running(child)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn psql(pg: u16, password: &str, command: &str) -> Option<(bool, String)> {
     let out = Command::new("psql")
         .arg(format!("host=127.0.0.1 port={pg} user=sre dbname=alertflow sslmode=disable"))
@@ -171,7 +148,7 @@ fn a_running_pipeline_serves_sql_over_http_and_postgres() {
     let (http_port, pg_port) = (free_port(), free_port());
     fixture(&scratch.0, http_port, pg_port);
     let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
-    let mut run = Running::start(&scratch);
+    let mut run = Running::start(&scratch.join("pipeline.toml"), 2);
 
     // Serving starts before the first record is read.
     let up = Instant::now();
@@ -361,7 +338,7 @@ fn jdbc_and_odbc_clients_query_a_running_pipeline() {
     let classes = scratch.join("classes");
     let javac = Command::new("javac").arg("-d").arg(&classes).arg(scratch.join("Client.java")).output().unwrap();
     assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
-    let mut run = Running::start(&scratch);
+    let mut run = Running::start(&scratch.join("pipeline.toml"), 2);
     // The input ends (the summary is printed); the run serves its final state.
     let mut stdout = run.0.stdout.take().unwrap();
     let summary: serde_json::Value =

@@ -126,40 +126,13 @@ impl AlertDecoder {
     /// Decodes one line of Alertmanager JSON (an object or an array of objects) into `out`.
     pub fn alertmanager(&mut self, line: &[u8], part: u32, pos: u64, out: &mut Vec<Alert>) -> Result<(), DecodeError> {
         start(line)?;
-        let mut c = Cursor::new(line);
-        c.ws();
-        let array = c.peek() == Some(b'[');
-        if array {
-            c.i += 1;
-            c.ws();
-            if c.peek() == Some(b']') {
-                c.i += 1;
-                return Ok(c.end()?);
-            }
-        }
-        let mut index = 0u64;
-        loop {
-            self.f.clear();
-            c.eat(b'{', "expected `{` for an alert")?;
-            self.object(&mut c, line, true)?;
-            let f = &self.f;
-            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).or(self.default_ts).ok_or(DecodeError::Missing("startsAt"))?;
+        self.each_alert(line, false, |d, index| {
+            let f = &d.f;
+            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).or(d.default_ts).ok_or(DecodeError::Missing("startsAt"))?;
             // Several alerts on one line keep their order: positions 2^16 apart per line.
-            out.push(self.finish(line, ts, part, pos * 65_536 + index.min(65_535), true)?);
-            index += 1;
-            if !array {
-                return Ok(c.end()?);
-            }
-            c.ws();
-            match c.peek() {
-                Some(b',') => c.i += 1,
-                Some(b']') => {
-                    c.i += 1;
-                    return Ok(c.end()?);
-                }
-                _ => return Err(c.err("expected `,` or `]` between alerts").into()),
-            }
-        }
+            out.push(d.finish(line, ts, part, pos * 65_536 + (index as u64).min(65_535), true)?);
+            Ok(())
+        })
     }
 
     /// Decodes the body of an Alertmanager `POST /api/v2/alerts`: a JSON array of alerts, each
@@ -186,7 +159,13 @@ impl AlertDecoder {
             return Err(DecodeError::Empty("tenant"));
         }
         self.forced_tenant = Some(tenant.as_bytes().into());
-        let r = self.pushed_array(body, received, part, pos, out, bad);
+        let r = self.each_alert(body, true, |d, index| {
+            match d.finish(body, received, part, pos + index as u64, true) {
+                Ok(a) => out.push(a),
+                Err(e) => bad.push((index, e)),
+            }
+            Ok(())
+        });
         self.forced_tenant = None;
         if r.is_err() {
             out.truncate(first);
@@ -194,34 +173,39 @@ impl AlertDecoder {
         r
     }
 
-    fn pushed_array(
+    /// Walks an alert object, or an array of them (`array_only`: only an array), reading each
+    /// object's members and then calling `each(self, index)`. A syntax error anywhere is the
+    /// error of the whole text.
+    fn each_alert(
         &mut self,
-        body: &[u8],
-        received: Millis,
-        part: u32,
-        pos: u64,
-        out: &mut Vec<Alert>,
-        bad: &mut Vec<(usize, DecodeError)>,
+        text: &[u8],
+        array_only: bool,
+        mut each: impl FnMut(&mut Self, usize) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
-        let mut c = Cursor::new(body);
+        let mut c = Cursor::new(text);
         c.ws();
-        c.eat(b'[', "expected `[`: the body is a JSON array of alerts")?;
-        c.ws();
-        if c.peek() == Some(b']') {
+        let array = c.peek() == Some(b'[');
+        if array {
             c.i += 1;
-            return Ok(c.end()?);
+            c.ws();
+            if c.peek() == Some(b']') {
+                c.i += 1;
+                return Ok(c.end()?);
+            }
+        } else if array_only {
+            return Err(c.err("expected `[`: the body is a JSON array of alerts").into());
         }
         let mut index = 0usize;
         loop {
             self.f.clear();
             c.ws();
             c.eat(b'{', "expected `{` for an alert")?;
-            self.object(&mut c, body, true)?;
-            match self.finish(body, received, part, pos + index as u64, true) {
-                Ok(a) => out.push(a),
-                Err(e) => bad.push((index, e)),
-            }
+            self.object(&mut c, text, true)?;
+            each(self, index)?;
             index += 1;
+            if !array {
+                return Ok(c.end()?);
+            }
             c.ws();
             match c.peek() {
                 Some(b',') => c.i += 1,
