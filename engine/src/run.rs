@@ -200,15 +200,15 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     // HTTP push sources: their queues, fed by the serving runtime's handlers.
     let ingest = (!pipeline.push.is_empty()).then(|| {
         let first = pipeline.sources.len() + pipeline.kafka.len();
-        let mut ingest = PushIngest::default();
+        let (mut alerts, mut metrics) = (None, None);
         for (j, s) in pipeline.push.iter().enumerate() {
             let stats = source_stats[first + j].clone();
             match s.records {
-                Records::Alerts => ingest.alerts = Some(Arc::new(PushQueue::new(s.clone(), stats))),
-                Records::Metrics => ingest.metrics = Some(Arc::new(PushQueue::new(s.clone(), stats))),
+                Records::Alerts => alerts = Some(Arc::new(PushQueue::new(s.clone(), stats))),
+                Records::Metrics => metrics = Some(Arc::new(PushQueue::new(s.clone(), stats))),
             }
         }
-        Arc::new(PushIngest::new(ingest.alerts, ingest.metrics))
+        Arc::new(PushIngest::new(alerts, metrics))
     });
     // Set by SIGINT/SIGTERM while HTTP sources run: end the run normally.
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
