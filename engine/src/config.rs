@@ -330,11 +330,7 @@ impl Pipeline {
         let mut next_part = 0u32;
         for (i, c) in &source_cfgs {
             let at = format!("source[{i}]");
-            if !is_identifier(&c.name) {
-                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
-            } else if !names.insert(c.name.clone()) {
-                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
-            }
+            check_source_name(&at, &c.name, &mut names, &mut p);
             match FileSource::plan(c, base, next_part) {
                 Ok(mut s) => {
                     // Only metric points can be revised: late alerts stay dead letters.
@@ -357,11 +353,7 @@ impl Pipeline {
         let mut kafka = Vec::new();
         for (i, c) in &kafka_cfgs {
             let at = format!("source[{i}]");
-            if !is_identifier(&c.name) {
-                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
-            } else if !names.insert(c.name.clone()) {
-                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
-            }
+            check_source_name(&at, &c.name, &mut names, &mut p);
             match KafkaSource::plan(c, next_part) {
                 Ok(mut s) => {
                     if c.records == Records::Metrics {
@@ -379,11 +371,7 @@ impl Pipeline {
         let mut push = Vec::new();
         for (i, c) in &push_cfgs {
             let at = format!("source[{i}]");
-            if !is_identifier(&c.name) {
-                p.push(problem(&format!("{at}.name"), format!("`{}` is not a valid name: use letters, digits, `_` and `-`", c.name)));
-            } else if !names.insert(c.name.clone()) {
-                p.push(problem(&format!("{at}.name"), format!("another source is already named `{}`", c.name)));
-            }
+            check_source_name(&at, &c.name, &mut names, &mut p);
             if let Some((j, _)) = push_cfgs.iter().find(|(j, o)| j < i && o.records == c.records) {
                 let route = if c.records == Records::Alerts { "POST /api/v2/alerts" } else { "POST /api/v1/write" };
                 p.push(problem(
@@ -536,6 +524,15 @@ impl Pipeline {
 }
 
 type AlertSections = (Option<DedupConfig>, Option<SuppressConfig>, Option<CorrelateConfig>);
+
+/// A source's name must be an identifier and unique among the sources.
+fn check_source_name(at: &str, name: &str, names: &mut HashSet<String>, p: &mut Vec<ConfigProblem>) {
+    if !is_identifier(name) {
+        p.push(problem(&format!("{at}.name"), format!("`{name}` is not a valid name: use letters, digits, `_` and `-`")));
+    } else if !names.insert(name.to_string()) {
+        p.push(problem(&format!("{at}.name"), format!("another source is already named `{name}`")));
+    }
+}
 
 /// Validates the alert chain's sections (with defaults for the missing ones) and reads the
 /// topology file. `sources_ok` says whether every source parsed (otherwise a missing alert

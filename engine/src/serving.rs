@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use alertflow_connectors::file::SourceStats;
 use alertflow_connectors::parquet::SinkStats;
@@ -297,7 +297,7 @@ fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
             if w == u64::MAX {
                 return 0.0;
             }
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0);
+            let now = alertflow_model::time::wall_now() as f64;
             ((now - w as f64) / 1000.0).max(0.0)
         },
     );

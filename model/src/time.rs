@@ -125,6 +125,12 @@ impl<'de> Deserialize<'de> for DurationMs {
     }
 }
 
+/// The wall clock now, in ms since the Unix epoch (0 if the clock is before 1970): what live
+/// sources advance their watermark with when idle, and what pushed alerts are stamped with.
+pub fn wall_now() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
 /// Rounds `t` down to a multiple of `step` (both non-negative; `step` > 0).
 #[inline]
 pub fn floor_to(t: i64, step: i64) -> i64 {

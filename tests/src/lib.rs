@@ -67,6 +67,11 @@ impl Drop for Scratch {
     }
 }
 
+/// A loopback port nobody listens on now (the run binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("its address").port()
+}
+
 /// Runs the binary with `args`.
 pub fn alertflow(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("RUST_LOG", "warn").output().expect("run alertflow")

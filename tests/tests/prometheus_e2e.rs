@@ -12,12 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alertflow_serve::client::{query, request};
-use alertflow_tests::{Running, Scratch, in_ci};
+use alertflow_tests::{Running, Scratch, free_port, in_ci};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// `$ALERTFLOW_PROMETHEUS`, else `prometheus` on the PATH.
 fn prometheus() -> Option<PathBuf> {

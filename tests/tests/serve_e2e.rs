@@ -13,16 +13,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Running, Scratch, in_ci};
+use alertflow_tests::{Running, Scratch, free_port, in_ci};
 
 /// 2026-01-01T00:00:00Z in ms.
 const T: i64 = 1_767_225_600_000;
 const OPERATOR: &str = "operator-token-1";
 const ACME: &str = "acme-token-123";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Alerts of two tenants on 6 hosts, re-sent every 10 s of event time for 10 minutes, replayed
 /// at 60 notices/s: about 12 s of wall time during which incidents stay open.

@@ -433,8 +433,7 @@ impl<R: FileRecord> KafkaReader<R> {
         }
         if low == i64::MAX {
             // Every partition idle (or none assigned here): follow the wall clock.
-            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            low = wall - src.out_of_orderness;
+            low = alertflow_model::time::wall_now() - src.out_of_orderness;
         }
         Hold::At(floor_to(low.max(0), epoch) as Time)
     }

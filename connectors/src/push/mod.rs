@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alertflow_model::dead_letter::DeadLetter;
-use alertflow_model::time::DurationMs;
+use alertflow_model::time::{DurationMs, wall_now};
 use serde::{Deserialize, Serialize};
 use timely::scheduling::SyncActivator;
 
@@ -201,7 +201,7 @@ impl<R> PushQueue<R> {
     /// A receive time (ms since the epoch, never less than one handed out before) and the
     /// position of the request's first record.
     pub fn stamp(&self) -> (i64, u64) {
-        let now = wall_ms();
+        let now = wall_now();
         let prev = self.clock.fetch_max(now, Ordering::AcqRel);
         (now.max(prev), self.requests.fetch_add(1, Ordering::Relaxed) << 24)
     }
@@ -305,11 +305,6 @@ impl<R> PushQueue<R> {
             let _ = a.activate();
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

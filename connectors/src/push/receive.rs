@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use alertflow_model::dead_letter::DeadLetter;
-use alertflow_model::decode::{AlertDecoder, RemoteWriteDecoder};
+use alertflow_model::decode::{AlertDecoder, DecodeError, RemoteWriteDecoder};
 use alertflow_model::{Alert, Metric};
 
 use super::{PushQueue, Refused};
@@ -81,9 +81,11 @@ impl PushIngest {
         let received = (records.len() + bad.len()) as u64;
         let listed: Vec<String> = bad.iter().take(MAX_LISTED).map(|(i, e)| format!("alert {i}: {e}")).collect();
         let nbad = bad.len();
+        let texts = alert_texts(body, &bad);
         let dead = bad
             .into_iter()
-            .map(|(i, e)| DeadLetter::new(&q.source.name, &q.source.display, pos + i as u64, e.to_string(), &alert_text(body, i), Some(at)))
+            .zip(texts)
+            .map(|((i, e), text)| DeadLetter::new(&q.source.name, &q.source.display, pos + i as u64, e.to_string(), &text, Some(at)))
             .collect();
         match offer(q, records, dead, received, body.len() as u64, at).await {
             Err(o) => o,
@@ -173,9 +175,13 @@ fn put<D>(pool: &Mutex<Vec<D>>, d: D) {
     }
 }
 
-/// The text of alert `index` of a JSON array body, for its dead letter (the whole body when it
-/// cannot be found, which the dead letter then cuts to its limit).
-fn alert_text(body: &[u8], index: usize) -> Vec<u8> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return body.to_vec() };
-    v.get(index).map_or_else(|| body.to_vec(), |a| a.to_string().into_bytes())
+/// The text of each rejected alert of a JSON array body, for its dead letter (the whole body
+/// when it cannot be found, which the dead letter then cuts to its limit). The body is parsed
+/// once, and only when some alert was rejected.
+fn alert_texts(body: &[u8], bad: &[(usize, DecodeError)]) -> Vec<Vec<u8>> {
+    if bad.is_empty() {
+        return Vec::new();
+    }
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok();
+    bad.iter().map(|(i, _)| v.as_ref().and_then(|v| v.get(*i)).map_or_else(|| body.to_vec(), |a| a.to_string().into_bytes())).collect()
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use alertflow_model::dead_letter::{DeadLetter, LATE};
-use alertflow_model::time::{DurationMs, floor_to};
+use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use alertflow_model::{Alert, Metric};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 
-use super::{Batch, PushQueue, wall_ms};
+use super::{Batch, PushQueue};
 use crate::file::source::Work;
 use crate::{Failure, Time};
 
@@ -180,10 +180,10 @@ pub fn push_source<'s, R: PushRecord>(
                 return;
             }
             let hold = if R::STAMPED {
-                queue.oldest_queued().unwrap_or(i64::MAX).min(wall_ms())
+                queue.oldest_queued().unwrap_or(i64::MAX).min(wall_now())
             } else {
                 if empty && queue.idle() {
-                    queue.raise_watermark(wall_ms() - src.out_of_orderness);
+                    queue.raise_watermark(wall_now() - src.out_of_orderness);
                 }
                 queue.watermark()
             };

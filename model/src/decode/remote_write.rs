@@ -546,16 +546,24 @@ mod tests {
             TimeSeries { labels: vec![("__name__", "up2")], samples: vec![(1000, 1.0)] },
         ]);
         let mut d = RemoteWriteDecoder::new();
+        let ((whole, _), _) = decode(&mut d, &snappy(&good)).unwrap();
+        assert_eq!(whole.len(), 2);
         let e = decode(&mut d, b"{\"not\": \"snappy\"}").unwrap_err();
         assert!(matches!(e, RemoteWriteError::Snappy(_)), "{e}");
-        // Every truncation of a good request either still parses as a prefix of whole
-        // messages or is refused; none panics and none yields a partial series.
+        // Every truncation of a good request is refused unless it ends on a series boundary;
+        // then it yields exactly the whole series before the cut, never part of one.
+        let mut prefixes = 0;
         for cut in 0..good.len() {
             match decode(&mut d, &snappy(&good[..cut])) {
-                Ok(((ok, _), _)) => assert!(ok.len() <= 2),
+                Ok(((ok, bad), _)) => {
+                    assert!(bad.is_empty());
+                    assert_eq!(ok[..], whole[..ok.len()], "cut at {cut}");
+                    prefixes += 1;
+                }
                 Err(e) => assert!(e.to_string().contains("not a protobuf WriteRequest"), "{e}"),
             }
         }
+        assert_eq!(prefixes, 2, "only the empty request and the first series alone parse");
         let e = decode(&mut d, &snappy(&good[..good.len() - 1])).unwrap_err().to_string();
         assert!(e.contains("length runs past the end") || e.contains("truncated"), "{e}");
         // A stated size over the limit is refused before decompressing.
