@@ -10,6 +10,7 @@ pub mod latency;
 pub mod live;
 pub mod parquet;
 pub mod push;
+pub mod time_bounds;
 pub mod topology;
 
 pub use failure::Failure;

@@ -392,6 +392,38 @@ fn a_broker_that_drops_commit_metadata_resumes_exactly_from_the_journal() {
     assert!(got.len() < want.len(), "without the journal the resumed table should lack rows: {} of {}", got.len(), want.len());
 }
 
+/// A sink that cannot write (its output folder blocked from hour 02 on: a regular file where
+/// the sink must create `date=…/hour=02`) stops the run with an error naming the table and the
+/// folder; no offset is committed past the durable output, so once the fault is fixed the
+/// restart resumes and the table is the same as an uninterrupted run's.
+#[test]
+fn a_sink_that_cannot_write_stops_the_run_and_the_restart_loses_nothing() {
+    let lines = generate(40, 60_000, 12);
+    let (want, _) = file_tables(&lines, 4);
+    let m = mock(&[("metrics", 4)]);
+    let brokers = m.bootstrap_servers();
+    produce(&brokers, "metrics", 4, &lines);
+    let dir = temp_dir("kafka-sink-fault");
+    let blocker = dir.join("out/per_minute/date=2026-01-01/hour=02");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, "in the way").unwrap();
+    let group = "g-fault";
+    let pipeline = || kafka_pipeline(&dir, &brokers, r#"["metrics"]"#, group, "stop_at_end = true");
+    let err = run(pipeline(), RunOptions { workers: Some(2), ..Default::default() }).unwrap_err().to_string();
+    assert!(err.contains("sink `per_minute`: cannot create") && err.contains("hour=02"), "{err}");
+    let hour2 = 1_767_225_600_000 + 2 * 3_600_000;
+    let c = committed(&brokers, group, "metrics", 4);
+    for (p, (_, meta)) in &c {
+        let (f, k) = parse_meta(meta);
+        assert!(f <= hour2 && k <= hour2, "partition {p} committed past the failed output: F={f} K={k}");
+    }
+    let partial = read_table(&dir.join("out/per_minute"));
+    assert!(partial.len() < want.len(), "the failed run cannot have written everything");
+    std::fs::remove_file(&blocker).unwrap();
+    run(pipeline(), RunOptions { workers: Some(2), ..Default::default() }).unwrap();
+    same(&read_table(&dir.join("out/per_minute")), &want, "per_minute after the restart");
+}
+
 #[test]
 fn the_message_timestamp_is_the_event_time_when_the_payload_has_none() {
     let lines = generate(6, 3_000, 13);

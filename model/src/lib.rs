@@ -7,6 +7,7 @@ pub mod alert;
 pub mod anomaly;
 pub mod dead_letter;
 pub mod decode;
+pub mod fuzzing;
 pub mod labels;
 pub mod metric;
 pub mod series;

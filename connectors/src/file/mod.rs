@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::time_bounds::TimeBounds;
 use alertflow_model::size::ByteSize;
 use alertflow_model::time::DurationMs;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,14 @@ pub struct FileSourceConfig {
     /// a bounded file behave like a live stream; unlimited by default.
     #[serde(default)]
     pub replay_rate: Option<u64>,
+    /// The earliest event time accepted (RFC 3339 or integer ms; default 2000-01-01): older
+    /// records are dead letters (see [`crate::time_bounds`]).
+    #[serde(default)]
+    pub min_event_time: Option<String>,
+    /// How far ahead of the wall clock an event time may be (default `1d`); later records are
+    /// dead letters.
+    #[serde(default = "crate::time_bounds::default_max_future")]
+    pub max_future: DurationMs,
 }
 
 fn default_out_of_orderness() -> DurationMs {
@@ -166,6 +175,8 @@ pub struct FileSource {
     pub records: Records,
     /// Lines per second to replay at, if paced.
     pub replay_rate: Option<u64>,
+    /// The event times accepted.
+    pub time_bounds: TimeBounds,
 }
 
 /// Why a source could not be planned (a configuration problem: the run does not start).
@@ -192,6 +203,9 @@ pub enum PlanError {
     /// The format cannot carry the records.
     #[error("format: {0}")]
     Unsupported(String),
+    /// `min_event_time` or `max_future` is unusable.
+    #[error("{0}: {1}")]
+    Bounds(&'static str, String),
 }
 
 impl FileSource {
@@ -204,6 +218,8 @@ impl FileSource {
         if cfg.replay_rate == Some(0) {
             return Err(PlanError::ReplayRate);
         }
+        let time_bounds =
+            TimeBounds::from_config(cfg.min_event_time.as_deref(), cfg.max_future).map_err(|(f, m)| PlanError::Bounds(f, m))?;
         let pattern = base.join(&cfg.path);
         let pattern_str = pattern.to_string_lossy().to_string();
         let mut paths: Vec<PathBuf> = if cfg.path.contains(['*', '?', '[']) {
@@ -282,6 +298,7 @@ impl FileSource {
             files,
             records: cfg.records,
             replay_rate: cfg.replay_rate,
+            time_bounds,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
 use alertflow_model::decode::{DecodeError, is_blank, trim_line};
-use alertflow_model::time::{DurationMs, floor_to};
+use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
@@ -210,8 +210,8 @@ struct WorkerReader<R: FileRecord> {
     dec: R::Decoder,
     /// CSV headers by file.
     csv: Vec<CsvHeaderOf<R>>,
-    /// Event times of the late records of the line being decoded.
-    late_ts: Vec<i64>,
+    /// A line's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
+    late_ts: Vec<(i64, Option<String>)>,
     /// Newline counts known so far per file: (offset, newlines before it).
     line_marks: HashMap<usize, (u64, u64)>,
     /// The read buffer, handed from chunk to chunk.
@@ -371,6 +371,7 @@ impl<R: FileRecord> WorkerReader<R> {
         let late_ts = &mut self.late_ts;
         let ooo = src.out_of_orderness;
         let keep_late = src.allowed_lateness;
+        let (bounds, upper) = (src.time_bounds, src.time_bounds.upper(wall_now()));
         match &mut a.input {
             Input::Unreadable(e) => {
                 work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, 0, e.clone(), &[], None));
@@ -401,10 +402,12 @@ impl<R: FileRecord> WorkerReader<R> {
                     // Decode while the line is borrowed from the reader; a bad record leaves
                     // the borrow as owned bytes, so its line number can be counted afterwards.
                     late_ts.clear();
-                    let bad: Option<(Vec<u8>, String)> = match line {
+                    // (raw bytes, the decoding error; `None`: the line decoded but records in it were late or
+                    // out of bounds, listed in `late_ts`).
+                    let bad: Option<(Vec<u8>, Option<String>)> = match line {
                         Line::TooLong(n, raw) => {
                             work.records += 1;
-                            Some((raw, DecodeError::TooLong(n).to_string()))
+                            Some((raw, Some(DecodeError::TooLong(n).to_string())))
                         }
                         Line::Text(t) => {
                             let t = trim_line(t);
@@ -430,35 +433,53 @@ impl<R: FileRecord> WorkerReader<R> {
                             };
                             let (max_ts, part, low) = (&mut a.max_ts, a.part.id, a.low);
                             let decoded = header.and_then(|h| {
-                                R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| match lateness(*max_ts, ooo, ts) {
-                                    None => {
-                                        *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
-                                        work.emitted += 1;
-                                        work.push(floor_to(ts, epoch) as Time, r);
+                                R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| {
+                                    if let Some(why) = bounds.reject(ts, upper) {
+                                        return late_ts.push((ts, Some(why)));
                                     }
-                                    Some(l) => match keep_late {
-                                        Some(keep) if l <= keep => work.push_late(*max_ts, low, ooo, epoch, r),
-                                        _ => late_ts.push(ts),
-                                    },
+                                    match lateness(*max_ts, ooo, ts) {
+                                        None => {
+                                            *max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
+                                            work.emitted += 1;
+                                            work.push(floor_to(ts, epoch) as Time, r);
+                                        }
+                                        Some(l) => match keep_late {
+                                            Some(keep) if l <= keep => work.push_late(*max_ts, low, ooo, epoch, r),
+                                            _ => late_ts.push((ts, None)),
+                                        },
+                                    }
                                 })
                             });
                             match decoded {
                                 Ok(()) if late_ts.is_empty() => None,
-                                Ok(()) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), LATE.to_string())),
-                                Err(e) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), e.to_string())),
+                                Ok(()) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), None)),
+                                Err(e) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), Some(e.to_string()))),
                             }
                         }
                     };
-                    if let Some((raw, reason)) = bad {
+                    if let Some((raw, error)) = bad {
                         let line_no = line_number(&mut self.line_marks, &a.part, reader, &mut a.lines_before, pos);
-                        if late_ts.is_empty() {
-                            work.bad += 1;
-                            work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, None));
-                        } else {
-                            // One dead letter per late record (a line may hold several alerts).
-                            for &ts in late_ts.iter() {
-                                work.late += 1;
-                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason.clone(), &raw, Some(ts)));
+                        match error {
+                            Some(reason) => {
+                                work.bad += 1;
+                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, None));
+                            }
+                            // One dead letter per late or out-of-bounds record (a line may hold
+                            // several alerts).
+                            None => {
+                                for (ts, why) in late_ts.drain(..) {
+                                    let reason = match why {
+                                        Some(why) => {
+                                            work.bad += 1;
+                                            why
+                                        }
+                                        None => {
+                                            work.late += 1;
+                                            LATE.to_string()
+                                        }
+                                    };
+                                    work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, Some(ts)));
+                                }
                             }
                         }
                     }
@@ -491,7 +512,10 @@ impl<R: FileRecord> WorkerReader<R> {
                     let row_no = *first_row + pos + 1;
                     match R::parquet_row(&mut self.dec, &cols, i, a.part.id, pos) {
                         Ok((ts, record)) => {
-                            if let Some(l) = lateness(a.max_ts, ooo, ts)
+                            if let Some(why) = src.time_bounds.reject(ts, upper) {
+                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, row_no, why, &cols.raw(i), Some(ts)));
+                                work.bad += 1;
+                            } else if let Some(l) = lateness(a.max_ts, ooo, ts)
                                 && keep_late.is_some_and(|keep| l <= keep)
                             {
                                 work.push_late(a.max_ts, a.low, ooo, epoch, record);

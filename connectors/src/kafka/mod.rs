@@ -47,6 +47,7 @@ pub use source::kafka_source;
 use crate::durable::Durability;
 use crate::file::{Format, Records};
 use crate::kafka::journal::CommitJournal;
+use crate::time_bounds::TimeBounds;
 
 /// Partition ids reserved per topic: a record's `part` is `first_part + topic · 65536 + partition`.
 pub const PARTS_PER_TOPIC: u32 = 1 << 16;
@@ -116,6 +117,13 @@ pub struct KafkaSourceConfig {
     /// librdkafka properties (security, fetch sizes …), passed through.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// The earliest event time accepted (RFC 3339 or integer ms; default 2000-01-01): older
+    /// records are dead letters (see [`crate::time_bounds`]).
+    #[serde(default)]
+    pub min_event_time: Option<String>,
+    /// How far ahead of the wall clock an event time may be (default `1d`).
+    #[serde(default = "crate::time_bounds::default_max_future")]
+    pub max_future: DurationMs,
 }
 
 fn default_group() -> String {
@@ -189,6 +197,8 @@ pub struct KafkaSource {
     /// Late records at most this much older than their partition's watermark (ms) are kept and
     /// marked late (the engine sets it for metric sources under the late policy `update`).
     pub allowed_lateness: Option<i64>,
+    /// The event times accepted.
+    pub time_bounds: TimeBounds,
 }
 
 /// One problem with a Kafka section: the field (relative to the section) and the message.
@@ -253,6 +263,10 @@ impl KafkaSource {
         if cfg.idle_timeout.millis() == 0 {
             bad("idle_timeout", "must be greater than 0".into());
         }
+        let time_bounds = TimeBounds::from_config(cfg.min_event_time.as_deref(), cfg.max_future).unwrap_or_else(|(field, why)| {
+            bad(field, why);
+            TimeBounds::default()
+        });
         for (k, v) in &cfg.options {
             let field = format!("options.{}", quote_key(k));
             if let Some((_, why)) = OWN_PROPERTIES.iter().find(|(o, _)| o == k) {
@@ -283,6 +297,7 @@ impl KafkaSource {
             options: cfg.options.clone(),
             first_part,
             allowed_lateness: None,
+            time_bounds,
         };
         if p.is_empty() {
             // The whole configuration, as the run will use it (catches conflicting properties).

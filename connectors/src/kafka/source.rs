@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
 use alertflow_model::decode::{is_blank, trim_line};
-use alertflow_model::time::{DurationMs, floor_to};
+use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -189,7 +189,8 @@ struct KafkaReader<R: FileRecord> {
     last: Option<(usize, i32, usize)>,
     dec: R::Decoder,
     csv: Option<R::CsvHeader>,
-    late_ts: Vec<i64>,
+    /// A message's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
+    late_ts: Vec<(i64, Option<String>)>,
     last_commit: Instant,
     last_f: Time,
     errors: RateLimited,
@@ -300,6 +301,7 @@ impl<R: FileRecord> KafkaReader<R> {
         let commit = self.shared.horizon.is_some();
         let ooo = src.out_of_orderness;
         let keep_late = src.allowed_lateness;
+        let (bounds, upper) = (src.time_bounds, src.time_bounds.upper(wall_now()));
         let mut polled = 0;
         while polled < MESSAGES_PER_ACTIVATION {
             polled += 1;
@@ -359,6 +361,9 @@ impl<R: FileRecord> KafkaReader<R> {
                 if resume_k.is_some_and(|k| ts < k) {
                     return; // its windows are in the durable output of the run this one resumes
                 }
+                if let Some(why) = bounds.reject(ts, upper) {
+                    return late_ts.push((ts, Some(why)));
+                }
                 let t = floor_to(ts, epoch) as Time;
                 let behind = max_ts.map_or(0, |m| m - ooo - ts);
                 if behind > 0 || t < cap {
@@ -369,7 +374,7 @@ impl<R: FileRecord> KafkaReader<R> {
                         Some(keep) if behind <= keep && floor_to(wm.max(0), epoch) as Time >= cap => {
                             work.push_late(*max_ts, 0, ooo, epoch, r)
                         }
-                        _ => late_ts.push(ts),
+                        _ => late_ts.push((ts, None)),
                     }
                     return;
                 }
@@ -382,19 +387,28 @@ impl<R: FileRecord> KafkaReader<R> {
                 work.emitted += 1;
                 work.push(t, r);
             });
-            let reason = match decoded {
-                Ok(()) if self.late_ts.is_empty() => continue,
-                Ok(()) => LATE.to_string(),
-                Err(e) => e.to_string(),
-            };
             let raw = &line[..line.len().min(MAX_RAW_BYTES)];
-            if self.late_ts.is_empty() {
-                work.bad += 1;
-                work.dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason, raw, None));
-            } else {
-                for &ts in &self.late_ts {
-                    work.late += 1;
-                    work.dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason.clone(), raw, Some(ts)));
+            match decoded {
+                Ok(()) if self.late_ts.is_empty() => continue,
+                Ok(()) => {
+                    // One dead letter per late or out-of-bounds record.
+                    for (ts, why) in self.late_ts.drain(..) {
+                        let reason = match why {
+                            Some(why) => {
+                                work.bad += 1;
+                                why
+                            }
+                            None => {
+                                work.late += 1;
+                                LATE.to_string()
+                            }
+                        };
+                        work.dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason, raw, Some(ts)));
+                    }
+                }
+                Err(e) => {
+                    work.bad += 1;
+                    work.dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, e.to_string(), raw, None));
                 }
             }
             if commit {

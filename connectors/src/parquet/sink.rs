@@ -224,20 +224,30 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
         let tmp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(&name);
         let file = fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
-        let mut w = ArrowWriter::try_new(&file, sink.builder.schema(), Some(props.clone())).map_err(|e| io(&e))?;
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let batch =
-                sink.builder.build(chunk).map_err(|e| format!("internal error building a batch of `{}` (a bug): {e}", sink.table))?;
-            w.write(&batch).map_err(|e| io(&e))?;
-        }
-        w.close().map_err(|e| io(&e))?;
-        if sink.fsync {
-            file.sync_all().map_err(|e| io(&e))?;
-        }
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let written = (|| {
+            let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
+            let mut w = ArrowWriter::try_new(&file, sink.builder.schema(), Some(props.clone())).map_err(|e| io(&e))?;
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let batch =
+                    sink.builder.build(chunk).map_err(|e| format!("internal error building a batch of `{}` (a bug): {e}", sink.table))?;
+                w.write(&batch).map_err(|e| io(&e))?;
+            }
+            w.close().map_err(|e| io(&e))?;
+            if sink.fsync {
+                file.sync_all().map_err(|e| io(&e))?;
+            }
+            fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
+            Ok::<_, String>(file.metadata().map(|m| m.len()).unwrap_or(0))
+        })();
         drop(file);
-        fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                // A full disk: give back what the partial file took (it is never read).
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         stats.files.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(len, Ordering::Relaxed);

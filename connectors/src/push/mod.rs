@@ -37,6 +37,7 @@ pub use receive::{PushIngest, PushOutcome};
 pub use source::push_source;
 
 use crate::file::{Records, SourceStats};
+use crate::time_bounds::TimeBounds;
 
 /// The `[[source]]` section of `type = "http"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +56,13 @@ pub struct PushSourceConfig {
     /// Records accepted but not yet taken into the dataflow, at most; beyond, pushes get 503.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// The earliest sample time accepted (RFC 3339 or integer ms; default 2000-01-01): older
+    /// samples are rejected (400) and become dead letters (see [`crate::time_bounds`]).
+    #[serde(default)]
+    pub min_event_time: Option<String>,
+    /// How far ahead of the wall clock a sample time may be (default `1d`).
+    #[serde(default = "crate::time_bounds::default_max_future")]
+    pub max_future: DurationMs,
 }
 
 /// 30 s: Prometheus's remote-write shards send concurrently, each holding samples up to its
@@ -91,6 +99,8 @@ pub struct PushSource {
     pub allowed_lateness: Option<i64>,
     /// `max_pending`.
     pub max_pending: usize,
+    /// The sample times accepted (pushed alerts take the receive time, always inside).
+    pub time_bounds: TimeBounds,
 }
 
 impl PushSource {
@@ -103,6 +113,10 @@ impl PushSource {
         if c.idle_timeout.millis() == 0 {
             errs.push(("idle_timeout".to_string(), "must be greater than 0".to_string()));
         }
+        let time_bounds = TimeBounds::from_config(c.min_event_time.as_deref(), c.max_future).unwrap_or_else(|(field, why)| {
+            errs.push((field.to_string(), why));
+            TimeBounds::default()
+        });
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -118,6 +132,7 @@ impl PushSource {
             idle_timeout: Duration::from_millis(c.idle_timeout.millis()),
             allowed_lateness: None,
             max_pending: c.max_pending,
+            time_bounds,
         })
     }
 }
@@ -318,6 +333,8 @@ mod tests {
             max_out_of_orderness: DurationMs::from_secs(5),
             idle_timeout: DurationMs::from_secs(10),
             max_pending,
+            min_event_time: None,
+            max_future: crate::time_bounds::default_max_future(),
         };
         PushQueue::new(Arc::new(PushSource::plan(&c, 3).unwrap()), Arc::default())
     }
@@ -371,8 +388,10 @@ mod tests {
             max_out_of_orderness: DurationMs::from_secs(0),
             idle_timeout: DurationMs::from_secs(0),
             max_pending: 0,
+            min_event_time: Some("last tuesday".into()),
+            max_future: DurationMs(0),
         };
         let e = PushSource::plan(&c, 0).unwrap_err();
-        assert_eq!(e.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["max_pending", "idle_timeout"]);
+        assert_eq!(e.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["max_pending", "idle_timeout", "min_event_time"]);
     }
 }

@@ -101,6 +101,9 @@ impl PushIngest {
         let src = q.source.clone();
         let mut dec = take(&self.write_decoders);
         let (mut records, mut dead, mut listed) = (Vec::new(), Vec::new(), Vec::new());
+        // Samples outside the source's event-time bounds: (position, reason, text, ts).
+        let mut outside = Vec::new();
+        let upper = src.time_bounds.upper(at);
         let summary = {
             // Positions in request order, good and bad samples alike.
             let i = std::cell::Cell::new(0u64);
@@ -111,7 +114,10 @@ impl PushIngest {
             dec.decode(
                 body,
                 tenant,
-                |series, ts, value| records.push(Metric { series: series.clone(), ts, value, part: src.part, pos: next(), late: false }),
+                |series, ts, value| match src.time_bounds.reject(ts, upper) {
+                    None => records.push(Metric { series: series.clone(), ts, value, part: src.part, pos: next(), late: false }),
+                    Some(why) => outside.push((next(), why, format!("{}{} {value} @{ts}", series.name(), series.labels_json()), ts)),
+                },
                 |b| {
                     if listed.len() < MAX_LISTED {
                         listed.push(format!("series {}: {}", b.index, b.reason));
@@ -130,12 +136,19 @@ impl PushIngest {
             }
         };
         let received = (summary.samples + summary.bad) as u64;
+        let nbad = summary.bad + outside.len();
+        for (at_pos, why, text, ts) in outside {
+            if listed.len() < MAX_LISTED {
+                listed.push(format!("sample {text}: {why}"));
+            }
+            dead.push(DeadLetter::new(&src.name, &src.display, at_pos, why, text.as_bytes(), Some(ts)));
+        }
         match offer(q, records, dead, received, body.len() as u64, at).await {
             Err(o) => o,
-            Ok(()) if summary.bad == 0 => PushOutcome::Taken,
+            Ok(()) if nbad == 0 => PushOutcome::Taken,
             Ok(()) => PushOutcome::Rejected(format!(
                 "{} of {} samples or series rejected (the rest were taken): {}",
-                summary.bad,
+                nbad,
                 received,
                 listed.join("; ")
             )),

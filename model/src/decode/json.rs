@@ -138,8 +138,14 @@ impl<'a> Cursor<'a> {
                 break;
             }
         }
+        let text = &self.b[start..self.i];
+        if !is_json_number(text) {
+            // `01`, `1.`, `.5`, `+1`, `1e`: Rust's float parser takes some of these, JSON does not.
+            self.i = start;
+            return Err(self.err("invalid number"));
+        }
         // Validated as UTF-8 by the caller; all bytes here are ASCII anyway.
-        std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err("invalid number"))
+        std::str::from_utf8(text).map_err(|_| self.err("invalid number"))
     }
 
     /// At a `"`: the string's text.
@@ -157,11 +163,13 @@ impl<'a> Cursor<'a> {
                     return Ok(Text::Line(start as u32, j as u32));
                 }
                 b'\\' => return self.escaped_string(start, j, scratch),
+                c if c < 0x20 => return Err(self.control(j)),
                 _ => j += 1,
             }
         }
         match memchr::memchr2(b'"', b'\\', &self.b[start..]) {
             Some(off) if self.b[start + off] == b'"' => {
+                self.no_control(start, start + off)?;
                 self.i = start + off + 1;
                 Ok(Text::Line(start as u32, (start + off) as u32))
             }
@@ -170,7 +178,24 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// JSON strings hold no raw control characters (they must be escaped): an error at `at`.
+    #[cold]
+    fn control(&mut self, at: usize) -> Syntax {
+        self.i = at;
+        self.err("raw control character inside a string (JSON needs it escaped, like \\t or \\u0000)")
+    }
+
+    /// Checks `b[a..b]`, a piece of a string, for raw control characters.
+    #[inline]
+    fn no_control(&mut self, a: usize, b: usize) -> R<()> {
+        match self.b[a..b].iter().position(|&c| c < 0x20) {
+            None => Ok(()),
+            Some(k) => Err(self.control(a + k)),
+        }
+    }
+
     fn escaped_string(&mut self, start: usize, first_escape: usize, scratch: &mut Vec<u8>) -> R<Text> {
+        self.no_control(start, first_escape)?;
         let s0 = scratch.len();
         scratch.extend_from_slice(&self.b[start..first_escape]);
         self.i = first_escape;
@@ -222,7 +247,8 @@ impl<'a> Cursor<'a> {
                 _ => {
                     let rest = &self.b[self.i..];
                     let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-                    scratch.extend_from_slice(&rest[..n]);
+                    self.no_control(self.i, self.i + n)?;
+                    scratch.extend_from_slice(&self.b[self.i..self.i + n]);
                     self.i += n;
                 }
             }
@@ -297,5 +323,56 @@ pub(crate) fn kind(v: &Val<'_>) -> &'static str {
         Val::Null => "null",
         Val::Object => "an object",
         Val::Array => "an array",
+    }
+}
+
+/// Whether `s` is a JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+#[inline]
+fn is_json_number(s: &[u8]) -> bool {
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while s.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > from
+    };
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == s.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json_number;
+
+    #[test]
+    fn numbers_follow_the_json_grammar() {
+        for ok in ["0", "-0", "7", "-12", "1.5", "0.25", "1e5", "1E+5", "-2.5e-3", "123456789012345678901234567890"] {
+            assert!(is_json_number(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", "-", "01", "-01", "1.", ".5", "+1", "1e", "1e+", "1.e5", "--1", "1-", "1.2.3", "1e5e5", "0x10"] {
+            assert!(!is_json_number(bad.as_bytes()), "{bad}");
+        }
     }
 }
