@@ -12,6 +12,7 @@
 //! The upper bound follows the wall clock, so it is the one thing about a bounded replay that
 //! depends on when it runs; data from the past never meets it.
 
+use alertflow_model::dead_letter::LATE;
 use alertflow_model::time::{DurationMs, MAX_EVENT_TIME, Millis, format_rfc3339, parse_time_text};
 
 /// The default `min_event_time`: 2000-01-01T00:00:00Z.
@@ -93,6 +94,30 @@ impl TimeBounds {
             None
         }
     }
+}
+
+/// The records of one line or message that did not get in: (event time, `None` when late,
+/// else why it is out of bounds).
+pub type Rejected = Vec<(Millis, Option<String>)>;
+
+/// Turns the rejected records of a line into dead letters, one each (`letter(reason, ts)`, a
+/// line may hold several alerts); returns how many were out of bounds and how many late.
+pub fn drain_rejected(rejected: &mut Rejected, mut letter: impl FnMut(String, Millis)) -> (u64, u64) {
+    let (mut bad, mut late) = (0, 0);
+    for (ts, why) in rejected.drain(..) {
+        let reason = match why {
+            Some(why) => {
+                bad += 1;
+                why
+            }
+            None => {
+                late += 1;
+                LATE.to_string()
+            }
+        };
+        letter(reason, ts);
+    }
+    (bad, late)
 }
 
 /// A duration as the config writes it (`1d`, `90m`, `1500ms`).

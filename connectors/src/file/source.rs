@@ -21,6 +21,7 @@ use super::chunk::{ChunkReader, Line, count_newlines};
 use super::parquet_rows::{Columns, open_row_group};
 use super::records::FileRecord;
 use super::{FileSource, Format, PartKind, Partition, PlannedFile, ReplayOrigin, SourceStats};
+use crate::time_bounds::{Rejected, drain_rejected};
 use crate::{Failure, Time};
 
 /// Lines decoded per activation before the source yields to the rest of the dataflow.
@@ -211,7 +212,7 @@ struct WorkerReader<R: FileRecord> {
     /// CSV headers by file.
     csv: Vec<CsvHeaderOf<R>>,
     /// A line's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
-    late_ts: Vec<(i64, Option<String>)>,
+    late_ts: Rejected,
     /// Newline counts known so far per file: (offset, newlines before it).
     line_marks: HashMap<usize, (u64, u64)>,
     /// The read buffer, handed from chunk to chunk.
@@ -467,19 +468,12 @@ impl<R: FileRecord> WorkerReader<R> {
                             // One dead letter per late or out-of-bounds record (a line may hold
                             // several alerts).
                             None => {
-                                for (ts, why) in late_ts.drain(..) {
-                                    let reason = match why {
-                                        Some(why) => {
-                                            work.bad += 1;
-                                            why
-                                        }
-                                        None => {
-                                            work.late += 1;
-                                            LATE.to_string()
-                                        }
-                                    };
-                                    work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, Some(ts)));
-                                }
+                                let dead = &mut work.dead;
+                                let (bad, late) = drain_rejected(late_ts, |reason, ts| {
+                                    dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, Some(ts)))
+                                });
+                                work.bad += bad;
+                                work.late += late;
                             }
                         }
                     }

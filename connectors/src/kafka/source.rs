@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
+use alertflow_model::dead_letter::{DeadLetter, MAX_RAW_BYTES};
 use alertflow_model::decode::{is_blank, trim_line};
 use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use rdkafka::Message;
@@ -24,6 +24,7 @@ use super::{KafkaContext, KafkaShared, PartitionPlan, RateLimited};
 use crate::file::SourceStats;
 use crate::file::records::FileRecord;
 use crate::file::source::Work;
+use crate::time_bounds::{Rejected, drain_rejected};
 use crate::{Failure, Time};
 
 /// Messages decoded per activation before the source yields to the rest of the dataflow.
@@ -190,7 +191,7 @@ struct KafkaReader<R: FileRecord> {
     dec: R::Decoder,
     csv: Option<R::CsvHeader>,
     /// A message's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
-    late_ts: Vec<(i64, Option<String>)>,
+    late_ts: Rejected,
     last_commit: Instant,
     last_f: Time,
     errors: RateLimited,
@@ -392,19 +393,12 @@ impl<R: FileRecord> KafkaReader<R> {
                 Ok(()) if self.late_ts.is_empty() => continue,
                 Ok(()) => {
                     // One dead letter per late or out-of-bounds record.
-                    for (ts, why) in self.late_ts.drain(..) {
-                        let reason = match why {
-                            Some(why) => {
-                                work.bad += 1;
-                                why
-                            }
-                            None => {
-                                work.late += 1;
-                                LATE.to_string()
-                            }
-                        };
-                        work.dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason, raw, Some(ts)));
-                    }
+                    let dead = &mut work.dead;
+                    let (bad, late) = drain_rejected(&mut self.late_ts, |reason, ts| {
+                        dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason, raw, Some(ts)))
+                    });
+                    work.bad += bad;
+                    work.late += late;
                 }
                 Err(e) => {
                     work.bad += 1;
