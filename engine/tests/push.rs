@@ -127,6 +127,23 @@ fn pushed_samples_and_alerts_reach_their_tables_on_1_2_4_workers() {
         let e = want.get_mut(&(T0 + 50_000, "api".to_string())).unwrap();
         e.0 += 1;
         e.1 += 100.0;
+        // Samples outside the event-time bounds (2300; seconds for milliseconds): 400 naming
+        // both, dead letters, and the good sample of the request is taken.
+        let resp = write(
+            url,
+            &[TimeSeries {
+                labels: vec![("__name__", "http_requests"), ("job", "api")],
+                samples: vec![(10_413_792_000_000, 1.0), (T0 / 1000, 2.0), (T0 + 59_700, 7.0)],
+            }],
+        );
+        assert_eq!(resp.status, 400);
+        let text = resp.text();
+        assert!(text.contains("2 of 3 samples or series rejected"), "{text}");
+        assert!(text.contains("ts 2300-01-01T00:00:00.000Z is more than max_future (1d) ahead of the wall clock"), "{text}");
+        assert!(text.contains("(seconds instead of milliseconds?)"), "{text}");
+        let e = want.get_mut(&(T0 + 50_000, "api".to_string())).unwrap();
+        e.0 += 1;
+        e.1 += 7.0;
         // Not snappy, and not protobuf: 400, nothing taken.
         let resp = post(url, "/api/v1/write", &[], b"hello");
         assert_eq!(resp.status, 400);
@@ -159,14 +176,15 @@ fn pushed_samples_and_alerts_reach_their_tables_on_1_2_4_workers() {
         assert!(status.text().contains(r#""cluster""#), "{}", status.text());
         // The source counters are live on /metrics.
         let metrics = request("GET", url, "/metrics", &[], b"").unwrap().text();
-        assert!(metrics.contains(r#"alertflow_source_records_total{source="rw"} 185"#), "{metrics}");
+        assert!(metrics.contains(r#"alertflow_source_records_total{source="rw"} 188"#), "{metrics}");
 
         // A normal stop: everything acknowledged is processed and flushed.
         r.stop.store(true, Ordering::Release);
         let summary = r.thread.join().unwrap();
-        // Samples: 180 on time, 1 late, 2 in the mixed request, 2 unreadable bodies (the 2.0
-        // body is refused before it is read). Alerts: 3, and 1 unreadable body.
-        assert_eq!(summary.records_in, 185 + 4, "{summary:?}");
+        // Samples: 180 on time, 1 late, 2 in the mixed request, 3 in the out-of-bounds one, 2
+        // unreadable bodies (the 2.0 body is refused before it is read). Alerts: 3, and 1
+        // unreadable body.
+        assert_eq!(summary.records_in, 188 + 4, "{summary:?}");
 
         let rows = read_table(&dir.join("out/per_10s"));
         let got: BTreeMap<(i64, String), (u64, f64)> = rows
@@ -185,6 +203,8 @@ fn pushed_samples_and_alerts_reach_their_tables_on_1_2_4_workers() {
         let count = |s: &str| reasons.iter().filter(|r| r.contains(s)).count();
         assert_eq!(reasons.iter().filter(|r| *r == "late").count(), 1, "{dead:#?}");
         assert_eq!(count("no `__name__` label"), 1, "{dead:#?}");
+        assert_eq!(count("is more than max_future"), 1, "{dead:#?}");
+        assert_eq!(count("is before min_event_time"), 1, "{dead:#?}");
         assert_eq!(count("not snappy"), 1, "{dead:#?}");
         assert_eq!(count("not a protobuf"), 1, "{dead:#?}");
         assert_eq!(count("missing field `alertname`"), 1, "{dead:#?}");
