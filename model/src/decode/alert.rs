@@ -301,7 +301,14 @@ impl AlertDecoder {
         while let Some(k) = c.next_key(first, &mut self.f.scratch)? {
             first = false;
             let v = c.value(&mut self.f.scratch)?;
-            self.push(k, v, into, line)?;
+            // A nested value is named by its path (`annotations.summary`), as metric lines do.
+            self.push(k, v, into, line).map_err(|e| match e {
+                DecodeError::Nested { field, got } => {
+                    let outer = if matches!(into, Into::Labels) { "labels" } else { "annotations" };
+                    DecodeError::Nested { field: format!("{outer}.{field}"), got }
+                }
+                e => e,
+            })?;
         }
         Ok(())
     }
@@ -564,6 +571,7 @@ mod tests {
             (r#"{"alertname":"A"}"#, "missing field `ts`"),
             (r#"{"ts":1,"alertname":"A","status":"maybe"}"#, "field `status` must be"),
             (r#"{"ts":1,"alertname":"A","x":{"y":1}}"#, "field `x` is an object"),
+            (r#"{"ts":1,"alertname":"A","annotations":{"summary":["s"]}}"#, "field `annotations.summary` is an array"),
             (r#"{"ts":1,"alertname":"A","service":"a","labels":{"service":"b"}}"#, "field `service` appears twice"),
             (r#"{"ts":1,"alertname":""}"#, "field `alertname` is empty"),
         ] {
