@@ -212,7 +212,7 @@ struct WorkerReader<R: FileRecord> {
     /// CSV headers by file.
     csv: Vec<CsvHeaderOf<R>>,
     /// A line's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
-    late_ts: Rejected,
+    rejected: Rejected,
     /// Newline counts known so far per file: (offset, newlines before it).
     line_marks: HashMap<usize, (u64, u64)>,
     /// The read buffer, handed from chunk to chunk.
@@ -229,7 +229,7 @@ impl<R: FileRecord> WorkerReader<R> {
             active: None,
             dec: R::decoder(),
             csv: Vec::new(),
-            late_ts: Vec::new(),
+            rejected: Vec::new(),
             line_marks: HashMap::new(),
             spare: None,
         }
@@ -369,7 +369,7 @@ impl<R: FileRecord> WorkerReader<R> {
     fn read_some(&mut self, work: &mut Work<R>, epoch: i64, budget: &mut usize) -> bool {
         let Some(a) = self.active.as_mut() else { return true };
         let src = &self.source;
-        let late_ts = &mut self.late_ts;
+        let rejected = &mut self.rejected;
         let ooo = src.out_of_orderness;
         let keep_late = src.allowed_lateness;
         let (bounds, upper) = (src.time_bounds, src.time_bounds.upper(wall_now()));
@@ -402,9 +402,9 @@ impl<R: FileRecord> WorkerReader<R> {
                     a.pos += 1;
                     // Decode while the line is borrowed from the reader; a bad record leaves
                     // the borrow as owned bytes, so its line number can be counted afterwards.
-                    late_ts.clear();
+                    rejected.clear();
                     // (raw bytes, the decoding error; `None`: the line decoded but records in it were late or
-                    // out of bounds, listed in `late_ts`).
+                    // out of bounds, listed in `rejected`).
                     let bad: Option<(Vec<u8>, Option<String>)> = match line {
                         Line::TooLong(n, raw) => {
                             work.records += 1;
@@ -436,7 +436,7 @@ impl<R: FileRecord> WorkerReader<R> {
                             let decoded = header.and_then(|h| {
                                 R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| {
                                     if let Some(why) = bounds.reject(ts, upper) {
-                                        return late_ts.push((ts, Some(why)));
+                                        return rejected.push((ts, Some(why)));
                                     }
                                     match lateness(*max_ts, ooo, ts) {
                                         None => {
@@ -446,13 +446,13 @@ impl<R: FileRecord> WorkerReader<R> {
                                         }
                                         Some(l) => match keep_late {
                                             Some(keep) if l <= keep => work.push_late(*max_ts, low, ooo, epoch, r),
-                                            _ => late_ts.push((ts, None)),
+                                            _ => rejected.push((ts, None)),
                                         },
                                     }
                                 })
                             });
                             match decoded {
-                                Ok(()) if late_ts.is_empty() => None,
+                                Ok(()) if rejected.is_empty() => None,
                                 Ok(()) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), None)),
                                 Err(e) => Some((t[..t.len().min(MAX_RAW_BYTES)].to_vec(), Some(e.to_string()))),
                             }
@@ -469,7 +469,7 @@ impl<R: FileRecord> WorkerReader<R> {
                             // several alerts).
                             None => {
                                 let dead = &mut work.dead;
-                                let (bad, late) = drain_rejected(late_ts, |reason, ts| {
+                                let (bad, late) = drain_rejected(rejected, |reason, ts| {
                                     dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, Some(ts)))
                                 });
                                 work.bad += bad;

@@ -191,7 +191,7 @@ struct KafkaReader<R: FileRecord> {
     dec: R::Decoder,
     csv: Option<R::CsvHeader>,
     /// A message's late (`None`) and out-of-bounds (the reason) records: (event time, reason).
-    late_ts: Rejected,
+    rejected: Rejected,
     last_commit: Instant,
     last_f: Time,
     errors: RateLimited,
@@ -210,7 +210,7 @@ impl<R: FileRecord> KafkaReader<R> {
             last: None,
             dec: R::decoder(),
             csv: None,
-            late_ts: Vec::new(),
+            rejected: Vec::new(),
             last_commit: Instant::now(),
             last_f: 0,
             errors: RateLimited::new(Duration::from_secs(10)),
@@ -356,14 +356,14 @@ impl<R: FileRecord> KafkaReader<R> {
             if let Some(name) = &src.key_label {
                 R::set_key_label(&mut self.dec, self.csv.as_mut(), name, m.key());
             }
-            self.late_ts.clear();
-            let (late_ts, max_ts, prefix, resume_k) = (&mut self.late_ts, &mut p.max_ts, &mut p.prefix, p.plan.resume_k);
+            self.rejected.clear();
+            let (rejected, max_ts, prefix, resume_k) = (&mut self.rejected, &mut p.max_ts, &mut p.prefix, p.plan.resume_k);
             let decoded = R::decode_line(&mut self.dec, src.format, self.csv.as_mut(), line, p.plan.part, offset as u64, |ts, r| {
                 if resume_k.is_some_and(|k| ts < k) {
                     return; // its windows are in the durable output of the run this one resumes
                 }
                 if let Some(why) = bounds.reject(ts, upper) {
-                    return late_ts.push((ts, Some(why)));
+                    return rejected.push((ts, Some(why)));
                 }
                 let t = floor_to(ts, epoch) as Time;
                 let behind = max_ts.map_or(0, |m| m - ooo - ts);
@@ -375,7 +375,7 @@ impl<R: FileRecord> KafkaReader<R> {
                         Some(keep) if behind <= keep && floor_to(wm.max(0), epoch) as Time >= cap => {
                             work.push_late(*max_ts, 0, ooo, epoch, r)
                         }
-                        _ => late_ts.push((ts, None)),
+                        _ => rejected.push((ts, None)),
                     }
                     return;
                 }
@@ -390,11 +390,11 @@ impl<R: FileRecord> KafkaReader<R> {
             });
             let raw = &line[..line.len().min(MAX_RAW_BYTES)];
             match decoded {
-                Ok(()) if self.late_ts.is_empty() => continue,
+                Ok(()) if self.rejected.is_empty() => continue,
                 Ok(()) => {
                     // One dead letter per late or out-of-bounds record.
                     let dead = &mut work.dead;
-                    let (bad, late) = drain_rejected(&mut self.late_ts, |reason, ts| {
+                    let (bad, late) = drain_rejected(&mut self.rejected, |reason, ts| {
                         dead.push(DeadLetter::new(&src.name, &p.plan.display, offset as u64, reason, raw, Some(ts)))
                     });
                     work.bad += bad;
