@@ -70,9 +70,24 @@ pub fn topology_source<'s, D: timely::Container>(
     let mut input = builder.new_input(frontier_of, Pipeline);
     let reader = scope.index() == 0;
 
+    // Worker 0's reader is a checkpoint participant: its state is the topology it has sent. A
+    // restored run sends the difference to the file as it is now, at the checkpoint's time.
+    let mut ckpt = if reader { alertflow_checkpoint::register("topology", 0) } else { None };
     builder.build(move |mut caps| {
         let mut cap = caps.pop().filter(|_| reader);
         let mut current = Topology::default();
+        if let Some(p) = ckpt.as_mut() {
+            match p.restore::<Topology>() {
+                Ok(Some(t)) => {
+                    current = t;
+                    if let Some(c) = cap.as_mut() {
+                        c.downgrade(&p.resumed_at());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => p.fail(e),
+            }
+        }
         let mut stamp = file.stamp;
         let mut started = false;
         let mut next_poll = Instant::now() + POLL;
@@ -90,11 +105,22 @@ pub fn topology_source<'s, D: timely::Container>(
             }
             let Some(&low) = frontiers[0].frontier().iter().next() else {
                 // The data is done: nothing can change any more.
+                if let Some(p) = ckpt.as_mut() {
+                    p.finish::<(), _>(&[], &current);
+                }
                 cap = None;
                 return;
             };
             if low > *c.time() {
                 c.downgrade(&low);
+            }
+            // Everything sent so far is at times before the data frontier: the topology as of
+            // any checkpoint the frontier has passed.
+            if let Some(p) = ckpt.as_mut()
+                && let Some(b) = p.pending()
+                && low >= b
+            {
+                p.save(b, &current);
             }
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + POLL;

@@ -40,6 +40,25 @@ pub struct EngineConfig {
     /// still revise its windows (older ones are dead letters). Default 1m.
     #[serde(default)]
     pub allowed_lateness: Option<DurationMs>,
+    /// Checkpoints (DESIGN §9): the folder they are written to, relative to the pipeline file.
+    /// Unset: no checkpoints, and a run starts afresh every time.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// Event time between checkpoints (a multiple of `epoch`). Default 10s.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: DurationMs,
+    /// Wall time at least between two checkpoints, so a fast replay does not checkpoint
+    /// hundreds of times a second. Default 1s.
+    #[serde(default = "default_checkpoint_min_wall")]
+    pub checkpoint_min_wall_interval: DurationMs,
+}
+
+fn default_checkpoint_interval() -> DurationMs {
+    DurationMs::from_secs(10)
+}
+
+fn default_checkpoint_min_wall() -> DurationMs {
+    DurationMs::from_secs(1)
 }
 
 /// The late policy of a pipeline (DESIGN §2).
@@ -65,7 +84,15 @@ impl EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { workers: None, epoch: default_epoch(), late: LatePolicy::Drop, allowed_lateness: None }
+        EngineConfig {
+            workers: None,
+            epoch: default_epoch(),
+            late: LatePolicy::Drop,
+            allowed_lateness: None,
+            state_dir: None,
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_min_wall_interval: default_checkpoint_min_wall(),
+        }
     }
 }
 
@@ -171,6 +198,12 @@ pub struct Pipeline {
     pub output_dir: PathBuf,
     /// `[serve]`: the running engine answers SQL.
     pub serve: Option<ServePlan>,
+    /// `[engine] state_dir`, resolved: the run checkpoints there.
+    pub state_dir: Option<PathBuf>,
+    /// A digest of every section that shapes the pipeline's state (all but `[serve]` and the
+    /// engine's worker count and checkpoint settings): a checkpoint of another pipeline is not
+    /// resumed.
+    pub digest: String,
 }
 
 impl Pipeline {
@@ -457,6 +490,10 @@ impl Pipeline {
             }
         }
 
+        if engine.state_dir.is_some() {
+            checkpoint_problems(&engine, &kafka_cfgs, &push_cfgs, &sink_cfgs, &mut p);
+        }
+
         let serve = serve_cfg.and_then(|c| c.plan(&mut p));
         if serve.is_some() {
             // A live table must not take the name of a Parquet table: one catalog holds both.
@@ -476,6 +513,8 @@ impl Pipeline {
         }
         let output = output.expect("checked above");
         let output_dir = base.join(&output.path);
+        let state_dir = engine.state_dir.as_ref().map(|d| base.join(d));
+        let digest = digest(&table);
         Ok(Pipeline {
             base_dir: base.to_path_buf(),
             engine,
@@ -490,6 +529,8 @@ impl Pipeline {
             output,
             output_dir,
             serve,
+            state_dir,
+            digest,
         })
     }
 
@@ -745,6 +786,58 @@ fn rule_sections(
         }
     }
     rules
+}
+
+/// What checkpoints cannot cover yet, as problems of the sections that need it.
+fn checkpoint_problems(
+    engine: &EngineConfig,
+    kafka: &[(usize, KafkaSourceConfig)],
+    push: &[(usize, PushSourceConfig)],
+    sinks: &[(usize, KafkaSinkConfig)],
+    p: &mut Vec<ConfigProblem>,
+) {
+    let (interval, epoch) = (engine.checkpoint_interval.millis(), engine.epoch.millis().max(1));
+    if interval == 0 || interval % epoch != 0 {
+        p.push(problem(
+            "engine.checkpoint_interval",
+            format!("must be a positive multiple of engine.epoch ({epoch} ms), not {interval} ms: a checkpoint falls between epochs"),
+        ));
+    }
+    for (i, _) in kafka {
+        p.push(problem(
+            &format!("source[{i}]"),
+            "a Kafka source resumes from its committed offsets, not from checkpoints: remove engine.state_dir \
+             (checkpoints cover file sources so far)",
+        ));
+    }
+    for (i, _) in push {
+        p.push(problem(
+            &format!("source[{i}]"),
+            "checkpoints do not cover HTTP sources yet (what was acknowledged after the last checkpoint would be lost): \
+             remove engine.state_dir",
+        ));
+    }
+    for (i, _) in sinks {
+        p.push(problem(
+            &format!("sink[{i}]"),
+            "checkpoints do not cover Kafka sinks yet (a restored run would send rows after the checkpoint again): \
+             remove engine.state_dir",
+        ));
+    }
+}
+
+/// The digest of the sections that shape a pipeline's state (see [`Pipeline::digest`]).
+fn digest(table: &toml::Table) -> String {
+    let mut t = table.clone();
+    t.remove("serve");
+    if let Some(toml::Value::Table(e)) = t.get_mut("engine") {
+        for k in ["workers", "state_dir", "checkpoint_interval", "checkpoint_min_wall_interval"] {
+            e.remove(k);
+        }
+    }
+    // `toml::Table` keeps keys sorted: the same sections give the same text.
+    let text = toml::to_string(&t).unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
 #[cfg(test)]

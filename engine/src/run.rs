@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use alertflow_checkpoint::{CheckpointConfig, Checkpoints};
 use alertflow_connectors::Failure;
 use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source};
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
 use alertflow_connectors::latency::{LatencyProbe, LatencyReport, SinkKind};
-use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, write_schema_file};
+use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, clear_table_except, write_schema_file};
 use alertflow_connectors::push::{PushIngest, PushQueue, push_source};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
@@ -126,7 +127,43 @@ pub struct RunSummary {
     /// Processing latency by table and sink, when measured (`RunOptions::latency`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<LatencyReport>,
+    /// Checkpoints taken, when the pipeline has a `state_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointSummary>,
 }
+
+/// What checkpointing did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointSummary {
+    /// The checkpoint the run resumed from (event time, ms; 0: it started afresh).
+    pub resumed_from: u64,
+    /// Checkpoints committed.
+    pub committed: u64,
+    /// The latest committed (event time, ms).
+    pub latest: u64,
+    /// Its size (compressed state).
+    pub latest_bytes: u64,
+    /// Mean wall time from decision to commit, in ms.
+    pub mean_ms: f64,
+}
+
+impl CheckpointSummary {
+    fn of(c: &Checkpoints) -> Self {
+        let n = c.stats.committed.load(Ordering::Relaxed);
+        CheckpointSummary {
+            resumed_from: c.resumed_at(),
+            committed: n,
+            latest: c.stats.latest.load(Ordering::Relaxed),
+            latest_bytes: c.stats.latest_bytes.load(Ordering::Relaxed),
+            mean_ms: c.stats.total_micros.load(Ordering::Relaxed) as f64 / 1e3 / n.max(1) as f64,
+        }
+    }
+}
+
+/// How long a stop waits for its checkpoint before it ends the run at the previous one.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+/// The failure a stop sets to end the run (reported as [`RunError::Stopped`] instead).
+const STOPPED: &str = "stopped at a checkpoint";
 
 /// What the alert chain did.
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +188,10 @@ pub enum RunError {
     /// `[serve]` could not start (an address in use, say); nothing ran.
     #[error("cannot serve: {0}")]
     Serve(String),
+    /// A signal (or `RunOptions::stop`) ended a checkpointing run at a checkpoint: not a
+    /// failure, the next run resumes from it.
+    #[error("{0}")]
+    Stopped(String),
     /// Timely could not start or a worker panicked (a bug).
     #[error("internal error (a bug): {0}")]
     Internal(String),
@@ -186,9 +227,39 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     if resumes {
         tracing::info!("resuming from committed Kafka offsets: keeping the data files in {}", out.display());
     }
+    // Checkpoints: opened before the tables are touched, so a state folder that cannot be
+    // resumed (another pipeline, another worker count) fails the run with the output intact.
+    let checkpoints = match &pipeline.state_dir {
+        None => None,
+        Some(dir) => Some(
+            Checkpoints::open(CheckpointConfig {
+                dir: dir.clone(),
+                interval: pipeline.engine.checkpoint_interval.millis(),
+                min_wall: Duration::from_millis(pipeline.engine.checkpoint_min_wall_interval.millis()),
+                digest: pipeline.digest.clone(),
+                workers,
+                fsync: pipeline.output.fsync,
+            })
+            .map_err(|e| RunError::Failed(e.to_string()))?,
+        ),
+    };
+    let committed_files = checkpoints.as_ref().and_then(|c| c.committed_files());
+    if let Some(c) = checkpoints.as_ref().filter(|c| c.resumed_at() > 0) {
+        tracing::info!(
+            "resuming from the checkpoint at event time {} ({}): keeping the {} file(s) it covers",
+            c.resumed_at(),
+            alertflow_model::time::format_rfc3339(c.resumed_at() as i64),
+            committed_files.map_or(0, |f| f.len())
+        );
+    }
     for (name, schema) in &table_schemas {
         let dir = out.join(name);
-        let removed = if resumes { 0 } else { clear_table(&dir).map_err(out_err)? };
+        let removed = match committed_files {
+            _ if resumes => 0,
+            // Files of epochs no checkpoint committed: the run writes them again.
+            Some(keep) => clear_table_except(&dir, name, keep).map_err(out_err)?,
+            None => clear_table(&dir).map_err(out_err)?,
+        };
         if removed > 0 {
             tracing::info!("table `{name}`: replacing {removed} file(s) of an earlier run");
         }
@@ -263,10 +334,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 sinks: &sink_stats,
                 operators: operator_stats(&pipeline, &dedup_stats),
                 watermarks: &watermarks,
+                checkpoints: checkpoints.clone(),
             };
             let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry, ingest.clone())?;
-            if ingest.is_some() {
-                // Push sources never end by themselves: a signal ends the run normally.
+            if ingest.is_some() || checkpoints.is_some() {
+                // Push sources never end by themselves: a signal ends the run normally. With
+                // checkpoints, a signal ends the run at the next checkpoint.
                 serving.on_signal(signalled.clone());
             }
             if let Some(f) = opts.serving {
@@ -278,18 +351,25 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         _ => None,
     };
 
+    if checkpoints.is_some() && serving.is_none() {
+        crate::serving::on_signal_thread(signalled.clone());
+    }
+
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
         let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
         let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
         let ingest = ingest.clone();
+        let checkpoints = checkpoints.clone();
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
             let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref() };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
-            build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index);
+            alertflow_checkpoint::building(checkpoints.as_ref(), || {
+                build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index)
+            });
             if paced {
                 built.wait();
             }
@@ -317,10 +397,34 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             })
         }
     };
+    // With checkpoints, a stop (signal or `stop`) waits for a checkpoint taken after it, then
+    // ends the run there: (latest checkpoint when asked, when).
+    let mut stopping: Option<(u64, Instant)> = None;
+    let mut stopped_at: Option<u64> = None;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
         progress(());
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
             failure.set("the run was cancelled".into());
+        }
+        let stop_asked = signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire));
+        if let Some(c) = &checkpoints {
+            if let Some(e) = c.error() {
+                failure.set(format!("checkpoint: {e}"));
+            }
+            if stop_asked && stopping.is_none() && ingest.is_none() {
+                tracing::info!("stopping: taking a checkpoint, then the run ends there (the next run resumes from it)");
+                stopping = Some((c.hurry(), Instant::now()));
+            }
+            if let Some((before, since)) = stopping
+                && stopped_at.is_none()
+                && (c.committed() > before || since.elapsed() > STOP_WAIT)
+            {
+                if c.committed() == before {
+                    tracing::warn!("no checkpoint within {STOP_WAIT:?}: stopping at the previous one");
+                }
+                stopped_at = Some(c.committed());
+                failure.set(STOPPED.into());
+            }
         }
         if let Some(ingest) = &ingest
             && (signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)))
@@ -337,6 +441,23 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     for k in kafka.iter() {
         k.finish(ended_well);
     }
+    // A completed run leaves nothing to resume; any other keeps its last checkpoint.
+    let checkpoint_summary = checkpoints.as_ref().map(|c| CheckpointSummary::of(c));
+    if let Some(c) = &checkpoints
+        && let Err(e) = c.finish(ended_well)
+        && ended_well
+    {
+        return Err(RunError::Failed(e.to_string()));
+    }
+    if let Some(at) = stopped_at {
+        return Err(RunError::Stopped(match at {
+            0 => "stopped before the first checkpoint: the next run starts afresh".to_string(),
+            at => format!(
+                "stopped at the checkpoint at event time {at} ({}): the next run resumes from it",
+                alertflow_model::time::format_rfc3339(at as i64)
+            ),
+        }));
+    }
     for r in results? {
         if let Err(e) = r {
             return Err(RunError::Internal(format!("a worker failed: {e}")));
@@ -347,7 +468,8 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     }
 
     let table_names: Vec<String> = table_schemas.iter().map(|(n, _)| n.clone()).collect();
-    let summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
+    let mut summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
+    summary.checkpoints = checkpoint_summary;
     if let Some(f) = opts.finished {
         f(&summary);
     }
@@ -426,6 +548,7 @@ fn summarize(
         output: pipeline.output_dir.display().to_string(),
         peak_rss_bytes: peak_rss(),
         latency: probe.map(|p| p.report()).unwrap_or_default(),
+        checkpoints: None,
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Telemetry<'a> {
     /// Stateful operators: (kind, name, counters).
     pub operators: Vec<(&'static str, String, Arc<OperatorStats>)>,
     pub watermarks: &'a Arc<Vec<AtomicU64>>,
+    /// The run's checkpoints, when it takes any.
+    pub checkpoints: Option<Arc<alertflow_checkpoint::Checkpoints>>,
 }
 
 /// Running servers.
@@ -170,6 +172,27 @@ fn reply(o: PushOutcome) -> PushReply {
     }
 }
 
+/// Sets `flag` on the first SIGINT or SIGTERM and exits at once on the second, from a thread
+/// of its own (a run without `[serve]` has no runtime to listen on).
+pub(crate) fn on_signal_thread(flag: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            signal().await;
+            flag.store(true, Ordering::Release);
+            eprintln!(
+                "stopping at the next checkpoint (a second Ctrl-C or SIGTERM exits at once; the next run resumes from the last checkpoint)"
+            );
+            signal().await;
+            eprintln!("stopped at once: the next run resumes from the last checkpoint");
+            std::process::exit(130);
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot listen for signals: {e}");
+    }
+}
+
 /// SIGINT or SIGTERM.
 async fn signal() {
     #[cfg(unix)]
@@ -281,6 +304,30 @@ fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
                 m.gauge_fn(name, help, &labels, move || get(&stats));
             }
         }
+    }
+    if let Some(c) = &t.checkpoints {
+        let c1 = c.clone();
+        m.counter_fn("alertflow_checkpoints_total", "Checkpoints committed by this run.", &[], move || {
+            c1.stats.committed.load(Ordering::Relaxed) as f64
+        });
+        let c2 = c.clone();
+        m.gauge_fn(
+            "alertflow_checkpoint_time_seconds",
+            "Event time of the latest committed checkpoint (or the one resumed from).",
+            &[],
+            move || seconds(c2.stats.latest.load(Ordering::Relaxed)),
+        );
+        let c3 = c.clone();
+        m.gauge_fn(
+            "alertflow_checkpoint_duration_seconds",
+            "Wall time from decision to commit of the latest checkpoint.",
+            &[],
+            move || c3.stats.latest_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        let c4 = c.clone();
+        m.gauge_fn("alertflow_checkpoint_bytes", "Size of the latest checkpoint's state (compressed).", &[], move || {
+            c4.stats.latest_bytes.load(Ordering::Relaxed) as f64
+        });
     }
     let w = t.watermarks.clone();
     let least = move || w.iter().map(|a| a.load(Ordering::Relaxed)).min().unwrap_or(0);

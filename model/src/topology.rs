@@ -26,7 +26,7 @@ pub struct TopologyChange {
 }
 
 /// One row of a topology file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TopologyRow {
     /// The service.
     pub service: Arc<str>,
@@ -49,7 +49,7 @@ pub struct TopologyError {
 }
 
 /// The rows of a topology file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// The rows, as a set.
     pub rows: BTreeSet<TopologyRow>,

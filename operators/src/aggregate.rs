@@ -27,6 +27,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::Saver;
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
@@ -331,6 +332,9 @@ type SeriesPartials = HashMap<(usize, u32), (Series, u64, Acc)>;
 struct PrePane {
     cap: Capability<Time>,
     series: SeriesPartials,
+    /// Accumulators restored from a checkpoint, by series value (the series' address, the
+    /// key of `series`, is new in a restarted run); empty otherwise.
+    restored: HashMap<(Series, u32), (u64, Acc)>,
 }
 
 struct MergePane {
@@ -340,6 +344,7 @@ struct MergePane {
 }
 
 /// The partials of one group: nearly always one or two, so the first lives inline.
+#[derive(Clone, Serialize, Deserialize)]
 struct Parts {
     first: (u32, u64, Acc),
     rest: Vec<(u32, u64, Acc)>,
@@ -378,124 +383,258 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
         };
         let panes = Panes { size, slide, pane, epoch: op.epoch };
         let pre_op = op.clone();
+        let worker = self.scope().index();
         let partials = self.unary_frontier::<CapacityContainerBuilder<Vec<Partial>>, _, _, _>(
             Pipeline,
             &format!("aggregate:{}:pre", op.name),
-            move |_cap, _info| {
+            move |init, _info| {
                 let op = pre_op;
-                let needs = op.needs;
-                let mut open: BTreeMap<i64, PrePane> = BTreeMap::new();
-                // Maps of flushed panes, kept with their capacity for the next panes: growing
-                // fresh maps pane after pane cost page faults and rehashing.
-                let mut spare: Vec<SeriesPartials> = Vec::new();
-                // Series → group key, computed once per series (and holding the series, so
-                // its address cannot be reused while cached).
-                let mut keys: HashMap<usize, (Series, GroupKey)> = HashMap::new();
-                let mut late: Vec<Partial> = Vec::new();
+                let mut pre =
+                    Pre { op: op.clone(), panes, open: BTreeMap::new(), spare: Vec::new(), keys: HashMap::new(), late: Vec::new() };
+                let mut saver = Saver::register(&format!("aggregate:{}:pre", op.name), worker);
+                if let Some(saved) = saver.restore::<Vec<SavedPrePane>>() {
+                    for (start, entries) in saved {
+                        let cap = init.delayed(&panes.close_time(start + pane));
+                        let restored = entries.into_iter().map(|(series, part, first, acc)| ((series, part), (first, acc))).collect();
+                        pre.open.insert(start, PrePane { cap, series: HashMap::new(), restored });
+                    }
+                }
+                drop(init);
+                // With checkpoints, points wait for the frontier to pass their epoch before
+                // they are folded (see `Stash`).
+                let mut stash = saver.active().then(Stash::<Metric>::default);
                 let mut state = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
                         // Timely time is totally ordered: a stamp is one time.
                         let Some(now) = cap.least().copied() else { return };
-                        for batch in data {
-                            op.stats.add_in(batch.len());
-                            // Consecutive points nearly always share a pane: look it up once
-                            // per run of equal pane starts.
-                            let mut current: Option<(i64, &mut PrePane)> = None;
-                            let mut late_points = 0;
-                            for m in batch.drain(..) {
-                                let start = panes.pane_start(m.ts);
-                                late_points += usize::from(m.late);
-                                if m.late && now > panes.close_time(start + pane) {
-                                    // Its pane has closed: it goes on alone, at its own time.
-                                    let key = key_of(&mut keys, &m.series, &op.group_by).clone();
-                                    let acc = Acc::start(needs, m.value, m.ts, m.part, m.pos);
-                                    late.push(Partial { key, start, part: m.part, first_pos: m.pos, acc, late: true });
-                                    continue;
-                                }
-                                let w = match current {
-                                    Some((s, w)) if s == start => w,
-                                    _ => open.entry(start).or_insert_with(|| PrePane {
-                                        cap: cap.delayed(&panes.close_time(start + pane), port),
-                                        series: spare.pop().unwrap_or_default(),
-                                    }),
-                                };
-                                w.series
-                                    .entry((m.series.addr(), m.part))
-                                    .and_modify(|e| e.2.add_point(m.value, m.ts, m.part, m.pos))
-                                    .or_insert_with(|| (m.series, m.pos, Acc::start(needs, m.value, m.ts, m.part, m.pos)));
-                                current = Some((start, w));
-                            }
-                            op.stats.add_late(late_points);
+                        if let Some(stash) = stash.as_mut() {
+                            stash.push(now, || cap.delayed(&now, port), data);
+                            return;
                         }
-                        if !late.is_empty() {
-                            output.session(&cap.delayed(&now, port)).give_iterator(late.drain(..));
+                        for batch in data {
+                            pre.fold(now, &|t| cap.delayed(&t, port), batch);
+                        }
+                        if !pre.late.is_empty() {
+                            output.session(&cap.delayed(&now, port)).give_iterator(pre.late.drain(..));
                         }
                     });
-                    while let Some(entry) = open.first_entry() {
-                        if frontier.less_equal(&panes.close_time(*entry.key() + pane)) {
+                    loop {
+                        let until = saver.pending();
+                        let limit = limit_of(frontier, until);
+                        if let Some(stash) = stash.as_mut() {
+                            while let Some((now, cap, batches)) = stash.pop_before(limit) {
+                                for mut batch in batches {
+                                    pre.fold(now, &|t| cap.delayed(&t), &mut batch);
+                                }
+                                if !pre.late.is_empty() {
+                                    output.session(&cap).give_iterator(pre.late.drain(..));
+                                }
+                            }
+                        }
+                        while let Some(entry) = pre.open.first_entry() {
+                            let close = panes.close_time(*entry.key() + pane);
+                            if limit.is_some_and(|l| close >= l) {
+                                break;
+                            }
+                            let start = *entry.key();
+                            let mut w = entry.remove();
+                            let mut session = output.session(&w.cap);
+                            for ((_, part), (series, first_pos, acc)) in w.series.drain() {
+                                let key = key_of(&mut pre.keys, &series, &op.group_by).clone();
+                                session.give(Partial { key, start, part, first_pos, acc, late: false });
+                            }
+                            for ((series, part), (first_pos, acc)) in w.restored.drain() {
+                                let key = key_of(&mut pre.keys, &series, &op.group_by).clone();
+                                session.give(Partial { key, start, part, first_pos, acc, late: false });
+                            }
+                            pre.spare.push(w.series);
+                        }
+                        if !saver.save_if_passed(frontier, until, &pre.saved()) {
                             break;
                         }
-                        let start = *entry.key();
-                        let mut w = entry.remove();
-                        let mut session = output.session(&w.cap);
-                        for ((_, part), (series, first_pos, acc)) in w.series.drain() {
-                            let key = key_of(&mut keys, &series, &op.group_by).clone();
-                            session.give(Partial { key, start, part, first_pos, acc, late: false });
-                        }
-                        spare.push(w.series);
                     }
-                    state.set(open.values().map(|w| w.series.len()).sum());
+                    saver.finish_if_done(frontier, || pre.saved());
+                    state.set(pre.open.values().map(|w| w.series.len() + w.restored.len()).sum());
                 }
             },
         );
 
         let lateness = op.late;
         let stats = op.stats.clone();
+        let merge_name = format!("aggregate:{}:merge", op.name);
         partials.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             Exchange::new(|p: &Partial| p.key.stable_hash()),
-            &format!("aggregate:{}:merge", op.name),
-            move |_cap, _info| {
+            &merge_name.clone(),
+            move |init, _info| {
                 let mut merge = Merge { panes, lateness, ..Merge::default() };
+                let mut saver = Saver::register(&merge_name, worker);
+                if let Some(saved) = saver.restore::<SavedMerge>() {
+                    merge.restore(saved, &init);
+                }
+                drop(init);
+                let mut stash = saver.active().then(Stash::<Partial>::default);
                 let mut state = StateGauge::new(stats.clone());
                 move |(input, frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
                         let Some(now) = cap.least().copied() else { return };
+                        if let Some(stash) = stash.as_mut() {
+                            stash.push(now, || cap.delayed(&now, port), data);
+                            return;
+                        }
                         for batch in data {
-                            for p in batch.drain(..) {
-                                let pane = if p.late {
-                                    merge
-                                        .late
-                                        .entry(now)
-                                        .or_insert_with(|| MergePane { cap: cap.delayed(&now, port), groups: HashMap::new() })
-                                } else {
-                                    merge.open.entry(p.start).or_insert_with(|| MergePane {
-                                        cap: cap.delayed(&panes.close_time(p.start + panes.pane), port),
-                                        groups: merge.spare.pop().unwrap_or_default(),
-                                    })
-                                };
-                                // Late partials of different panes share a batch: key them by
-                                // pane too (on-time panes hold one start).
-                                let part = (p.part, p.first_pos, p.acc);
-                                match pane.groups.entry((p.start, p.key)) {
-                                    hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().rest.push(part),
-                                    hashbrown::hash_map::Entry::Vacant(e) => {
-                                        e.insert(Parts { first: part, rest: Vec::new() });
-                                    }
+                            merge.take(now, &|t| cap.delayed(&t, port), batch);
+                        }
+                    });
+                    loop {
+                        let until = saver.pending();
+                        if let Some(stash) = stash.as_mut() {
+                            while let Some((now, cap, batches)) = stash.pop_before(limit_of(frontier, until)) {
+                                for mut batch in batches {
+                                    merge.take(now, &|t| cap.delayed(&t), &mut batch);
                                 }
                             }
                         }
-                    });
-                    merge.advance(frontier, |cap, rows| {
-                        stats.add_out(rows.len());
-                        output.session(cap).give_container(rows)
-                    });
+                        merge.advance(frontier, until, |cap, rows| {
+                            stats.add_out(rows.len());
+                            output.session(cap).give_container(rows)
+                        });
+                        if !saver.save_if_passed(frontier, until, &merge.saved()) {
+                            break;
+                        }
+                    }
+                    saver.finish_if_done(frontier, || merge.saved());
                     state.set(merge.groups());
                 }
             },
         )
+    }
+}
+
+/// The least time not to handle yet: the frontier's, or a pending checkpoint's if earlier
+/// (`None`: everything).
+fn limit_of(frontier: &timely::progress::frontier::MutableAntichain<Time>, until: Option<Time>) -> Option<Time> {
+    match (frontier.frontier().iter().next().copied(), until) {
+        (Some(f), Some(u)) => Some(f.min(u)),
+        (f, u) => f.or(u),
+    }
+}
+
+/// Batches held by time until the frontier passes it. Without checkpoints the stages fold
+/// what comes at once; with them, a stage's state must hold exactly the epochs before a
+/// checkpoint, and a checkpoint may be decided after later epochs have arrived, so nothing is
+/// folded before the frontier (capped at the pending checkpoint) has passed its time. Folding
+/// in time order also makes the order independent of where checkpoints fell, so a restored run
+/// folds exactly as an uninterrupted one.
+struct Stash<T> {
+    held: BTreeMap<Time, (Capability<Time>, Vec<Vec<T>>)>,
+}
+
+impl<T> Default for Stash<T> {
+    fn default() -> Self {
+        Stash { held: BTreeMap::new() }
+    }
+}
+
+impl<T> Stash<T> {
+    fn push<'a>(&mut self, now: Time, cap: impl FnOnce() -> Capability<Time>, data: impl IntoIterator<Item = &'a mut Vec<T>>)
+    where
+        T: 'a,
+    {
+        let e = self.held.entry(now).or_insert_with(|| (cap(), Vec::new()));
+        e.1.extend(data.into_iter().map(std::mem::take));
+    }
+
+    /// The earliest held time before `limit` (`None`: no limit), with its batches.
+    fn pop_before(&mut self, limit: Option<Time>) -> Option<(Time, Capability<Time>, Vec<Vec<T>>)> {
+        let (&t, _) = self.held.first_key_value()?;
+        if limit.is_some_and(|l| t >= l) {
+            return None;
+        }
+        let (t, (cap, batches)) = self.held.pop_first()?;
+        Some((t, cap, batches))
+    }
+}
+
+/// A pre-aggregation pane's part of a checkpoint: (start, [(series, partition, first
+/// position, accumulator)]).
+type SavedPrePane = (i64, Vec<(Series, u32, u64, Acc)>);
+
+/// The pre-aggregation stage on one worker.
+struct Pre {
+    op: Aggregate,
+    panes: Panes,
+    open: BTreeMap<i64, PrePane>,
+    /// Maps of flushed panes, kept with their capacity for the next panes: growing fresh maps
+    /// pane after pane cost page faults and rehashing.
+    spare: Vec<SeriesPartials>,
+    /// Series → group key, computed once per series (and holding the series, so its address
+    /// cannot be reused while cached).
+    keys: HashMap<usize, (Series, GroupKey)>,
+    /// Late points (policy `update`) whose pane had closed, to send on at their own time.
+    late: Vec<Partial>,
+}
+
+impl Pre {
+    /// Folds one batch that came at `now`; `cap` makes a capability for a time at or after it.
+    fn fold(&mut self, now: Time, cap: &dyn Fn(Time) -> Capability<Time>, batch: &mut Vec<Metric>) {
+        let (op, panes, needs) = (&self.op, self.panes, self.op.needs);
+        let pane = panes.pane;
+        op.stats.add_in(batch.len());
+        // Consecutive points nearly always share a pane: look it up once per run of equal
+        // pane starts.
+        let mut current: Option<(i64, &mut PrePane)> = None;
+        let mut late_points = 0;
+        for m in batch.drain(..) {
+            let start = panes.pane_start(m.ts);
+            late_points += usize::from(m.late);
+            if m.late && now > panes.close_time(start + pane) {
+                // Its pane has closed: it goes on alone, at its own time.
+                let key = key_of(&mut self.keys, &m.series, &op.group_by).clone();
+                let acc = Acc::start(needs, m.value, m.ts, m.part, m.pos);
+                self.late.push(Partial { key, start, part: m.part, first_pos: m.pos, acc, late: true });
+                continue;
+            }
+            let w = match current {
+                Some((s, w)) if s == start => w,
+                _ => self.open.entry(start).or_insert_with(|| PrePane {
+                    cap: cap(panes.close_time(start + pane)),
+                    series: self.spare.pop().unwrap_or_default(),
+                    restored: HashMap::new(),
+                }),
+            };
+            match w.series.entry((m.series.addr(), m.part)) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().2.add_point(m.value, m.ts, m.part, m.pos),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    // A pane restored from a checkpoint holds its series by value: the first
+                    // point of such a series continues its accumulator.
+                    let v = match w.restored.remove(&(m.series.clone(), m.part)) {
+                        Some((first, mut acc)) => {
+                            acc.add_point(m.value, m.ts, m.part, m.pos);
+                            (m.series, first, acc)
+                        }
+                        None => (m.series, m.pos, Acc::start(needs, m.value, m.ts, m.part, m.pos)),
+                    };
+                    e.insert(v);
+                }
+            }
+            current = Some((start, w));
+        }
+        op.stats.add_late(late_points);
+    }
+
+    /// The open panes, for a checkpoint.
+    fn saved(&self) -> Vec<SavedPrePane> {
+        self.open
+            .iter()
+            .map(|(&start, w)| {
+                let live = w.series.iter().map(|((_, part), (s, first, acc))| (s.clone(), *part, *first, acc.clone()));
+                let restored = w.restored.iter().map(|((s, part), (first, acc))| (s.clone(), *part, *first, acc.clone()));
+                (start, live.chain(restored).collect())
+            })
+            .collect()
     }
 }
 
@@ -519,7 +658,68 @@ struct Merge {
     revisions: BTreeMap<i64, HashMap<GroupKey, u32>>,
 }
 
+/// The merge stage's part of a checkpoint: open panes, late panes, closed panes, window ends
+/// not emitted, revisions.
+type SavedMerge = (
+    Vec<(i64, Vec<((i64, GroupKey), Parts)>)>,
+    Vec<(Time, Vec<((i64, GroupKey), Parts)>)>,
+    Vec<(i64, Vec<(GroupKey, Acc)>)>,
+    Vec<i64>,
+    Vec<(i64, Vec<(GroupKey, u32)>)>,
+);
+
 impl Merge {
+    /// Takes one batch of partials that came at `now`.
+    fn take(&mut self, now: Time, cap: &dyn Fn(Time) -> Capability<Time>, batch: &mut Vec<Partial>) {
+        let panes = self.panes;
+        for p in batch.drain(..) {
+            let pane = if p.late {
+                self.late.entry(now).or_insert_with(|| MergePane { cap: cap(now), groups: HashMap::new() })
+            } else {
+                self.open.entry(p.start).or_insert_with(|| MergePane {
+                    cap: cap(panes.close_time(p.start + panes.pane)),
+                    groups: self.spare.pop().unwrap_or_default(),
+                })
+            };
+            // Late partials of different panes share a batch: key them by pane too (on-time
+            // panes hold one start).
+            let part = (p.part, p.first_pos, p.acc);
+            match pane.groups.entry((p.start, p.key)) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().rest.push(part),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(Parts { first: part, rest: Vec::new() });
+                }
+            }
+        }
+    }
+
+    /// The state, for a checkpoint.
+    fn saved(&self) -> SavedMerge {
+        let pane = |w: &MergePane| w.groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+        (
+            self.open.iter().map(|(&s, w)| (s, pane(w))).collect(),
+            self.late.iter().map(|(&t, w)| (t, pane(w))).collect(),
+            self.closed.iter().map(|(&s, g)| (s, g.iter().map(|(k, a)| (k.clone(), a.clone())).collect())).collect(),
+            self.ends.keys().copied().collect(),
+            self.revisions.iter().map(|(&e, g)| (e, g.iter().map(|(k, r)| (k.clone(), *r)).collect())).collect(),
+        )
+    }
+
+    /// Restores a checkpoint's state; `init` makes the capabilities it holds.
+    fn restore(&mut self, (open, late, closed, ends, revisions): SavedMerge, init: &Capability<Time>) {
+        let p = self.panes;
+        for (start, groups) in open {
+            let cap = init.delayed(&p.close_time(start + p.pane));
+            self.open.insert(start, MergePane { cap, groups: groups.into_iter().collect() });
+        }
+        for (t, groups) in late {
+            self.late.insert(t, MergePane { cap: init.delayed(&t), groups: groups.into_iter().collect() });
+        }
+        self.closed = closed.into_iter().map(|(s, g)| (s, g.into_iter().collect())).collect();
+        self.ends = ends.into_iter().map(|e| (e, init.delayed(&p.close_time(e)))).collect();
+        self.revisions = revisions.into_iter().map(|(e, g)| (e, g.into_iter().collect())).collect();
+    }
+
     /// Groups held (open, late and closed panes): the stage's state size.
     fn groups(&self) -> usize {
         let panes = self.open.values().chain(self.late.values()).map(|p| p.groups.len()).sum::<usize>();
@@ -529,13 +729,16 @@ impl Merge {
     /// Handles everything the frontier has passed, in timely-time order: pane closes, then
     /// late batches, then window emissions of the same time (a window closing at `t` holds
     /// every point that came at or before `t`, late ones included).
+    ///
+    /// Nothing at or after `until` (a pending checkpoint) is handled.
     fn advance(
         &mut self,
         frontier: &timely::progress::frontier::MutableAntichain<Time>,
+        until: Option<Time>,
         mut emit: impl FnMut(&Capability<Time>, &mut Vec<WindowRow>),
     ) {
         let p = self.panes;
-        let passed = |t: Time| !frontier.less_equal(&t);
+        let passed = |t: Time| !frontier.less_equal(&t) && until.is_none_or(|u| t < u);
         let mut rows = Vec::new();
         loop {
             let t_pane = self.open.first_key_value().map(|(&s, _)| p.close_time(s + p.pane)).filter(|&t| passed(t));

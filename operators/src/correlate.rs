@@ -34,6 +34,7 @@ use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::suppress::StormMembers;
@@ -191,7 +192,7 @@ impl Timed for In {
 }
 
 /// The topology as correlate sees it.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Topology {
     rows: HashMap<TopologyRow, i64>,
     /// service → services it depends on.
@@ -202,6 +203,8 @@ struct Topology {
     /// dropped when the topology changes. Root-cause ranking asks "does a depend on b" for
     /// every pair of an incident's services on every incident update (with a 1 ms epoch, up
     /// to a thousand times a second), and a graph search per question was the largest cost.
+    /// (A cache: not saved in checkpoints.)
+    #[serde(skip)]
     reach: std::cell::RefCell<HashMap<Arc<str>, Reach>>,
 }
 
@@ -262,6 +265,7 @@ impl Topology {
 }
 
 /// An alert episode in an open incident.
+#[derive(Serialize, Deserialize)]
 struct Ep {
     fp: u64,
     starts_at: i64,
@@ -279,7 +283,7 @@ struct Ep {
 }
 
 /// An open incident, keyed by its union-find root.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Incident {
     id: u64,
     members: Vec<u64>,
@@ -301,7 +305,7 @@ struct Incident {
 /// The parts of an incident row that depend on all members, kept incrementally (members
 /// only leave when the incident closes or a topology change rebuilds it), so that a row costs
 /// O(services + listed fingerprints) however large the incident grows (storms: thousands).
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Digest {
     /// The oldest member: (starts_at, fingerprint, episode).
     oldest: Option<(i64, u64, u64)>,
@@ -371,7 +375,7 @@ impl Digest {
 }
 
 /// The state of one tenant.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Tenant {
     name: Arc<str>,
     eps: HashMap<u64, Ep>,
@@ -483,6 +487,7 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
         let op = op.clone();
         let topo = topology.broadcast();
         let scope = self.scope();
+        let worker = scope.index();
         let inputs = scope.concatenate(vec![self.map(In::Event), storms.map(In::Storm)]);
         let both = inputs.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
             topo,
@@ -504,6 +509,14 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                 // Tenants by hash, for timers.
                 let mut tenant_keys: HashMap<u64, Arc<str>> = HashMap::new();
                 let mut state = StateGauge::new(op.stats.clone());
+                let mut saver = Saver::register("correlate", worker);
+                if let Some((timers, topo, t)) = saver.restore::<(BTreeSet<(i64, u64)>, Topology, HashMap<Arc<str>, Tenant>)>() {
+                    ordered.restore_timers(timers);
+                    (topology, tenants) = (topo, t);
+                    for name in tenants.keys() {
+                        tenant_keys.insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()), name.clone());
+                    }
+                }
                 move |(events, f1), (topo, f2), output| {
                     events.for_each_stamp(|_c, data| {
                         for b in data {
@@ -523,72 +536,79 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     // Both inputs' frontiers bound what is complete.
                     let mut frontier = f1.clone();
                     frontier.update_iter(f2.frontier().iter().map(|t| (*t, 1)));
-                    ordered.begin(&frontier);
-                    // Incident rows are coalesced per epoch, written at the epoch's last time.
-                    let mut current: Option<Time> = None;
-                    while let Some(due) = ordered.next_due() {
-                        let at = match &due {
-                            Due::Record(r) => r.ts(),
-                            Due::Timer(at, _) => *at,
-                        };
-                        let e = ordered.epoch_of(at);
-                        if current.is_some_and(|c| c != e) {
+                    loop {
+                        let until = saver.pending();
+                        ordered.begin_until(&frontier, until);
+                        // Incident rows are coalesced per epoch, written at the epoch's last time.
+                        let mut current: Option<Time> = None;
+                        while let Some(due) = ordered.next_due() {
+                            let at = match &due {
+                                Due::Record(r) => r.ts(),
+                                Due::Timer(at, _) => *at,
+                            };
+                            let e = ordered.epoch_of(at);
+                            if current.is_some_and(|c| c != e) {
+                                flush(&op, &topology, &mut tenants, &mut out);
+                            }
+                            current = Some(e);
+                            let mut timers: Vec<(Option<i64>, Option<i64>, u64)> = Vec::new();
+                            match due {
+                                Due::Record(In::Topology(c)) => {
+                                    topology.apply(&c);
+                                    for t in tenants.values_mut() {
+                                        t.touched = at;
+                                        let key = xxhash_rust::xxh3::xxh3_64(t.name.as_bytes());
+                                        relink(&op, &topology, t, key, &mut timers);
+                                    }
+                                }
+                                Due::Record(In::Storm(m)) => {
+                                    if let Some(t) = tenants.get_mut(&m.tenant) {
+                                        t.touched = at;
+                                        join_storm(&topology, t, &m);
+                                    }
+                                }
+                                Due::Record(In::Event(ev)) => {
+                                    let key = xxhash_rust::xxh3::xxh3_64(ev.tenant().as_bytes());
+                                    let t = tenants.entry(ev.labels.tenant_arc().clone()).or_insert_with(|| {
+                                        tenant_keys.insert(key, ev.labels.tenant_arc().clone());
+                                        Tenant { name: ev.labels.tenant_arc().clone(), ..Tenant::default() }
+                                    });
+                                    t.touched = at;
+                                    event(&op, &topology, t, ev, key, &mut out, &mut timers);
+                                }
+                                Due::Timer(at, key) => {
+                                    if let Some(name) = tenant_keys.get(&key)
+                                        && let Some(t) = tenants.get_mut(name)
+                                    {
+                                        t.touched = at;
+                                        quiet(t, at);
+                                    }
+                                }
+                            }
+                            for (old, new, key) in timers {
+                                if let Some(o) = old {
+                                    ordered.cancel_timer(o, key);
+                                }
+                                if let Some(n) = new {
+                                    ordered.set_timer(n, key);
+                                }
+                            }
+                        }
+                        if current.is_some() {
                             flush(&op, &topology, &mut tenants, &mut out);
                         }
-                        current = Some(e);
-                        let mut timers: Vec<(Option<i64>, Option<i64>, u64)> = Vec::new();
-                        match due {
-                            Due::Record(In::Topology(c)) => {
-                                topology.apply(&c);
-                                for t in tenants.values_mut() {
-                                    t.touched = at;
-                                    let key = xxhash_rust::xxh3::xxh3_64(t.name.as_bytes());
-                                    relink(&op, &topology, t, key, &mut timers);
-                                }
-                            }
-                            Due::Record(In::Storm(m)) => {
-                                if let Some(t) = tenants.get_mut(&m.tenant) {
-                                    t.touched = at;
-                                    join_storm(&topology, t, &m);
-                                }
-                            }
-                            Due::Record(In::Event(ev)) => {
-                                let key = xxhash_rust::xxh3::xxh3_64(ev.tenant().as_bytes());
-                                let t = tenants.entry(ev.labels.tenant_arc().clone()).or_insert_with(|| {
-                                    tenant_keys.insert(key, ev.labels.tenant_arc().clone());
-                                    Tenant { name: ev.labels.tenant_arc().clone(), ..Tenant::default() }
-                                });
-                                t.touched = at;
-                                event(&op, &topology, t, ev, key, &mut out, &mut timers);
-                            }
-                            Due::Timer(at, key) => {
-                                if let Some(name) = tenant_keys.get(&key)
-                                    && let Some(t) = tenants.get_mut(name)
-                                {
-                                    t.touched = at;
-                                    quiet(t, at);
-                                }
+                        tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
+                        for (t, mut rows) in std::mem::take(&mut out) {
+                            if let Some(cap) = ordered.cap_at(t as i64) {
+                                op.stats.add_out(rows.len());
+                                output.session(&cap).give_container(&mut rows);
                             }
                         }
-                        for (old, new, key) in timers {
-                            if let Some(o) = old {
-                                ordered.cancel_timer(o, key);
-                            }
-                            if let Some(n) = new {
-                                ordered.set_timer(n, key);
-                            }
+                        if !saver.save_if_passed(&frontier, until, &(ordered.timer_list(), &topology, &tenants)) {
+                            break;
                         }
                     }
-                    if current.is_some() {
-                        flush(&op, &topology, &mut tenants, &mut out);
-                    }
-                    tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
-                    for (t, mut rows) in std::mem::take(&mut out) {
-                        if let Some(cap) = ordered.cap_at(t as i64) {
-                            op.stats.add_out(rows.len());
-                            output.session(&cap).give_container(&mut rows);
-                        }
-                    }
+                    saver.finish_if_done(&frontier, || (ordered.timer_list(), &topology, &tenants));
                     ordered.settle(&frontier);
                     state.set(tenants.values().map(|t| t.eps.len() + t.incidents.len()).sum());
                 }

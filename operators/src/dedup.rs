@@ -23,6 +23,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
@@ -128,6 +129,7 @@ impl Timed for Alert {
 }
 
 /// The state of one fingerprint.
+#[derive(Serialize, Deserialize)]
 struct Entry {
     labels: LabelSet,
     annotations: LabelSet,
@@ -185,6 +187,7 @@ pub trait DedupExt<'s> {
 impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
     fn dedup(self, op: &Dedup, stats: Arc<OperatorStats>) -> Stream<'s, Time, Vec<AlertEvent>> {
         let op = op.clone();
+        let worker = self.scope().index();
         self.unary_frontier::<CapacityContainerBuilder<Vec<AlertEvent>>, _, _, _>(
             Exchange::new(|a: &Alert| a.fingerprint()),
             "dedup",
@@ -192,6 +195,11 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                 let mut ordered: Ordered<Alert> = Ordered::new(cap, op.epoch);
                 let mut state: HashMap<u64, Entry> = HashMap::new();
                 let mut open_per_tenant: HashMap<Arc<str>, u64> = HashMap::new();
+                let mut saver = Saver::register("dedup", worker);
+                if let Some((timers, s, o)) = saver.restore::<Saved>() {
+                    ordered.restore_timers(timers);
+                    (state, open_per_tenant) = (s, o);
+                }
                 let mut out: BTreeMap<Time, Vec<AlertEvent>> = BTreeMap::new();
                 let mut held = StateGauge::new(stats.clone());
                 move |(input, frontier), output| {
@@ -203,30 +211,37 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                             }
                         }
                     });
-                    ordered.begin(frontier);
-                    while let Some(due) = ordered.next_due() {
-                        let (row, timer) = match due {
-                            Due::Record(a) => notice(&op, &mut state, &mut open_per_tenant, a, &stats),
-                            Due::Timer(at, fp) => timeout(&op, &mut state, &mut open_per_tenant, at, fp),
-                        };
-                        if let Some((old, new, fp)) = timer {
-                            if let Some(old) = old {
-                                ordered.cancel_timer(old, fp);
+                    loop {
+                        let until = saver.pending();
+                        ordered.begin_until(frontier, until);
+                        while let Some(due) = ordered.next_due() {
+                            let (row, timer) = match due {
+                                Due::Record(a) => notice(&op, &mut state, &mut open_per_tenant, a, &stats),
+                                Due::Timer(at, fp) => timeout(&op, &mut state, &mut open_per_tenant, at, fp),
+                            };
+                            if let Some((old, new, fp)) = timer {
+                                if let Some(old) = old {
+                                    ordered.cancel_timer(old, fp);
+                                }
+                                if let Some(new) = new {
+                                    ordered.set_timer(new, fp);
+                                }
                             }
-                            if let Some(new) = new {
-                                ordered.set_timer(new, fp);
+                            for r in row {
+                                out.entry(ordered.epoch_of(r.ts)).or_default().push(r);
                             }
                         }
-                        for r in row {
-                            out.entry(ordered.epoch_of(r.ts)).or_default().push(r);
+                        for (t, mut rows) in std::mem::take(&mut out) {
+                            stats.add_out(rows.len());
+                            if let Some(cap) = ordered.cap_at(t as i64) {
+                                output.session(&cap).give_container(&mut rows);
+                            }
+                        }
+                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &state, &open_per_tenant)) {
+                            break;
                         }
                     }
-                    for (t, mut rows) in std::mem::take(&mut out) {
-                        stats.add_out(rows.len());
-                        if let Some(cap) = ordered.cap_at(t as i64) {
-                            output.session(&cap).give_container(&mut rows);
-                        }
-                    }
+                    saver.finish_if_done(frontier, || (ordered.timer_list(), &state, &open_per_tenant));
                     held.set(state.len());
                     ordered.settle(frontier);
                 }
@@ -234,6 +249,9 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
         )
     }
 }
+
+/// Dedup's part of a checkpoint: timers, entries by fingerprint, open alerts per tenant.
+type Saved = (std::collections::BTreeSet<(i64, u64)>, HashMap<u64, Entry>, HashMap<Arc<str>, u64>);
 
 /// A timer change: (old time, new time, fingerprint).
 type TimerChange = Option<(Option<i64>, Option<i64>, u64)>;

@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use crate::Time;
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 
 /// What enrich handles, in event-time order: changes before rows of the same time.
@@ -51,7 +52,7 @@ impl Timed for In {
 /// Per service: (team, tier) with the number of topology rows saying so. A service has one row
 /// per dependency edge; rows that disagree are resolved by the smallest value, so the answer
 /// does not depend on the order rows arrive in.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Services(HashMap<Arc<str>, BTreeMap<TeamTier, i64>>);
 
 /// A service's (team, tier) as one topology row gives them.
@@ -87,6 +88,7 @@ pub trait EnrichExt<'s> {
 impl<'s> EnrichExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
     fn enrich(self, service_label: &str, topology: Stream<'s, Time, Vec<TopologyChange>>, epoch: i64) -> Stream<'s, Time, Vec<AlertEvent>> {
         let label: Arc<str> = service_label.into();
+        let worker = self.scope().index();
         self.map(In::Row).binary_frontier::<_, CapacityContainerBuilder<Vec<AlertEvent>>, _, _, _, _>(
             topology.broadcast().map(In::Change),
             Exchange::new(|i: &In| match i {
@@ -98,30 +100,42 @@ impl<'s> EnrichExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
             move |cap, _info| {
                 let mut ordered: Ordered<In> = Ordered::new(cap, epoch);
                 let mut services = Services::default();
+                let mut saver = Saver::register("enrich", worker);
+                if let Some(saved) = saver.restore::<Services>() {
+                    services = saved;
+                }
                 let mut out: BTreeMap<Time, Vec<AlertEvent>> = BTreeMap::new();
                 move |(rows, f1), (changes, f2), output| {
                     rows.for_each_stamp(|_, data| data.for_each(|b| b.drain(..).for_each(|r| ordered.push(r))));
                     changes.for_each_stamp(|_, data| data.for_each(|b| b.drain(..).for_each(|c| ordered.push(c))));
                     let mut frontier = f1.clone();
                     frontier.update_iter(f2.frontier().iter().map(|t| (*t, 1)));
-                    ordered.begin(&frontier);
-                    while let Some(due) = ordered.next_due() {
-                        match due {
-                            Due::Record(In::Change(c)) => services.apply(&c),
-                            Due::Record(In::Row(mut e)) => {
-                                if let Some(s) = e.labels.get(&label) {
-                                    (e.team, e.tier) = services.of(s);
+                    loop {
+                        let until = saver.pending();
+                        ordered.begin_until(&frontier, until);
+                        while let Some(due) = ordered.next_due() {
+                            match due {
+                                Due::Record(In::Change(c)) => services.apply(&c),
+                                Due::Record(In::Row(mut e)) => {
+                                    if let Some(s) = e.labels.get(&label) {
+                                        (e.team, e.tier) = services.of(s);
+                                    }
+                                    out.entry(ordered.epoch_of(e.ts)).or_default().push(e);
                                 }
-                                out.entry(ordered.epoch_of(e.ts)).or_default().push(e);
+                                Due::Timer(..) => {}
                             }
-                            Due::Timer(..) => {}
+                        }
+                        for (t, mut rows) in std::mem::take(&mut out) {
+                            if let Some(cap) = ordered.cap_at(t as i64) {
+                                output.session(&cap).give_container(&mut rows);
+                            }
+                        }
+                        // No timers: the state is the services alone.
+                        if !saver.save_if_passed(&frontier, until, &services) {
+                            break;
                         }
                     }
-                    for (t, mut rows) in std::mem::take(&mut out) {
-                        if let Some(cap) = ordered.cap_at(t as i64) {
-                            output.session(&cap).give_container(&mut rows);
-                        }
-                    }
+                    saver.finish_if_done(&frontier, || &services);
                     ordered.settle(&frontier);
                 }
             },

@@ -99,10 +99,29 @@ impl<T: Timed> Ordered<T> {
         self.timers.len()
     }
 
+    /// The pending timers, for a checkpoint (held records are not saved: sources replay them).
+    pub fn timer_list(&self) -> &BTreeSet<(i64, u64)> {
+        &self.timers
+    }
+
+    /// Restores the timers of a checkpoint.
+    pub fn restore_timers(&mut self, timers: BTreeSet<(i64, u64)>) {
+        self.timers = timers;
+    }
+
     /// Starts handling: takes the held records whose epoch the frontier has passed (all when
     /// it is empty), sorted. Then call [`next`](Self::next) until it returns `None`.
     pub fn begin(&mut self, frontier: &MutableAntichain<Time>) {
-        self.limit = frontier.frontier().iter().next().copied();
+        self.begin_until(frontier, None);
+    }
+
+    /// [`begin`](Self::begin), handling nothing at or after `until` (a pending checkpoint: the
+    /// state saved for it holds exactly the epochs before it).
+    pub fn begin_until(&mut self, frontier: &MutableAntichain<Time>, until: Option<Time>) {
+        self.limit = match (frontier.frontier().iter().next().copied(), until) {
+            (Some(f), Some(u)) => Some(f.min(u)),
+            (f, u) => f.or(u),
+        };
         let mut records: Vec<T> = self.ready.drain(..).collect();
         while let Some(e) = self.held.first_entry() {
             if self.limit.is_some_and(|l| *e.key() >= l) {

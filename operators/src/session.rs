@@ -21,6 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::Time;
 use crate::aggregate::{Aggregate, Shape};
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::StateGauge;
 
@@ -41,12 +42,16 @@ impl Timed for KeyedPoint {
 }
 
 /// An open session of one group.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Open {
     key: GroupKey,
     start: i64,
     last: i64,
     acc: Acc,
 }
+
+/// A session operator's part of a checkpoint: timers, slots by group, slots, free slots.
+type Saved = (std::collections::BTreeSet<(i64, u64)>, HashMap<GroupKey, u64>, Vec<Option<Open>>, Vec<u64>);
 
 /// Builds session windows (called by [`crate::AggregateExt::aggregate`]).
 pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate) -> Stream<'s, Time, Vec<WindowRow>> {
@@ -75,6 +80,7 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
     );
 
     let (epoch, needs, stats) = (op.epoch, op.needs, op.stats.clone());
+    let (worker, name) = (keyed.scope().index(), format!("aggregate:{}:session", op.name));
     keyed.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
         Exchange::new(|p: &KeyedPoint| p.key.stable_hash()),
         &format!("aggregate:{}:session", op.name),
@@ -86,6 +92,11 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
             let mut free: Vec<u64> = Vec::new();
             let mut out: BTreeMap<i64, Vec<WindowRow>> = BTreeMap::new();
             let mut state = StateGauge::new(stats.clone());
+            let mut saver = Saver::register(&name, worker);
+            if let Some((timers, so, sl, fr)) = saver.restore::<Saved>() {
+                ordered.restore_timers(timers);
+                (slot_of, slots, free) = (so, sl, fr);
+            }
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| {
                     stats.add_in(data.len());
@@ -94,69 +105,76 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
                         ordered.push(p);
                     }
                 });
-                ordered.begin(frontier);
-                while let Some(due) = ordered.next_due() {
-                    match due {
-                        Due::Record(KeyedPoint { key, point: m }) => {
-                            let slot = *slot_of.entry(key.clone()).or_insert_with(|| match free.pop() {
-                                Some(s) => s,
-                                None => {
-                                    slots.push(None);
-                                    slots.len() as u64 - 1
-                                }
-                            });
-                            let s = &mut slots[slot as usize];
-                            match s {
-                                Some(open) if m.ts < open.last + gap => {
-                                    ordered.cancel_timer(open.last + gap, slot);
-                                    open.acc.add_point(m.value, m.ts, m.part, m.pos);
-                                    open.last = open.last.max(m.ts);
-                                    ordered.set_timer(open.last + gap, slot);
-                                }
-                                _ => {
-                                    // A point at or after the end of the open session starts a
-                                    // new one (the old one's timer is due at this very instant,
-                                    // after the records of the instant).
-                                    if let Some(old) = s.take() {
-                                        ordered.cancel_timer(old.last + gap, slot);
-                                        let end = old.last + gap;
-                                        out.entry(end).or_default().push(WindowRow {
-                                            start: old.start,
-                                            end,
-                                            key: old.key,
-                                            acc: old.acc,
-                                            revision: 0,
-                                        });
+                loop {
+                    let until = saver.pending();
+                    ordered.begin_until(frontier, until);
+                    while let Some(due) = ordered.next_due() {
+                        match due {
+                            Due::Record(KeyedPoint { key, point: m }) => {
+                                let slot = *slot_of.entry(key.clone()).or_insert_with(|| match free.pop() {
+                                    Some(s) => s,
+                                    None => {
+                                        slots.push(None);
+                                        slots.len() as u64 - 1
                                     }
-                                    let acc = Acc::start(needs, m.value, m.ts, m.part, m.pos);
-                                    *s = Some(Open { key, start: m.ts, last: m.ts, acc });
-                                    ordered.set_timer(m.ts + gap, slot);
+                                });
+                                let s = &mut slots[slot as usize];
+                                match s {
+                                    Some(open) if m.ts < open.last + gap => {
+                                        ordered.cancel_timer(open.last + gap, slot);
+                                        open.acc.add_point(m.value, m.ts, m.part, m.pos);
+                                        open.last = open.last.max(m.ts);
+                                        ordered.set_timer(open.last + gap, slot);
+                                    }
+                                    _ => {
+                                        // A point at or after the end of the open session starts a
+                                        // new one (the old one's timer is due at this very instant,
+                                        // after the records of the instant).
+                                        if let Some(old) = s.take() {
+                                            ordered.cancel_timer(old.last + gap, slot);
+                                            let end = old.last + gap;
+                                            out.entry(end).or_default().push(WindowRow {
+                                                start: old.start,
+                                                end,
+                                                key: old.key,
+                                                acc: old.acc,
+                                                revision: 0,
+                                            });
+                                        }
+                                        let acc = Acc::start(needs, m.value, m.ts, m.part, m.pos);
+                                        *s = Some(Open { key, start: m.ts, last: m.ts, acc });
+                                        ordered.set_timer(m.ts + gap, slot);
+                                    }
+                                }
+                            }
+                            Due::Timer(at, slot) => {
+                                if let Some(old) = slots[slot as usize].take() {
+                                    debug_assert_eq!(at, old.last + gap);
+                                    slot_of.remove(&old.key);
+                                    free.push(slot);
+                                    out.entry(at).or_default().push(WindowRow {
+                                        start: old.start,
+                                        end: at,
+                                        key: old.key,
+                                        acc: old.acc,
+                                        revision: 0,
+                                    });
                                 }
                             }
                         }
-                        Due::Timer(at, slot) => {
-                            if let Some(old) = slots[slot as usize].take() {
-                                debug_assert_eq!(at, old.last + gap);
-                                slot_of.remove(&old.key);
-                                free.push(slot);
-                                out.entry(at).or_default().push(WindowRow {
-                                    start: old.start,
-                                    end: at,
-                                    key: old.key,
-                                    acc: old.acc,
-                                    revision: 0,
-                                });
-                            }
+                    }
+                    for (end, mut rows) in std::mem::take(&mut out) {
+                        // Emitted at the epoch of the session's last millisecond, like fixed windows.
+                        if let Some(cap) = ordered.cap_at(end - 1) {
+                            stats.add_out(rows.len());
+                            output.session(&cap).give_container(&mut rows);
                         }
                     }
-                }
-                for (end, mut rows) in std::mem::take(&mut out) {
-                    // Emitted at the epoch of the session's last millisecond, like fixed windows.
-                    if let Some(cap) = ordered.cap_at(end - 1) {
-                        stats.add_out(rows.len());
-                        output.session(&cap).give_container(&mut rows);
+                    if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &slot_of, &slots, &free)) {
+                        break;
                     }
                 }
+                saver.finish_if_done(frontier, || (ordered.timer_list(), &slot_of, &slots, &free));
                 ordered.settle(frontier);
                 state.set(slot_of.len());
             }

@@ -8,7 +8,7 @@
 //! Re-sent notices do not count (dedup absorbed them: only `opened` rows count), and events
 //! are handled per group in event-time order, so storms are the same at any worker count.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use alertflow_model::LabelSet;
@@ -22,6 +22,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
@@ -165,6 +166,7 @@ pub struct StormMembers {
 /// Most distinct `(label, value)` pairs counted per storm for `top_labels`.
 const MAX_LABEL_PAIRS: usize = 4096;
 
+#[derive(Serialize, Deserialize)]
 struct Storm {
     id: u64,
     opened_at: i64,
@@ -177,6 +179,7 @@ struct Storm {
     dirty: bool,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Group {
     tenant: Arc<str>,
     key: Arc<str>,
@@ -290,12 +293,18 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
     fn suppress(self, op: &Suppress) -> Suppressed<'s> {
         let op = op.clone();
         let route = op.clone();
+        let worker = self.scope().index();
         let both = self.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
             Exchange::new(move |e: &AlertEvent| route.group(&e.labels).0),
             "suppress",
             move |cap, _info| {
                 let mut ordered: Ordered<AlertEvent> = Ordered::new(cap, op.epoch);
                 let mut groups: HashMap<u64, Group> = HashMap::new();
+                let mut saver = Saver::register("suppress", worker);
+                if let Some((timers, g)) = saver.restore::<(BTreeSet<(i64, u64)>, HashMap<u64, Group>)>() {
+                    ordered.restore_timers(timers);
+                    groups = g;
+                }
                 let mut out: BTreeMap<Time, Vec<Out>> = BTreeMap::new();
                 let mut state = StateGauge::new(op.stats.clone());
                 move |(input, frontier), output| {
@@ -307,28 +316,35 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                             }
                         }
                     });
-                    ordered.begin(frontier);
-                    while let Some(due) = ordered.next_due() {
-                        let mut emit = |at: i64, o: Out| out.entry(ordered_epoch(at, op.epoch)).or_default().push(o);
-                        let timer = match due {
-                            Due::Record(e) => event(&op, &mut groups, e, &mut emit),
-                            Due::Timer(at, key) => tick(&op, &mut groups, at, key, &mut emit),
-                        };
-                        if let Some((key, old, new)) = timer {
-                            if let Some(old) = old {
-                                ordered.cancel_timer(old, key);
-                            }
-                            if let Some(new) = new {
-                                ordered.set_timer(new, key);
+                    loop {
+                        let until = saver.pending();
+                        ordered.begin_until(frontier, until);
+                        while let Some(due) = ordered.next_due() {
+                            let mut emit = |at: i64, o: Out| out.entry(ordered_epoch(at, op.epoch)).or_default().push(o);
+                            let timer = match due {
+                                Due::Record(e) => event(&op, &mut groups, e, &mut emit),
+                                Due::Timer(at, key) => tick(&op, &mut groups, at, key, &mut emit),
+                            };
+                            if let Some((key, old, new)) = timer {
+                                if let Some(old) = old {
+                                    ordered.cancel_timer(old, key);
+                                }
+                                if let Some(new) = new {
+                                    ordered.set_timer(new, key);
+                                }
                             }
                         }
-                    }
-                    for (t, mut rows) in std::mem::take(&mut out) {
-                        if let Some(cap) = ordered.cap_at(t as i64) {
-                            op.stats.add_out(rows.iter().filter(|o| !matches!(o, Out::Members(_))).count());
-                            output.session(&cap).give_container(&mut rows);
+                        for (t, mut rows) in std::mem::take(&mut out) {
+                            if let Some(cap) = ordered.cap_at(t as i64) {
+                                op.stats.add_out(rows.iter().filter(|o| !matches!(o, Out::Members(_))).count());
+                                output.session(&cap).give_container(&mut rows);
+                            }
+                        }
+                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &groups)) {
+                            break;
                         }
                     }
+                    saver.finish_if_done(frontier, || (ordered.timer_list(), &groups));
                     ordered.settle(frontier);
                     state.set(groups.len());
                 }

@@ -139,12 +139,15 @@ fn w1_from_kafka_equals_the_file_run_and_survives_kill_9() {
         .unwrap();
     let t = Instant::now();
     let written = |d: &Path| walk_count(&d.join("out/per_minute"));
-    while written(&d) < 3 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no window files after 2 minutes");
+    // The source journals each commit just before it sends it (see the connector's `journal`):
+    // wait for one rather than for a fixed time, which a loaded machine may not meet.
+    let journaled = |d: &Path| journal_lines(&d.join("out/_kafka")) > 0;
+    while written(&d) < 3 || !journaled(&d) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no window files and commits after 2 minutes");
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed; make the input larger");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(300)); // let a commit follow the files
+    std::thread::sleep(Duration::from_millis(300)); // let the journaled commit reach the broker
     let status = Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let _ = child.wait();
@@ -169,6 +172,17 @@ fn validate_rejects_a_bad_options_key_without_a_broker() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("source[0].options.\"fetch.max.bytez\": librdkafka: No such configuration property"), "{err}");
+}
+
+/// Lines in the files under a Kafka commit journal folder.
+fn journal_lines(d: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(d) else { return 0 };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { journal_lines(&p) } else { std::fs::read_to_string(&p).map_or(0, |t| t.lines().count()) }
+        })
+        .sum()
 }
 
 fn walk_count(d: &Path) -> usize {

@@ -11,6 +11,7 @@ use alertflow_model::dead_letter::{DeadLetter, LATE, MAX_RAW_BYTES};
 use alertflow_model::decode::{DecodeError, is_blank, trim_line};
 use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -52,6 +53,7 @@ pub fn file_source<'s, R: FileRecord>(
     let (index, peers) = (scope.index(), scope.peers());
     let epoch = epoch.millis().max(1) as i64;
 
+    let mut ckpt = alertflow_checkpoint::register_source(&format!("source:{}", source.name), index);
     builder.build(move |mut caps| {
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
@@ -63,11 +65,23 @@ pub fn file_source<'s, R: FileRecord>(
         let pace = source.replay_rate.map(|r| (r as f64 * share).max(1.0));
         let mut lines_read = 0u64;
         let mut reader = WorkerReader::<R>::new(source, index, peers);
+        if let Some(p) = ckpt.as_mut() {
+            reader.interval = p.interval();
+            match p.restore::<ReplayPos>() {
+                Ok(Some(pos)) => {
+                    if let Err(e) = reader.resume(pos, p.resumed_at()) {
+                        p.fail(e);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => p.fail(e),
+            }
+        }
         move |_frontiers| {
             let (Some(pcap), Some(dcap)) = (points_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
             };
-            let mut work = Work::default();
+            let mut work = Work { floor: reader.floor, ..Work::default() };
             let mut limit = LINES_PER_ACTIVATION;
             if let Some(rate) = pace {
                 let elapsed = origin.start().elapsed().as_secs_f64();
@@ -95,9 +109,11 @@ pub fn file_source<'s, R: FileRecord>(
                     }
                 }
             }
-            if !work.dead.is_empty() {
+            if !work.timed_dead.is_empty() {
                 let mut out = dead_out.activate();
-                out.session(&*dcap).give_iterator(work.dead.drain(..));
+                for (t, d) in work.timed_dead.drain(..) {
+                    out.session(&dcap.delayed(&t.max(*dcap.time()))).give(d);
+                }
             }
             stats.records.fetch_add(work.records, Ordering::Relaxed);
             stats.emitted.fetch_add(work.emitted, Ordering::Relaxed);
@@ -106,16 +122,38 @@ pub fn file_source<'s, R: FileRecord>(
             stats.bytes.fetch_add(work.bytes, Ordering::Relaxed);
 
             if more {
-                if let Some(t) = reader.hold_time(epoch)
+                // A restored source emits nothing before the checkpoint it resumes from.
+                if let Some(t) = reader.hold_time(epoch).map(|t| t.max(reader.floor))
                     && t > *pcap.time()
                 {
+                    // Published before the downgrade: see `alertflow_checkpoint`.
+                    if let Some(p) = &ckpt {
+                        p.advance(t);
+                    }
                     pcap.downgrade(&t);
                     dcap.downgrade(&t);
                 }
                 activator.activate();
             } else {
+                // Done (not cut short by a failure, which must not pass for the end of the
+                // input): later checkpoints get their replay positions from the log.
+                if let Some(p) = ckpt.as_mut().filter(|_| !failure.is_set()) {
+                    p.source_done(reader.emitted_max);
+                    p.finish(&reader.crossings, &ReplayPos::end(&reader));
+                }
                 points_cap = None;
                 dead_cap = None;
+                return;
+            }
+            if let Some(p) = ckpt.as_mut()
+                && let Some(b) = p.pending()
+            {
+                // The replay position of checkpoint `b`: the first line that emitted at or
+                // after it. Known once a line has, or when the source is done.
+                if let Some(i) = reader.crossings.iter().position(|(hi, _)| *hi >= b) {
+                    p.save(b, &reader.crossings[i].1);
+                    reader.crossings.drain(..i);
+                }
             }
         }
     });
@@ -128,7 +166,16 @@ pub(crate) struct Work<R> {
     /// activation. Small batches keep allocations in the allocator's reusable size classes
     /// (large fresh buffers cost page faults, which dominated an early profile).
     pub(crate) points: Vec<(Time, Vec<R>)>,
+    /// Dead letters, sent at the source's capability (Kafka and HTTP sources).
     pub(crate) dead: Vec<DeadLetter>,
+    /// Dead letters with the time of their line (the file source: a time that depends only
+    /// on the data, so a restored source gives each the same time).
+    pub(crate) timed_dead: Vec<(Time, DeadLetter)>,
+    /// Points and dead letters before this time are dropped: a restored source's output
+    /// before its checkpoint is in the operators' state and the written tables already.
+    pub(crate) floor: Time,
+    /// The latest time the current line emitted at (the file source's replay log).
+    pub(crate) line_max: Time,
     pub(crate) records: u64,
     pub(crate) emitted: u64,
     pub(crate) bad: u64,
@@ -138,13 +185,28 @@ pub(crate) struct Work<R> {
 
 impl<R> Default for Work<R> {
     fn default() -> Self {
-        Work { points: Vec::new(), dead: Vec::new(), records: 0, emitted: 0, bad: 0, late: 0, bytes: 0 }
+        Work {
+            points: Vec::new(),
+            dead: Vec::new(),
+            timed_dead: Vec::new(),
+            floor: 0,
+            line_max: 0,
+            records: 0,
+            emitted: 0,
+            bad: 0,
+            late: 0,
+            bytes: 0,
+        }
     }
 }
 
 impl<R> Work<R> {
     #[inline]
     pub(crate) fn push(&mut self, t: Time, m: R) {
+        self.line_max = self.line_max.max(t);
+        if t < self.floor {
+            return;
+        }
         // Look from the newest batch back: consecutive points share an epoch.
         for (bt, b) in self.points.iter_mut().rev() {
             if *bt == t {
@@ -165,6 +227,16 @@ impl<R> Work<R> {
     }
 }
 
+impl<R> Work<R> {
+    /// A dead letter of a line whose emissions may start at `t`.
+    fn dead_at(&mut self, t: Time, d: DeadLetter) {
+        self.line_max = self.line_max.max(t);
+        if t >= self.floor {
+            self.timed_dead.push((t, d));
+        }
+    }
+}
+
 impl<R: FileRecord> Work<R> {
     /// Sends a record accepted late (policy `update`) at the epoch of its partition's
     /// watermark — the earliest time the partition can still emit at, so the source's
@@ -177,9 +249,47 @@ impl<R: FileRecord> Work<R> {
     }
 }
 
+/// Where a restored source starts reading again (a source's part of a checkpoint): the line
+/// from which it emitted at or after the checkpoint first, with the partition's watermark state
+/// before that line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ReplayPos {
+    /// Index of the partition among this worker's, in read order (all of them: done).
+    next: usize,
+    /// Its id, to check the input was planned the same way.
+    part: Option<u32>,
+    /// Where in it (`None`: from its start).
+    at: Option<At>,
+    /// The latest time the worker had emitted at before.
+    emitted_max: Time,
+}
+
+/// A line inside a partition, with the partition's state before it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct At {
+    /// File offset of the line (lines; unused for Parquet rows).
+    offset: u64,
+    /// Index of the line or row in the partition.
+    pos: u64,
+    max_ts: Option<i64>,
+    low: i64,
+}
+
+impl ReplayPos {
+    fn end<R: FileRecord>(r: &WorkerReader<R>) -> ReplayPos {
+        ReplayPos { next: r.total, part: None, at: None, emitted_max: r.emitted_max }
+    }
+}
+
 /// The partition being read.
 struct Active {
     part: Partition,
+    /// Its index among this worker's partitions.
+    index: usize,
+    /// Index of the reader's first line in the partition (a restored partition starts inside).
+    pos_base: u64,
+    /// Rows to skip first (a restored Parquet row group).
+    skip_to: u64,
     input: Input,
     /// The least event time the partition may still emit, from before it started (see
     /// [`WorkerReader::peek_low`]).
@@ -217,11 +327,26 @@ struct WorkerReader<R: FileRecord> {
     line_marks: HashMap<usize, (u64, u64)>,
     /// The read buffer, handed from chunk to chunk.
     spare: Option<Vec<u8>>,
+    /// This worker's partitions in all, and how many were taken from the queue.
+    total: usize,
+    taken: usize,
+    /// Checkpoints: their interval (0: none), the latest time emitted at, and the replay
+    /// position of each interval boundary crossed: `(hi, pos)` is where the emitted time first
+    /// reached the boundaries up to `hi`.
+    pub(crate) interval: Time,
+    emitted_max: Time,
+    pub(crate) crossings: Vec<(Time, ReplayPos)>,
+    /// Emissions before this time are dropped (see [`Work::floor`]).
+    pub(crate) floor: Time,
+    /// A restored partition to open first, with where to start in it.
+    resume_at: Option<(Partition, At)>,
 }
 
 impl<R: FileRecord> WorkerReader<R> {
     fn new(source: Arc<FileSource>, index: usize, peers: usize) -> Self {
-        let queue = source.partitions.iter().enumerate().filter(|(k, _)| k % peers == index).map(|(_, p)| (p.clone(), 0)).collect();
+        let queue: VecDeque<(Partition, i64)> =
+            source.partitions.iter().enumerate().filter(|(k, _)| k % peers == index).map(|(_, p)| (p.clone(), 0)).collect();
+        let total = queue.len();
         WorkerReader {
             source,
             queue,
@@ -232,7 +357,39 @@ impl<R: FileRecord> WorkerReader<R> {
             rejected: Vec::new(),
             line_marks: HashMap::new(),
             spare: None,
+            total,
+            taken: 0,
+            interval: 0,
+            emitted_max: 0,
+            crossings: Vec::new(),
+            floor: 0,
+            resume_at: None,
         }
+    }
+
+    /// Restores a checkpoint's replay position (`at` is the checkpoint's time).
+    fn resume(&mut self, pos: ReplayPos, at: Time) -> Result<(), String> {
+        if pos.next > self.total {
+            return Err(format!(
+                "source `{}`: the checkpoint resumes at partition {} of {} on this worker: the input files changed",
+                self.source.name, pos.next, self.total
+            ));
+        }
+        self.queue.drain(..pos.next);
+        self.taken = pos.next;
+        self.floor = at;
+        self.emitted_max = pos.emitted_max;
+        if let Some(a) = pos.at {
+            let Some((part, _)) = self.queue.pop_front() else { unreachable!("checked above") };
+            if pos.part != Some(part.id) {
+                return Err(format!(
+                    "source `{}`: the checkpoint's partition is not this run's: the input files changed",
+                    self.source.name
+                ));
+            }
+            self.resume_at = Some((part, a));
+        }
+        Ok(())
     }
 
     /// The time the source must still hold: the epoch of the least event time any of its
@@ -310,14 +467,20 @@ impl<R: FileRecord> WorkerReader<R> {
         let mut budget = limit;
         while budget > 0 {
             if self.active.is_none() {
-                let Some((part, low)) = self.queue.pop_front() else { return false };
-                match self.open(part, low) {
+                let opened = if let Some((part, at)) = self.resume_at.take() {
+                    self.open_at(part, at)
+                } else {
+                    let Some((part, low)) = self.queue.pop_front() else { return false };
+                    self.open(part, low)
+                };
+                match opened {
                     Ok(a) => self.active = Some(a),
                     Err(e) => {
                         failure.set(e);
                         return false;
                     }
                 }
+                self.taken += 1;
             }
             let done = self.read_some(work, epoch, &mut budget);
             if done {
@@ -327,7 +490,39 @@ impl<R: FileRecord> WorkerReader<R> {
                 }
             }
         }
-        self.active.is_some() || !self.queue.is_empty()
+        self.active.is_some() || !self.queue.is_empty() || self.resume_at.is_some()
+    }
+
+    /// Opens a restored partition at a line (or row) inside it.
+    fn open_at(&mut self, part: Partition, at: At) -> Result<Active, String> {
+        let mut a = match &part.kind {
+            PartKind::Chunk { end, .. } if at.pos > 0 => {
+                let file = File::open(&part.file.path)
+                    .map_err(|e| format!("source `{}`: cannot open {}: {e}", self.source.name, part.file.display))?;
+                let csv = if part.file.format == Format::Csv { Some(self.csv_decoder(&part.file)) } else { None };
+                let reader =
+                    ChunkReader::with_buffer(file, at.offset, *end, part.file.len, READ_BLOCK, self.spare.take().unwrap_or_default());
+                let input = Input::Lines { reader, format: part.file.format, csv, skip_header: false, last_pos: at.offset };
+                Active {
+                    part,
+                    index: self.taken,
+                    pos_base: at.pos,
+                    skip_to: 0,
+                    input,
+                    low: at.low,
+                    max_ts: None,
+                    pos: at.pos,
+                    lines_before: None,
+                }
+            }
+            _ => {
+                let mut a = self.open(part, at.low)?;
+                a.skip_to = at.pos;
+                a
+            }
+        };
+        a.max_ts = at.max_ts;
+        Ok(a)
     }
 
     fn open(&mut self, part: Partition, low: i64) -> Result<Active, String> {
@@ -350,7 +545,7 @@ impl<R: FileRecord> WorkerReader<R> {
             },
             PartKind::Unreadable(e) => Input::Unreadable(e.clone()),
         };
-        Ok(Active { part, input, low, max_ts: None, pos: 0, lines_before: None })
+        Ok(Active { part, index: self.taken, pos_base: 0, skip_to: 0, input, low, max_ts: None, pos: 0, lines_before: None })
     }
 
     /// The CSV header of a file, reading it on first use.
@@ -367,15 +562,18 @@ impl<R: FileRecord> WorkerReader<R> {
 
     /// Reads from the active partition; returns true when it is exhausted.
     fn read_some(&mut self, work: &mut Work<R>, epoch: i64, budget: &mut usize) -> bool {
+        let queue_low = self.queue.iter().map(|(_, l)| *l).min().unwrap_or(i64::MAX);
         let Some(a) = self.active.as_mut() else { return true };
         let src = &self.source;
         let rejected = &mut self.rejected;
         let ooo = src.out_of_orderness;
         let keep_late = src.allowed_lateness;
         let (bounds, upper) = (src.time_bounds, src.time_bounds.upper(wall_now()));
+        let (interval, emitted_max, crossings) = (self.interval, &mut self.emitted_max, &mut self.crossings);
         match &mut a.input {
             Input::Unreadable(e) => {
-                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, 0, e.clone(), &[], None));
+                let t = dead_time(queue_low, a.low, a.max_ts, ooo, epoch, *emitted_max);
+                work.dead_at(t, DeadLetter::new(&src.name, &a.part.file.display, 0, e.clone(), &[], None));
                 work.bad += 1;
                 work.records += 1;
                 true
@@ -383,6 +581,10 @@ impl<R: FileRecord> WorkerReader<R> {
             Input::Lines { reader, format, csv, skip_header, last_pos } => {
                 let mut done = false;
                 while *budget > 0 {
+                    let line_start = reader.position();
+                    let (max_before, emitted_before) = (a.max_ts, *emitted_max);
+                    let t_dead = dead_time(queue_low, a.low, max_before, ooo, epoch, emitted_before);
+                    work.line_max = 0;
                     let line = match reader.next_line() {
                         Ok(Some(l)) => l,
                         Ok(None) => {
@@ -391,7 +593,7 @@ impl<R: FileRecord> WorkerReader<R> {
                         }
                         Err(e) => {
                             let reason = format!("cannot read the file after byte {}: {e}", reader.position());
-                            work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, 0, reason, &[], None));
+                            work.dead_at(t_dead, DeadLetter::new(&src.name, &a.part.file.display, 0, reason, &[], None));
                             work.bad += 1;
                             done = true;
                             break;
@@ -417,7 +619,7 @@ impl<R: FileRecord> WorkerReader<R> {
                                 if let Some(Err(e)) = csv.map(|i| &self.csv[i].1) {
                                     work.records += 1;
                                     work.bad += 1;
-                                    work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, 1, e.to_string(), t, None));
+                                    work.dead_at(t_dead, DeadLetter::new(&src.name, &a.part.file.display, 1, e.to_string(), t, None));
                                 }
                                 continue;
                             }
@@ -459,24 +661,33 @@ impl<R: FileRecord> WorkerReader<R> {
                         }
                     };
                     if let Some((raw, error)) = bad {
-                        let line_no = line_number(&mut self.line_marks, &a.part, reader, &mut a.lines_before, pos);
+                        let line_no = line_number(&mut self.line_marks, &a.part, reader, &mut a.lines_before, pos - a.pos_base);
                         match error {
                             Some(reason) => {
                                 work.bad += 1;
-                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, None));
+                                work.dead_at(t_dead, DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, None));
                             }
                             // One dead letter per late or out-of-bounds record (a line may hold
                             // several alerts).
                             None => {
-                                let dead = &mut work.dead;
+                                let mut dead = Vec::new();
                                 let (bad, late) = drain_rejected(rejected, |reason, ts| {
                                     dead.push(DeadLetter::new(&src.name, &a.part.file.display, line_no, reason, &raw, Some(ts)))
                                 });
+                                for d in dead {
+                                    work.dead_at(t_dead, d);
+                                }
                                 work.bad += bad;
                                 work.late += late;
                             }
                         }
                     }
+                    log_line(interval, emitted_max, crossings, work.line_max, || ReplayPos {
+                        next: a.index,
+                        part: Some(a.part.id),
+                        at: (pos > 0).then_some(At { offset: line_start, pos, max_ts: max_before, low: a.low }),
+                        emitted_max: emitted_before,
+                    });
                 }
                 let p = reader.position();
                 work.bytes += p.saturating_sub(*last_pos);
@@ -492,7 +703,8 @@ impl<R: FileRecord> WorkerReader<R> {
                     Ok(b) => b,
                     Err(e) => {
                         let reason = format!("cannot read Parquet rows after row {}: {e}", *first_row + a.pos);
-                        work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, *first_row + a.pos + 1, reason, &[], None));
+                        let t = dead_time(queue_low, a.low, a.max_ts, ooo, epoch, *emitted_max);
+                        work.dead_at(t, DeadLetter::new(&src.name, &a.part.file.display, *first_row + a.pos + 1, reason, &[], None));
                         work.bad += 1;
                         return true;
                     }
@@ -502,26 +714,28 @@ impl<R: FileRecord> WorkerReader<R> {
                 for i in 0..cols.len() {
                     let pos = a.pos;
                     a.pos += 1;
+                    if pos < a.skip_to {
+                        continue; // before a restored row group's replay position
+                    }
                     work.records += 1;
                     let row_no = *first_row + pos + 1;
+                    let (max_before, emitted_before) = (a.max_ts, *emitted_max);
+                    let t_dead = dead_time(queue_low, a.low, max_before, ooo, epoch, emitted_before);
+                    work.line_max = 0;
                     match R::parquet_row(&mut self.dec, &cols, i, a.part.id, pos) {
                         Ok((ts, record)) => {
                             if let Some(why) = src.time_bounds.reject(ts, upper) {
-                                work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, row_no, why, &cols.raw(i), Some(ts)));
+                                work.dead_at(t_dead, DeadLetter::new(&src.name, &a.part.file.display, row_no, why, &cols.raw(i), Some(ts)));
                                 work.bad += 1;
                             } else if let Some(l) = lateness(a.max_ts, ooo, ts)
                                 && keep_late.is_some_and(|keep| l <= keep)
                             {
                                 work.push_late(a.max_ts, a.low, ooo, epoch, record);
                             } else if lateness(a.max_ts, ooo, ts).is_some() {
-                                work.dead.push(DeadLetter::new(
-                                    &src.name,
-                                    &a.part.file.display,
-                                    row_no,
-                                    LATE.to_string(),
-                                    &cols.raw(i),
-                                    Some(ts),
-                                ));
+                                work.dead_at(
+                                    t_dead,
+                                    DeadLetter::new(&src.name, &a.part.file.display, row_no, LATE.to_string(), &cols.raw(i), Some(ts)),
+                                );
                                 work.late += 1;
                             } else {
                                 a.max_ts = Some(a.max_ts.map_or(ts, |m| m.max(ts)));
@@ -530,14 +744,52 @@ impl<R: FileRecord> WorkerReader<R> {
                             }
                         }
                         Err(e) => {
-                            work.dead.push(DeadLetter::new(&src.name, &a.part.file.display, row_no, e.to_string(), &cols.raw(i), None));
+                            work.dead_at(
+                                t_dead,
+                                DeadLetter::new(&src.name, &a.part.file.display, row_no, e.to_string(), &cols.raw(i), None),
+                            );
                             work.bad += 1;
                         }
                     }
+                    log_line(interval, emitted_max, crossings, work.line_max, || ReplayPos {
+                        next: a.index,
+                        part: Some(a.part.id),
+                        at: (pos > 0).then_some(At { offset: 0, pos, max_ts: max_before, low: a.low }),
+                        emitted_max: emitted_before,
+                    });
                 }
                 false
             }
         }
+    }
+}
+
+/// The time of a dead letter of a line: the worker's hold time before the line (the least
+/// event time its unfinished partitions may still emit, as [`WorkerReader::hold_time`]), which
+/// depends only on the data read, so a restored source gives it the same time; the latest time
+/// emitted when no partition may emit any more.
+#[inline]
+fn dead_time(queue_low: i64, low: i64, max_ts: Option<i64>, ooo: i64, epoch: i64, emitted_max: Time) -> Time {
+    let wm = max_ts.map_or(i64::MIN, |m| m - ooo);
+    let hold = queue_low.min(low.max(wm));
+    if hold == i64::MAX { emitted_max } else { floor_to(hold.max(0), epoch) as Time }
+}
+
+/// Logs a replay position if a line emitted past an interval boundary (`before` is the
+/// position of the line, with the state before it).
+#[inline]
+fn log_line(
+    interval: Time,
+    emitted_max: &mut Time,
+    crossings: &mut Vec<(Time, ReplayPos)>,
+    line_max: Time,
+    before: impl FnOnce() -> ReplayPos,
+) {
+    if line_max > *emitted_max {
+        if interval > 0 && line_max / interval > *emitted_max / interval {
+            crossings.push((line_max, before()));
+        }
+        *emitted_max = line_max;
     }
 }
 

@@ -72,18 +72,34 @@ pub fn read_schema_file(table_dir: &Path) -> Option<Schema> {
 /// Removes the data files (`part-*.parquet` and leftover temporaries) under a table folder,
 /// leaving anything else alone. Returns how many were removed.
 pub fn clear_table(table_dir: &Path) -> io::Result<usize> {
-    fn walk(dir: &Path, n: &mut usize) -> io::Result<()> {
+    clear_files(table_dir, &|_| false)
+}
+
+/// Removes the data files of a table that are not in `keep` (paths relative to the output
+/// folder, `<table>/<partition>/<file>`, as a checkpoint lists them), and partial files. Returns
+/// how many it removed.
+pub fn clear_table_except(table_dir: &Path, table: &str, keep: &std::collections::HashSet<String>) -> io::Result<usize> {
+    clear_files(table_dir, &|p: &Path| {
+        let rel = p.strip_prefix(table_dir).map(|r| format!("{table}/{}", r.to_string_lossy())).unwrap_or_default();
+        keep.contains(&rel)
+    })
+}
+
+fn clear_files(table_dir: &Path, keep: &dyn Fn(&Path) -> bool) -> io::Result<usize> {
+    fn walk(dir: &Path, n: &mut usize, keep: &dyn Fn(&Path) -> bool) -> io::Result<()> {
         for e in fs::read_dir(dir)? {
             let e = e?;
             let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
             if e.file_type()?.is_dir() {
-                walk(&p, n)?;
+                walk(&p, n, keep)?;
                 // Drop partition folders left empty.
                 if fs::read_dir(&p)?.next().is_none() {
                     fs::remove_dir(&p)?;
                 }
-            } else if (name.starts_with("part-") && name.ends_with(".parquet")) || (name.starts_with(".part-") && name.ends_with(".tmp")) {
+            } else if ((name.starts_with("part-") && name.ends_with(".parquet")) && !keep(&p))
+                || (name.starts_with(".part-") && name.ends_with(".tmp"))
+            {
                 fs::remove_file(&p)?;
                 *n += 1;
             }
@@ -92,7 +108,7 @@ pub fn clear_table(table_dir: &Path) -> io::Result<usize> {
     }
     let mut n = 0;
     if table_dir.is_dir() {
-        walk(table_dir, &mut n)?;
+        walk(table_dir, &mut n, keep)?;
     }
     Ok(n)
 }

@@ -68,10 +68,16 @@ pub trait ParquetSinkExt<R> {
 /// (back-pressure) rather than buffer without bound.
 const IN_FLIGHT: usize = 4;
 
-/// A complete span on its way to the writer thread.
-struct Span<R> {
-    start: u64,
-    rows: Vec<R>,
+/// What the worker hands its writer thread.
+enum ToWriter<R> {
+    /// A complete span, or (`cut`) a span's rows before a checkpoint at `cut`.
+    Span { start: u64, cut: Option<Time>, rows: Vec<R> },
+    /// Everything before this checkpoint is handed over: acknowledge it once written, with the
+    /// files written since the previous one.
+    Mark(alertflow_checkpoint::Deferred),
+    /// The input has ended and everything is handed over: once written, the files since the
+    /// last mark go into the next checkpoint.
+    Finish(alertflow_checkpoint::Finisher),
 }
 
 /// What the worker and its writer thread share: spans in flight, and how far the worker side
@@ -100,8 +106,12 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
         // (started with the first span), not on the worker: a worker that wrote inline stalled
         // every operator it runs for as long as the write took — at 100,000 alerts/s, the
         // incidents table's fingerprint lists took a worker away for 100–300 ms each second.
+        let mut ckpt = alertflow_checkpoint::register(&format!("sink:{}", sink.table), sink.worker);
+        // Rows wait by span start, or with checkpoints by their own time: a checkpoint inside
+        // a span cuts it there.
+        let keyed_by_time = ckpt.is_some();
         let mut writer = Some((sink, stats, failure.clone(), progress.clone(), slot.clone()));
-        let mut to_writer: Option<(SyncSender<Span<R>>, JoinHandle<()>)> = None;
+        let mut to_writer: Option<(SyncSender<ToWriter<R>>, JoinHandle<()>)> = None;
         let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
         self.sink(Pipeline, &name, move |(input, frontier)| {
             let floor = durability.as_ref().map_or(0, |d| d.resume_floor());
@@ -110,33 +120,76 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 if t < floor {
                     return; // written by the run this one resumes (whole spans: see `Durability`)
                 }
-                let rows = pending.entry(t / span).or_default();
+                let rows = pending.entry(if keyed_by_time { t } else { t - t % span }).or_default();
                 for batch in data {
                     rows.append(batch);
                 }
             });
-            while let Some(entry) = pending.first_entry() {
-                let end = (*entry.key() + 1).saturating_mul(span);
-                if frontier.less_than(&end) {
-                    break;
-                }
-                let start = *entry.key() * span;
-                let rows = entry.remove();
-                if failure.is_set() {
-                    continue; // the run is failing: drop, do not write past the fault
-                }
+            let mut send = |to_writer: &mut Option<(SyncSender<ToWriter<R>>, JoinHandle<()>)>, msg: ToWriter<R>, start: Option<u64>| {
                 if to_writer.is_none()
                     && let Some(w) = writer.take()
                 {
-                    to_writer = Some(spawn_writer(w));
+                    *to_writer = Some(spawn_writer(w));
                 }
-                if let Some((tx, _)) = &to_writer {
-                    lock(&progress).in_flight.push_back(start);
+                if let Some((tx, _)) = to_writer.as_ref() {
+                    if let Some(start) = start {
+                        lock(&progress).in_flight.push_back(start);
+                    }
                     // Fails only if the writer thread is gone, which it reports itself.
-                    let _ = tx.send(Span { start, rows });
+                    let _ = tx.send(msg);
+                }
+            };
+            loop {
+                // A checkpoint the frontier has passed: the files up to it are written first.
+                let cut = ckpt.as_ref().and_then(|p| p.pending()).filter(|&b| frontier.frontier().iter().all(|f| *f >= b));
+                // Complete spans (ending at the checkpoint at the latest: a file holding rows
+                // from both sides of it would be committed with rows the restored run writes
+                // again, under the same name).
+                while let Some((&first, _)) = pending.first_key_value() {
+                    let start = first - first % span;
+                    let end = start.saturating_add(span);
+                    if frontier.less_than(&end) || cut.is_some_and(|b| end > b) {
+                        break;
+                    }
+                    let rows = take_before(&mut pending, end);
+                    if failure.is_set() {
+                        continue; // the run is failing: drop, do not write past the fault
+                    }
+                    send(&mut to_writer, ToWriter::Span { start, cut: None, rows }, Some(start));
+                }
+                // Then what comes before the checkpoint in the span it falls in goes to a file
+                // of its own, and the checkpoint is acknowledged once that (and everything
+                // before) is written.
+                let (Some(b), Some(p)) = (cut, ckpt.as_mut()) else { break };
+                if failure.is_set() {
+                    break;
+                }
+                let rows = take_before(&mut pending, b);
+                if let Some(first) = rows.first().map(|_| pending_start(b, span)) {
+                    send(&mut to_writer, ToWriter::Span { start: first, cut: Some(b), rows }, Some(first));
+                }
+                if let Some(mark) = p.hand_off(b) {
+                    if to_writer.is_some() {
+                        send(&mut to_writer, ToWriter::Mark(mark), None);
+                    } else {
+                        mark.ack(Vec::new()); // nothing was ever written
+                    }
                 }
             }
             let done = frontier.is_empty() && pending.is_empty();
+            // The input has ended: with checkpoints, what the last files were goes into the
+            // next checkpoint, and later ones count this sink as done.
+            if done
+                && !failure.is_set()
+                && let Some(p) = ckpt.take()
+            {
+                match &to_writer {
+                    Some((tx, _)) => {
+                        let _ = tx.send(ToWriter::Finish(p.finisher()));
+                    }
+                    None => p.finisher().finish(Vec::new()),
+                }
+            }
             if done && let Some((tx, handle)) = to_writer.take() {
                 // The input has ended: every span is handed over; wait until it is written, so
                 // the run ends with its files in place.
@@ -150,11 +203,31 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
             {
                 let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
                 let mut p = lock(&progress);
-                p.worker_bound = pending.keys().next().map_or(f, |k| f.min(k * span));
+                p.worker_bound = pending.keys().next().map_or(f, |k| f.min(k - k % span));
                 slot.set(p.durable());
             }
         });
     }
+}
+
+/// Takes the pending rows before `end`, in time order.
+fn take_before<R>(pending: &mut BTreeMap<u64, Vec<R>>, end: u64) -> Vec<R> {
+    let later = pending.split_off(&end);
+    let mut rows = Vec::new();
+    for (_, mut r) in std::mem::replace(pending, later) {
+        if rows.is_empty() {
+            rows = r;
+        } else {
+            rows.append(&mut r);
+        }
+    }
+    rows
+}
+
+/// The start of the span that rows just before `b` belong to.
+fn pending_start(b: u64, span: u64) -> u64 {
+    let t = b.saturating_sub(1);
+    t - t % span
 }
 
 /// Makes the calling thread yield to the workers when cores are short (nice +10): files are
@@ -176,20 +249,37 @@ fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 type WriterParts<B> = (ParquetSink<B>, Arc<SinkStats>, Failure, Arc<Mutex<Progress>>, Option<DurableSlot>);
 
 /// Starts the writer thread of one sink on one worker: it writes spans in the order sent.
-fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (SyncSender<Span<R>>, JoinHandle<()>) {
+fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (SyncSender<ToWriter<R>>, JoinHandle<()>) {
     let (mut sink, stats, failure, progress, slot) = parts;
-    let (tx, rx) = sync_channel::<Span<R>>(IN_FLIGHT);
+    let (tx, rx) = sync_channel::<ToWriter<R>>(IN_FLIGHT);
     let handle = std::thread::Builder::new()
         .name(format!("parquet:{}:{}", sink.table, sink.worker))
         .spawn(move || {
             lower_priority();
             let props = WriterProperties::builder().set_compression(sink.compression.codec()).build();
             let mut latency = sink.latency.take();
-            for Span { start, rows } in rx {
+            // Files written since the last checkpoint mark, relative to the output folder.
+            let mut written: Vec<String> = Vec::new();
+            for msg in rx {
+                let (start, cut, rows) = match msg {
+                    ToWriter::Span { start, cut, rows } => (start, cut, rows),
+                    ToWriter::Mark(mark) => {
+                        if !failure.is_set() {
+                            mark.ack(std::mem::take(&mut written));
+                        }
+                        continue;
+                    }
+                    ToWriter::Finish(finisher) => {
+                        if !failure.is_set() {
+                            finisher.finish(std::mem::take(&mut written));
+                        }
+                        continue;
+                    }
+                };
                 if failure.is_set() {
                     continue; // drop, as the worker does
                 }
-                if let Err(e) = write_span(&sink, &props, start, rows, &stats, latency.as_mut()) {
+                if let Err(e) = write_span(&sink, &props, start, cut, rows, &stats, latency.as_mut(), &mut written) {
                     failure.set(format!("sink `{}`: {e}", sink.table));
                     continue;
                 }
@@ -204,13 +294,16 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (Sync
     (tx, handle)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_span<R: TableRow, B: TableBuilder<R>>(
     sink: &ParquetSink<B>,
     props: &WriterProperties,
     span_start: u64,
+    cut: Option<Time>,
     rows: Vec<R>,
     stats: &SinkStats,
     mut latency: Option<&mut Recorder>,
+    files: &mut Vec<String>,
 ) -> Result<(), String> {
     let mut by_part: BTreeMap<Partition, Vec<R>> = BTreeMap::new();
     for r in rows {
@@ -220,7 +313,11 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
         sink.builder.sort(&mut rows);
         let dir = sink.dir.join(part.path());
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let name = format!("part-{:04}-{span_start}.parquet", sink.worker);
+        // A span cut by a checkpoint has a file per piece: the cut names all but the last.
+        let name = match cut {
+            None => format!("part-{:04}-{span_start}.parquet", sink.worker),
+            Some(c) => format!("part-{:04}-{span_start}-{c}.parquet", sink.worker),
+        };
         let tmp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(&name);
         let file = fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
@@ -248,6 +345,7 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
                 return Err(e);
             }
         };
+        files.push(format!("{}/{}/{name}", sink.table, part.path()));
         stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         stats.files.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(len, Ordering::Relaxed);

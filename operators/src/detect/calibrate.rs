@@ -15,8 +15,10 @@
 //! Optional **cooldown**: a score that does not beat the highest score of the last `cooldown`
 //! points is halved.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// Calibrator settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationSpec {
     /// Points averaged into the short-term surprise.
     pub short: usize,
@@ -35,13 +37,14 @@ const BINS: usize = 96;
 const BIN: f64 = 0.125;
 
 /// The calibration state of one series: about 530 bytes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Calibrator {
     spec: CalibrationSpec,
     /// Growth of a new point's weight (`1 / (1 − 1/long)`): old weights decay relatively.
     growth: f64,
     weight: f64,
     total: f64,
+    #[serde(serialize_with = "save_hist", deserialize_with = "restore_hist")]
     hist: [f32; BINS],
     /// The highest bin ever filled: the tail sums stop there.
     top: usize,
@@ -52,6 +55,17 @@ pub struct Calibrator {
     /// The highest score of the last `cooldown` points and its age.
     peak: f64,
     peak_age: usize,
+}
+
+// serde derives arrays only up to 32 elements: the histogram goes as a sequence.
+fn save_hist<S: Serializer>(hist: &[f32; BINS], s: S) -> Result<S::Ok, S::Error> {
+    hist.as_slice().serialize(s)
+}
+
+fn restore_hist<'de, D: Deserializer<'de>>(d: D) -> Result<[f32; BINS], D::Error> {
+    let v = Vec::<f32>::deserialize(d)?;
+    let n = v.len();
+    v.try_into().map_err(|_| serde::de::Error::invalid_length(n, &format!("{BINS} histogram bins").as_str()))
 }
 
 impl Calibrator {

@@ -6,7 +6,7 @@
 //! unlikely. On the NAB dev subset this beat the maximum, the mean and the second-highest
 //! score (EVALUATION.md).
 
-use super::{Detector, Score};
+use super::{Detector, SavedDetector, Score};
 
 /// The state of one series: the members'.
 pub struct Ensemble {
@@ -42,5 +42,9 @@ impl Detector for Ensemble {
 
     fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.members.iter().map(|m| m.memory_bytes() + 16).sum::<usize>()
+    }
+
+    fn saved(&self) -> SavedDetector<'_> {
+        SavedDetector::Ensemble(self.members.iter().map(|m| m.saved()).collect())
     }
 }

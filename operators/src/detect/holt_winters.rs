@@ -11,12 +11,16 @@
 //! autocorrelation wins if it exceeds 0.3 (else the series is treated as non-seasonal). The
 //! warm-up points are then replayed through the model (scored, so the calibration settles too).
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
 use super::calibrate::Calibrator;
 use super::zscore::scale_floor;
-use super::{Detector, Score};
+use super::{Detector, SavedDetector, Score};
 
 /// Parameters of [`HoltWinters`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HoltWintersSpec {
     /// Season length in points; 0 = detect.
     pub period: usize,
@@ -35,7 +39,7 @@ pub struct HoltWintersSpec {
 
 /// The state of one series: `8 × period` bytes plus about 750 (plus the warm-up buffer, `12
 /// × warmup` bytes, until the period is known).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HoltWinters {
     spec: HoltWintersSpec,
     buffer: Vec<(i64, f64)>,
@@ -207,5 +211,9 @@ impl Detector for HoltWinters {
 
     fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + (self.season.capacity() + self.season_err.capacity()) * 4 + self.buffer.capacity() * 16
+    }
+
+    fn saved(&self) -> SavedDetector<'_> {
+        SavedDetector::HoltWinters(Cow::Borrowed(self))
     }
 }

@@ -6,14 +6,17 @@
 //! fraction of a point's worth in between, and recomputing at every point would cost O(window)
 //! per point. State: the window of values as `f32` plus a few numbers.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+
+use serde::{Deserialize, Serialize};
 
 use super::calibrate::Calibrator;
 use super::zscore::scale_floor;
-use super::{Detector, Score};
+use super::{Detector, SavedDetector, Score};
 
 /// Parameters of [`Mad`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MadSpec {
     /// Points in the rolling window.
     pub window: usize,
@@ -22,7 +25,7 @@ pub struct MadSpec {
 }
 
 /// The state of one series: `4 × window` bytes plus about 170.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Mad {
     spec: MadSpec,
     ring: Vec<f32>,
@@ -115,5 +118,9 @@ impl Detector for Mad {
 
     fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.ring.capacity() * 4
+    }
+
+    fn saved(&self) -> SavedDetector<'_> {
+        SavedDetector::Mad(Cow::Borrowed(self))
     }
 }

@@ -13,14 +13,18 @@
 //! `24 + 8 × shingle` bytes plus a slot map of `4 × tree_size` bytes; with the defaults
 //! (8 trees of 128, shingle 4) that is 8 × (255 × 56 + 512) ≈ 118 KB.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
 use super::calibrate::Calibrator;
-use super::{Detector, Score};
+use super::{Detector, SavedDetector, Score};
 
 /// Longest shingle.
 pub const MAX_SHINGLE: usize = 16;
 
 /// Parameters of [`Rcf`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RcfSpec {
     /// Trees in the forest.
     pub trees: usize,
@@ -41,7 +45,7 @@ impl Default for RcfSpec {
 const NONE: u32 = u32::MAX;
 
 /// One node: a leaf holds a distinct shingle (`min == max`) with its multiplicity.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Node {
     parent: u32,
     left: u32,
@@ -52,7 +56,7 @@ struct Node {
 }
 
 /// One tree: nodes in an arena, boxes in a parallel flat array (`2 × dim` per node).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Tree {
     nodes: Vec<Node>,
     boxes: Vec<f32>,
@@ -63,7 +67,7 @@ struct Tree {
 }
 
 /// The state of one series.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Rcf {
     spec: RcfSpec,
     trees: Vec<Tree>,
@@ -310,5 +314,9 @@ impl Detector for Rcf {
                         + t.slot_leaf.capacity() * 4
                 })
                 .sum::<usize>()
+    }
+
+    fn saved(&self) -> SavedDetector<'_> {
+        SavedDetector::Rcf(Cow::Borrowed(self))
     }
 }

@@ -2,11 +2,15 @@
 //! exponentially weighted standard deviation. Residuals are clipped at `clip` deviations
 //! before they update the moments, so one outlier does not blind the detector for a window.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
 use super::calibrate::Calibrator;
-use super::{Detector, Score};
+use super::{Detector, SavedDetector, Score};
 
 /// Parameters of [`ZScore`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ZScoreSpec {
     /// Effective window (points): the weight of the newest point is `2 / (window + 1)`.
     pub window: usize,
@@ -15,7 +19,7 @@ pub struct ZScoreSpec {
 }
 
 /// The state of one series: about 160 bytes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ZScore {
     alpha: f64,
     clip: f64,
@@ -66,5 +70,9 @@ impl Detector for ZScore {
 
     fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
+    }
+
+    fn saved(&self) -> SavedDetector<'_> {
+        SavedDetector::Zscore(Cow::Borrowed(self))
     }
 }

@@ -39,6 +39,7 @@ use timely::dataflow::operators::generic::Operator;
 
 pub use self::when::Cond;
 use crate::aggregate::{Aggregate, Shape};
+use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
@@ -250,6 +251,7 @@ impl Timed for WindowRow {
 }
 
 /// A group's state; inactive groups hold none.
+#[derive(Serialize, Deserialize)]
 struct Active {
     /// Timer id (see `ids`).
     id: u64,
@@ -259,6 +261,10 @@ struct Active {
     /// The end of the last window judged.
     last_end: i64,
 }
+
+/// A rule's part of a checkpoint: timers, active groups, timer ids, the next id, and alerts
+/// not sent yet.
+type Saved = (std::collections::BTreeSet<(i64, u64)>, HashMap<GroupKey, Active>, HashMap<u64, GroupKey>, u64, BTreeMap<i64, Vec<Alert>>);
 
 /// Builds rules on window rows.
 pub trait RuleExt<'s> {
@@ -270,6 +276,7 @@ pub trait RuleExt<'s> {
 impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
     fn rule(self, op: &Rule) -> Stream<'s, Time, Vec<Alert>> {
         let op = op.clone();
+        let worker = self.scope().index();
         self.unary_frontier::<CapacityContainerBuilder<Vec<Alert>>, _, _, _>(
             Exchange::new(|r: &WindowRow| r.key.stable_hash()),
             &format!("rule:{}", op.name),
@@ -281,6 +288,11 @@ impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
                 let mut next_id = 0u64;
                 let mut out: BTreeMap<i64, Vec<Alert>> = BTreeMap::new();
                 let mut state = StateGauge::new(op.stats.clone());
+                let mut saver = Saver::register(&format!("rule:{}", op.name), worker);
+                if let Some((timers, a, i, n, o)) = saver.restore::<Saved>() {
+                    ordered.restore_timers(timers);
+                    (active, ids, next_id, out) = (a, i, n, o);
+                }
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_, data| {
                         for batch in data {
@@ -294,66 +306,81 @@ impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
                             }
                         }
                     });
-                    ordered.begin(frontier);
-                    while let Some(due) = ordered.next_due() {
-                        match due {
-                            Due::Record(row) => {
-                                let end = row.end;
-                                let holds = op.cond.holds(&row.acc);
-                                let state = active.get_mut(&row.key);
-                                match (state, holds) {
-                                    (None, false) => {}
-                                    (None, true) => {
-                                        let id = next_id;
-                                        next_id += 1;
-                                        let firing = op.for_ms == 0;
-                                        if firing {
-                                            let a = op.alert(&row.key, Status::Firing, end, end, end + 4 * op.step, Some(&row));
-                                            out.entry(end).or_default().push(a);
+                    loop {
+                        let until = saver.pending();
+                        ordered.begin_until(frontier, until);
+                        while let Some(due) = ordered.next_due() {
+                            match due {
+                                Due::Record(row) => {
+                                    let end = row.end;
+                                    let holds = op.cond.holds(&row.acc);
+                                    let state = active.get_mut(&row.key);
+                                    match (state, holds) {
+                                        (None, false) => {}
+                                        (None, true) => {
+                                            let id = next_id;
+                                            next_id += 1;
+                                            let firing = op.for_ms == 0;
+                                            if firing {
+                                                let a = op.alert(&row.key, Status::Firing, end, end, end + 4 * op.step, Some(&row));
+                                                out.entry(end).or_default().push(a);
+                                            }
+                                            ordered.set_timer(end + op.step - 1, id);
+                                            ids.insert(id, row.key.clone());
+                                            active.insert(row.key.clone(), Active { id, since: end, firing, last_end: end });
                                         }
-                                        ordered.set_timer(end + op.step - 1, id);
-                                        ids.insert(id, row.key.clone());
-                                        active.insert(row.key.clone(), Active { id, since: end, firing, last_end: end });
+                                        (Some(s), true) => {
+                                            ordered.cancel_timer(s.last_end + op.step - 1, s.id);
+                                            ordered.set_timer(end + op.step - 1, s.id);
+                                            s.last_end = end;
+                                            if s.firing || end - s.since >= op.for_ms {
+                                                s.firing = true;
+                                                let a = op.alert(&row.key, Status::Firing, s.since, end, end + 4 * op.step, Some(&row));
+                                                out.entry(end).or_default().push(a);
+                                            }
+                                        }
+                                        (Some(s), false) => {
+                                            ordered.cancel_timer(s.last_end + op.step - 1, s.id);
+                                            if s.firing {
+                                                let a = op.alert(&row.key, Status::Resolved, s.since, end, end, Some(&row));
+                                                out.entry(end).or_default().push(a);
+                                            }
+                                            ids.remove(&s.id);
+                                            active.remove(&row.key);
+                                        }
                                     }
-                                    (Some(s), true) => {
-                                        ordered.cancel_timer(s.last_end + op.step - 1, s.id);
-                                        ordered.set_timer(end + op.step - 1, s.id);
-                                        s.last_end = end;
-                                        if s.firing || end - s.since >= op.for_ms {
-                                            s.firing = true;
-                                            let a = op.alert(&row.key, Status::Firing, s.since, end, end + 4 * op.step, Some(&row));
-                                            out.entry(end).or_default().push(a);
-                                        }
-                                    }
-                                    (Some(s), false) => {
-                                        ordered.cancel_timer(s.last_end + op.step - 1, s.id);
-                                        if s.firing {
-                                            let a = op.alert(&row.key, Status::Resolved, s.since, end, end, Some(&row));
-                                            out.entry(end).or_default().push(a);
-                                        }
-                                        ids.remove(&s.id);
-                                        active.remove(&row.key);
+                                }
+                                Due::Timer(at, id) => {
+                                    // No row for the window ending at `at + 1`: no points, so the
+                                    // condition does not hold.
+                                    let Some(key) = ids.remove(&id) else { continue };
+                                    let s = active.remove(&key).expect("a timer's group is active");
+                                    if s.firing {
+                                        let end = at + 1;
+                                        out.entry(end).or_default().push(op.alert(&key, Status::Resolved, s.since, end, end, None));
                                     }
                                 }
                             }
-                            Due::Timer(at, id) => {
-                                // No row for the window ending at `at + 1`: no points, so the
-                                // condition does not hold.
-                                let Some(key) = ids.remove(&id) else { continue };
-                                let s = active.remove(&key).expect("a timer's group is active");
-                                if s.firing {
-                                    let end = at + 1;
-                                    out.entry(end).or_default().push(op.alert(&key, Status::Resolved, s.since, end, end, None));
-                                }
+                        }
+                        // An alert is stamped with its window's end, the epoch after the row's when
+                        // the end is on an epoch boundary: one at or after a pending checkpoint
+                        // waits, and is saved with the state, so a restored run sends it again.
+                        while let Some(entry) = out.first_entry() {
+                            let ts = *entry.key();
+                            if until.is_some_and(|u| ordered.epoch_of(ts) >= u) {
+                                break;
+                            }
+                            let mut alerts = entry.remove();
+                            if let Some(cap) = ordered.cap_at(ts) {
+                                op.stats.add_out(alerts.len());
+                                output.session(&cap).give_container(&mut alerts);
                             }
                         }
-                    }
-                    for (ts, mut alerts) in std::mem::take(&mut out) {
-                        if let Some(cap) = ordered.cap_at(ts) {
-                            op.stats.add_out(alerts.len());
-                            output.session(&cap).give_container(&mut alerts);
+                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &active, &ids, next_id, &out)) {
+                            break;
                         }
                     }
+                    saver.finish_if_done(frontier, || (ordered.timer_list(), &active, &ids, next_id, &out));
                     ordered.settle(frontier);
                     state.set(active.len());
                 }

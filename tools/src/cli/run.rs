@@ -69,6 +69,10 @@ pub fn run(path: &Path, workers: Option<usize>, json: bool, latency: Option<(i64
     };
     match run_pipeline_with(pipeline, workers, latency, Some(Box::new(report))) {
         Ok(_) => OK,
+        Err(alertflow_engine::RunError::Stopped(m)) => {
+            eprintln!("{m}");
+            OK
+        }
         Err(e) => {
             eprintln!("error: {e}");
             FAILED

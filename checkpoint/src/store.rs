@@ -1,0 +1,272 @@
+//! The state folder on disk:
+//!
+//! ```text
+//! state_dir/
+//!   CURRENT              the committed checkpoint's folder name ("chk-00000001767225600000")
+//!   chk-<B>/manifest.json
+//!   chk-<B>/<name>@<worker>.part   one participant's state (bincode, lz4); sinks have none
+//!   files.log            "<B>\t<path>" per output file, appended before CURRENT moves on
+//! ```
+//!
+//! A checkpoint counts once `CURRENT` names it; lines of `files.log` after it (a commit cut
+//! short) are ignored and cut off at the next start, as are `chk-*` folders other than the
+//! current one.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CheckpointConfig, CheckpointError, Time};
+
+/// The format version written (and the only one read).
+pub const VERSION: u32 = 1;
+const CURRENT: &str = "CURRENT";
+const FILES_LOG: &str = "files.log";
+const MANIFEST: &str = "manifest.json";
+
+/// What a checkpoint holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The checkpoint's time: state of every epoch before it.
+    pub at: Time,
+    /// Worker threads of the run that wrote it.
+    pub workers: usize,
+    /// The pipeline's digest (see [`CheckpointConfig::digest`]).
+    pub digest: String,
+    /// The parts.
+    pub parts: Vec<PartEntry>,
+    /// How many output files the checkpoint's epoch wrote.
+    pub files: usize,
+}
+
+/// One participant's part.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartEntry {
+    /// Participant name.
+    pub name: String,
+    /// Worker index.
+    pub worker: usize,
+    /// File in the checkpoint's folder.
+    pub file: String,
+    /// Its length.
+    pub bytes: u64,
+}
+
+/// A checkpoint loaded at start.
+#[derive(Debug)]
+pub struct Resumed {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Parts by (participant name, worker).
+    pub parts: HashMap<(String, usize), Vec<u8>>,
+    /// Output files (relative to the output folder) of every committed epoch.
+    pub files: HashSet<String>,
+}
+
+fn io(dir: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
+    move |e| CheckpointError::Io(dir.display().to_string(), e)
+}
+
+fn folder(at: Time) -> String {
+    format!("chk-{at:020}")
+}
+
+/// A participant's file name: its name with anything but `[A-Za-z0-9_-]` replaced.
+fn part_file(name: &str, worker: usize) -> String {
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("{clean}@{worker}.part")
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes a complete checkpoint and makes it the current one.
+pub(crate) fn write(
+    cfg: &CheckpointConfig,
+    mut manifest: Manifest,
+    parts: Vec<((String, usize), Vec<u8>)>,
+    files: &[String],
+) -> Result<(), CheckpointError> {
+    let dir = &cfg.dir;
+    let err = io(dir);
+    let name = folder(manifest.at);
+    let tmp = dir.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(&err)?;
+    }
+    fs::create_dir_all(&tmp).map_err(&err)?;
+    let mut seen = HashSet::new();
+    for ((pname, worker), bytes) in parts {
+        if bytes.is_empty() {
+            continue; // a sink: nothing but its files
+        }
+        let mut file = part_file(&pname, worker);
+        while !seen.insert(file.clone()) {
+            file.insert(0, '_'); // two names that clean up alike
+        }
+        let mut f = File::create(tmp.join(&file)).map_err(&err)?;
+        f.write_all(&bytes).map_err(&err)?;
+        if cfg.fsync {
+            f.sync_all().map_err(&err)?;
+        }
+        manifest.parts.push(PartEntry { name: pname, worker, file, bytes: bytes.len() as u64 });
+    }
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Corrupt(dir.display().to_string(), e.to_string()))?;
+    let mut f = File::create(tmp.join(MANIFEST)).map_err(&err)?;
+    f.write_all(&json).map_err(&err)?;
+    if cfg.fsync {
+        f.sync_all().map_err(&err)?;
+        sync_dir(&tmp).map_err(&err)?;
+    }
+    let done = dir.join(&name);
+    if done.exists() {
+        fs::remove_dir_all(&done).map_err(&err)?;
+    }
+    fs::rename(&tmp, &done).map_err(&err)?;
+    // The epoch's output files, before CURRENT moves on: lines past CURRENT are ignored.
+    if !files.is_empty() {
+        let mut log = OpenOptions::new().create(true).append(true).open(dir.join(FILES_LOG)).map_err(&err)?;
+        let mut text = String::new();
+        for f in files {
+            text.push_str(&format!("{}\t{f}\n", manifest.at));
+        }
+        log.write_all(text.as_bytes()).map_err(&err)?;
+        if cfg.fsync {
+            log.sync_all().map_err(&err)?;
+        }
+    }
+    let cur_tmp = dir.join(format!(".{CURRENT}.tmp"));
+    let mut f = File::create(&cur_tmp).map_err(&err)?;
+    f.write_all(name.as_bytes()).map_err(&err)?;
+    if cfg.fsync {
+        f.sync_all().map_err(&err)?;
+    }
+    fs::rename(&cur_tmp, dir.join(CURRENT)).map_err(&err)?;
+    if cfg.fsync {
+        sync_dir(dir).map_err(&err)?;
+    }
+    // Older checkpoints are not needed any more.
+    remove_others(dir, &name).map_err(&err)?;
+    Ok(())
+}
+
+fn remove_others(dir: &Path, keep: &str) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with("chk-") && n != keep {
+            fs::remove_dir_all(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the committed checkpoint, if any, and tidies what a cut-short commit left.
+pub(crate) fn load(cfg: &CheckpointConfig) -> Result<Option<crate::Resumed>, CheckpointError> {
+    let dir = &cfg.dir;
+    let err = io(dir);
+    let shown = dir.display().to_string();
+    fs::create_dir_all(dir).map_err(&err)?;
+    let current = match fs::read_to_string(dir.join(CURRENT)) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Nothing committed: whatever is here is from a run that never got that far.
+            clear(dir)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let chk: PathBuf = dir.join(&current);
+    let text = fs::read(chk.join(MANIFEST)).map_err(|e| CheckpointError::Corrupt(shown.clone(), format!("{current}/{MANIFEST}: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| CheckpointError::Corrupt(shown.clone(), format!("{current}/{MANIFEST}: {e}")))?;
+    if manifest.version != VERSION {
+        return Err(CheckpointError::Corrupt(
+            shown,
+            format!(
+                "{current} has format version {} and this alertflow reads {VERSION}: remove the folder to start afresh",
+                manifest.version
+            ),
+        ));
+    }
+    if manifest.digest != cfg.digest {
+        return Err(CheckpointError::Mismatch(
+            shown,
+            "its checkpoint is of a different pipeline (sources, operators or output changed since): \
+             remove the folder to start afresh, or point state_dir elsewhere"
+                .into(),
+        ));
+    }
+    if manifest.workers != cfg.workers {
+        return Err(CheckpointError::Mismatch(
+            shown,
+            format!(
+                "its checkpoint was taken with {} worker(s) and this run has {}: state is split by key over workers, \
+                 so resume with --workers {} (or remove the folder to start afresh)",
+                manifest.workers, cfg.workers, manifest.workers
+            ),
+        ));
+    }
+    let mut parts = HashMap::new();
+    for p in &manifest.parts {
+        let bytes =
+            fs::read(chk.join(&p.file)).map_err(|e| CheckpointError::Corrupt(shown.clone(), format!("{current}/{}: {e}", p.file)))?;
+        if bytes.len() as u64 != p.bytes {
+            return Err(CheckpointError::Corrupt(
+                shown,
+                format!("{current}/{} is {} bytes, the manifest says {}", p.file, bytes.len(), p.bytes),
+            ));
+        }
+        parts.insert((p.name.clone(), p.worker), bytes);
+    }
+    // Committed output files; cut the log after the current checkpoint's lines.
+    let mut files = HashSet::new();
+    let log_path = dir.join(FILES_LOG);
+    if log_path.exists() {
+        let mut keep = String::new();
+        for line in BufReader::new(File::open(&log_path).map_err(&err)?).lines() {
+            let line = line.map_err(&err)?;
+            let Some((at, path)) = line.split_once('\t') else { continue };
+            let Ok(at) = at.parse::<Time>() else { continue };
+            if at <= manifest.at {
+                files.insert(path.to_string());
+                keep.push_str(&line);
+                keep.push('\n');
+            }
+        }
+        let tmp = dir.join(format!(".{FILES_LOG}.tmp"));
+        fs::write(&tmp, keep).map_err(&err)?;
+        fs::rename(&tmp, &log_path).map_err(&err)?;
+    }
+    remove_others(dir, &current).map_err(&err)?;
+    Ok(Some(crate::Resumed { manifest, parts, files }))
+}
+
+/// Removes every checkpoint (a completed run, or nothing committed).
+pub(crate) fn clear(dir: &Path) -> Result<(), CheckpointError> {
+    let err = io(dir);
+    if !dir.exists() {
+        return Ok(());
+    }
+    // CURRENT first: from then on nothing counts as committed, whatever else a crash leaves.
+    match fs::remove_file(dir.join(CURRENT)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    for e in fs::read_dir(dir).map_err(&err)? {
+        let e = e.map_err(&err)?;
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with("chk-") {
+            fs::remove_dir_all(e.path()).map_err(&err)?;
+        } else if n == FILES_LOG || n.starts_with('.') {
+            fs::remove_file(e.path()).map_err(&err)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+use std::time::Duration;
+
+use super::*;
+
+fn cfg(dir: &std::path::Path, workers: usize) -> CheckpointConfig {
+    CheckpointConfig { dir: dir.to_path_buf(), interval: 10, min_wall: Duration::ZERO, digest: "d1".into(), workers, fsync: true }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("alertflow-ckpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Waits for the committer.
+fn wait_committed(c: &Checkpoints, at: Time) {
+    for _ in 0..500 {
+        if c.committed() >= at {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("checkpoint {at} not committed: {:?}", c.error());
+}
+
+#[test]
+fn a_checkpoint_is_decided_at_or_after_every_source_capability_and_resumes_with_its_parts() {
+    let dir = tmpdir("roundtrip");
+    let c = Checkpoints::open(cfg(&dir, 2)).unwrap();
+    assert_eq!(c.resumed_at(), 0);
+    let s0 = c.source("source:a", 0);
+    let s1 = c.source("source:a", 1);
+    let mut op0 = c.participant("dedup", 0);
+    let mut op1 = c.participant("dedup", 1);
+    let mut sink = c.participant("sink:t", 0);
+    let mut other = c.source("source:other", 0);
+    // Nothing is decided before every worker has built its dataflow.
+    s0.advance(15);
+    other.advance(25);
+    assert_eq!(op0.pending(), None);
+    c.built();
+    c.built();
+    s1.advance(7);
+    // Source `a` on two workers: operators downstream of it have frontiers at most the least
+    // of its capabilities (15 and 7); but those downstream of `other` alone may have handled
+    // epochs up to 25. At or after the greater bound: the next multiple of 10 from 25.
+    assert_eq!(op0.pending(), Some(30));
+    assert_eq!(s0.pending(), Some(30));
+    // Only one in flight: advancing further decides nothing new.
+    s1.advance(40);
+    assert_eq!(op1.pending(), Some(30));
+    op0.save(30, &vec![1u64, 2, 3]);
+    op1.save(30, &"state of worker 1".to_string());
+    let (mut s0, mut s1) = (s0, s1);
+    s0.save(30, &(3u32, 99u64));
+    s1.save(30, &(4u32, 100u64));
+    other.save(30, &());
+    assert_eq!(c.committed(), 0, "a sink has not acknowledged yet");
+    sink.ack(30, vec!["t/part-0000-0-30.parquet".into()]);
+    wait_committed(&c, 30);
+    assert_eq!(op0.pending(), None);
+    c.finish(false).unwrap();
+
+    let c = Checkpoints::open(cfg(&dir, 2)).unwrap();
+    assert_eq!(c.resumed_at(), 30);
+    assert!(c.committed_files().unwrap().contains("t/part-0000-0-30.parquet"));
+    let mut op0 = c.participant("dedup", 0);
+    let mut op1 = c.participant("dedup", 1);
+    let mut sink = c.participant("sink:t", 0);
+    assert_eq!(op0.restore::<Vec<u64>>().unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(op1.restore::<String>().unwrap().as_deref(), Some("state of worker 1"));
+    assert_eq!(sink.restore::<u8>().unwrap(), None);
+    // The next checkpoint comes after the one resumed from even when a source is behind it.
+    let s = c.source("source:a", 0);
+    c.built();
+    c.built();
+    s.advance(3);
+    assert_eq!(op0.pending(), Some(40));
+    c.finish(true).unwrap();
+    let c = Checkpoints::open(cfg(&dir, 2)).unwrap();
+    assert_eq!(c.resumed_at(), 0, "a completed run leaves nothing to resume");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn min_wall_interval_spaces_checkpoints_and_hurry_overrides_it() {
+    let dir = tmpdir("wall");
+    let mut cfg = cfg(&dir, 1);
+    cfg.min_wall = Duration::from_secs(3600);
+    let c = Checkpoints::open(cfg).unwrap();
+    let mut s = c.source("source:a", 0);
+    c.built();
+    s.advance(100);
+    assert_eq!(s.pending(), None, "an hour has not passed since the start");
+    assert_eq!(c.hurry(), 0);
+    s.advance(101);
+    assert_eq!(s.pending(), Some(110));
+    s.save(110, &());
+    wait_committed(&c, 110);
+    s.advance(500);
+    assert_eq!(s.pending(), None, "hurry is for one checkpoint");
+    c.finish(false).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_of_another_pipeline_or_worker_count_is_refused_with_the_fix() {
+    let dir = tmpdir("mismatch");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut s = c.source("source:a", 0);
+    c.built();
+    s.advance(1);
+    s.save(10, &());
+    wait_committed(&c, 10);
+    c.finish(false).unwrap();
+    let e = Checkpoints::open(cfg(&dir, 2)).err().unwrap().to_string();
+    assert!(e.contains("taken with 1 worker(s) and this run has 2") && e.contains("--workers 1"), "{e}");
+    let mut other = cfg(&dir, 1);
+    other.digest = "d2".into();
+    let e = Checkpoints::open(other).err().unwrap().to_string();
+    assert!(e.contains("different pipeline") && e.contains("remove the folder"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn what_a_cut_short_commit_left_is_ignored() {
+    let dir = tmpdir("cut");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut s = c.source("source:a", 0);
+    let mut sink = c.participant("sink:t", 0);
+    c.built();
+    s.advance(1);
+    s.save(10, &5u8);
+    sink.ack(10, vec!["t/a.parquet".into()]);
+    wait_committed(&c, 10);
+    c.finish(false).unwrap();
+    // A later commit that got as far as its folder and its files but not CURRENT.
+    std::fs::create_dir_all(dir.join("chk-00000000000000000020.tmp")).unwrap();
+    std::fs::create_dir_all(dir.join("chk-00000000000000000020")).unwrap();
+    let mut log = std::fs::OpenOptions::new().append(true).open(dir.join("files.log")).unwrap();
+    std::io::Write::write_all(&mut log, b"20\tt/b.parquet\n").unwrap();
+    drop(log);
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    assert_eq!(c.resumed_at(), 10);
+    let files = c.committed_files().unwrap();
+    assert!(files.contains("t/a.parquet") && !files.contains("t/b.parquet"), "{files:?}");
+    assert!(!dir.join("chk-00000000000000000020").exists() && !dir.join("chk-00000000000000000020.tmp").exists());
+    let log = std::fs::read_to_string(dir.join("files.log")).unwrap();
+    assert_eq!(log, "10\tt/a.parquet\n");
+    let mut s = c.participant("source:a", 0);
+    assert_eq!(s.restore::<u8>().unwrap(), Some(5));
+    c.finish(false).unwrap();
+    // A damaged part is an error naming it, never a panic.
+    let chk = dir.join("chk-00000000000000000010");
+    let part = std::fs::read_dir(&chk).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "part")).unwrap();
+    let len = std::fs::metadata(&part).unwrap().len() as usize;
+    std::fs::write(&part, vec![0xffu8; len]).unwrap();
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let e = c.participant("source:a", 0).restore::<u8>().err().unwrap();
+    assert!(e.contains("source:a"), "{e}");
+    c.finish(false).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_finished_participant_counts_for_every_later_checkpoint() {
+    let dir = tmpdir("finished");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut a = c.source("source:a", 0);
+    let b = c.source("source:b", 0);
+    let mut op = c.participant("op", 0);
+    let mut sink = c.participant("sink:t", 0);
+    c.built();
+    // Source `a` is done after emitting up to 44, with a replay log: from position "p20" for
+    // checkpoints up to 20, "p50" up to 50; the end after that.
+    a.source_done(44);
+    a.finish(&[(20u64, "p20".to_string()), (50, "p50".to_string())], &"end".to_string());
+    op.finish::<(), _>(&[], &7u32);
+    let finisher = sink.finisher();
+    finisher.finish(vec!["t/last.parquet".into()]);
+    // `a` published 45: the checkpoint comes after everything its operators handled.
+    b.advance(12);
+    assert_eq!(b.pending(), Some(50));
+    let mut b = b;
+    b.save(50, &"b at 50".to_string());
+    wait_committed(&c, 50);
+    c.finish(false).unwrap();
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    assert_eq!(c.participant("source:a", 0).restore::<String>().unwrap().as_deref(), Some("p50"));
+    assert_eq!(c.participant("op", 0).restore::<u32>().unwrap(), Some(7));
+    assert!(c.committed_files().unwrap().contains("t/last.parquet"), "a finished sink's last files are committed");
+    let _ = (&mut sink, &mut a);
+    c.finish(false).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
