@@ -27,7 +27,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::checkpoint::Saver;
+use crate::checkpoint::{Saver, limit_of};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
@@ -513,15 +513,6 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
     }
 }
 
-/// The least time not to handle yet: the frontier's, or a pending checkpoint's if earlier
-/// (`None`: everything).
-fn limit_of(frontier: &timely::progress::frontier::MutableAntichain<Time>, until: Option<Time>) -> Option<Time> {
-    match (frontier.frontier().iter().next().copied(), until) {
-        (Some(f), Some(u)) => Some(f.min(u)),
-        (f, u) => f.or(u),
-    }
-}
-
 /// Batches held by time until the frontier passes it. Without checkpoints the stages fold
 /// what comes at once; with them, a stage's state must hold exactly the epochs before a
 /// checkpoint, and a checkpoint may be decided after later epochs have arrived, so nothing is
@@ -610,7 +601,8 @@ impl Pre {
                 hashbrown::hash_map::Entry::Vacant(e) => {
                     // A pane restored from a checkpoint holds its series by value: the first
                     // point of such a series continues its accumulator.
-                    let v = match w.restored.remove(&(m.series.clone(), m.part)) {
+                    let restored = if w.restored.is_empty() { None } else { w.restored.remove(&(m.series.clone(), m.part)) };
+                    let v = match restored {
                         Some((first, mut acc)) => {
                             acc.add_point(m.value, m.ts, m.part, m.pos);
                             (m.series, first, acc)

@@ -79,6 +79,16 @@ impl Saver {
     }
 }
 
+/// The least time not to handle yet: the frontier's, or a pending checkpoint's if earlier
+/// (`None`: everything).
+#[inline]
+pub fn limit_of(frontier: &MutableAntichain<Time>, until: Option<Time>) -> Option<Time> {
+    match (frontier.frontier().iter().next().copied(), until) {
+        (Some(f), Some(u)) => Some(f.min(u)),
+        (f, u) => f.or(u),
+    }
+}
+
 /// Whether no time before `t` can still arrive.
 #[inline]
 pub fn passed(frontier: &MutableAntichain<Time>, t: Time) -> bool {

@@ -118,10 +118,7 @@ impl<T: Timed> Ordered<T> {
     /// [`begin`](Self::begin), handling nothing at or after `until` (a pending checkpoint: the
     /// state saved for it holds exactly the epochs before it).
     pub fn begin_until(&mut self, frontier: &MutableAntichain<Time>, until: Option<Time>) {
-        self.limit = match (frontier.frontier().iter().next().copied(), until) {
-            (Some(f), Some(u)) => Some(f.min(u)),
-            (f, u) => f.or(u),
-        };
+        self.limit = crate::checkpoint::limit_of(frontier, until);
         let mut records: Vec<T> = self.ready.drain(..).collect();
         while let Some(e) = self.held.first_entry() {
             if self.limit.is_some_and(|l| *e.key() >= l) {
