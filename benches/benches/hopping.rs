@@ -33,6 +33,7 @@ fn aggregate(functions: &[AggFn]) -> Aggregate {
         window: WindowSpec::Hopping { size: "5m".parse().unwrap(), slide: "1m".parse().unwrap() },
         group_by: vec!["host".into()],
         functions: functions.to_vec(),
+        state: alertflow_operators::StateConfig::default(),
     };
     Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap()
 }

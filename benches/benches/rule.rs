@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
         window: WindowSpec::Tumbling { size: "1m".parse().unwrap() },
         group_by: vec!["host".into()],
         functions: vec![AggFn::Count, AggFn::Max, AggFn::Avg],
+        state: alertflow_operators::StateConfig::default(),
     };
     let agg = Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap();
     let rule = Rule::with_config(

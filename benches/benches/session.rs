@@ -36,6 +36,7 @@ fn aggregate() -> Aggregate {
         window: WindowSpec::Session { gap: alertflow_model::DurationMs(GAP as u64) },
         group_by: vec!["host".into()],
         functions: alertflow_model::window::AggFn::ALL.to_vec(),
+        state: alertflow_operators::StateConfig::default(),
     };
     Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap()
 }

@@ -31,6 +31,7 @@ fn aggregate() -> Aggregate {
         window: WindowSpec::Tumbling { size: "1m".parse().unwrap() },
         group_by: vec!["host".into()],
         functions: alertflow_model::window::AggFn::ALL.to_vec(),
+        state: alertflow_operators::StateConfig::default(),
     };
     Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap()
 }

@@ -7,4 +7,6 @@ pub mod serve_config;
 mod serving;
 
 pub use config::{ConfigErrors, ConfigProblem, Pipeline};
-pub use run::{CheckpointSummary, FinishedFn, Progress, ProgressFn, RunError, RunOptions, RunSummary, ServingFn, TableSummary, run};
+pub use run::{
+    CheckpointSummary, FinishedFn, Progress, ProgressFn, RunError, RunOptions, RunSummary, ServingFn, StateBoundsSummary, TableSummary, run,
+};

@@ -130,6 +130,24 @@ pub struct RunSummary {
     /// Checkpoints taken, when the pipeline has a `state_dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<CheckpointSummary>,
+    /// Per stateful operator whose state bounds acted (keys expired, evicted or rejected).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_bounds: Vec<StateBoundsSummary>,
+}
+
+/// What one operator's state bounds (`state = { ttl, max_keys, on_full }`) did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateBoundsSummary {
+    /// The operator kind (`detect`, `aggregate`, `dedup`, …).
+    pub operator: String,
+    /// Its name (the table it feeds).
+    pub name: String,
+    /// Keys forgotten after their TTL.
+    pub expired: u64,
+    /// Keys evicted at the cap (`evict_oldest`).
+    pub evicted: u64,
+    /// Records of new keys rejected at the cap (`reject_new`).
+    pub rejected: u64,
 }
 
 /// What checkpointing did in a run.
@@ -470,6 +488,17 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let table_names: Vec<String> = table_schemas.iter().map(|(n, _)| n.clone()).collect();
     let mut summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
     summary.checkpoints = checkpoint_summary;
+    summary.state_bounds = operator_stats(&pipeline, &dedup_stats)
+        .into_iter()
+        .map(|(kind, name, s)| StateBoundsSummary {
+            operator: kind.to_string(),
+            name,
+            expired: s.expired.load(Ordering::Relaxed),
+            evicted: s.evicted.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+        })
+        .filter(|b| b.expired + b.evicted + b.rejected > 0)
+        .collect();
     if let Some(f) = opts.finished {
         f(&summary);
     }
@@ -549,6 +578,7 @@ fn summarize(
         peak_rss_bytes: peak_rss(),
         latency: probe.map(|p| p.report()).unwrap_or_default(),
         checkpoints: None,
+        state_bounds: Vec::new(),
     }
 }
 

@@ -272,7 +272,7 @@ fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
         );
     }
     type OpGet = fn(&OperatorStats) -> f64;
-    let operator_families: [(&str, &str, bool, OpGet); 5] = [
+    let operator_families: [(&str, &str, bool, OpGet); 8] = [
         ("alertflow_operator_records_in_total", "Records an operator received.", true, |s| s.records_in.load(Ordering::Relaxed) as f64),
         ("alertflow_operator_records_out_total", "Rows an operator emitted.", true, |s| s.records_out.load(Ordering::Relaxed) as f64),
         (
@@ -286,6 +286,24 @@ fn register(m: &Metrics, live: &Live, t: &Telemetry<'_>) {
             "Records an operator received but did not use (late points of detectors, dedup over max_open_per_tenant).",
             true,
             |s| s.dropped.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "alertflow_operator_state_expired_total",
+            "Keys an operator forgot after their state TTL (event time) passed with no record.",
+            true,
+            |s| s.expired.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "alertflow_operator_state_evicted_total",
+            "Keys an operator evicted at its state cap (state.on_full = \"evict_oldest\").",
+            true,
+            |s| s.evicted.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "alertflow_operator_state_rejected_total",
+            "Records of new keys an operator rejected at its state cap (state.on_full = \"reject_new\").",
+            true,
+            |s| s.rejected.load(Ordering::Relaxed) as f64,
         ),
         (
             "alertflow_operator_state_entries",

@@ -195,6 +195,9 @@ impl LabelInterner {
             let (k, v) = label(i);
             labels.push((self.strings.intern(&text(k)?), self.strings.intern(&text(v)?)));
         }
+        if self.table.len() >= crate::series::INTERNER_MAX {
+            self.table.clear();
+        }
         let s = LabelSet(Arc::new(LabelSetInner {
             tenant: self.strings.intern(&text(tenant)?),
             labels: labels.into_boxed_slice(),

@@ -165,6 +165,12 @@ impl<'de> Deserialize<'de> for Series {
     }
 }
 
+/// The most entries an interner (series, label sets, strings) holds before it starts over.
+/// Interning only saves allocations and lets caches key by address; a stream of ever-new
+/// series (unbounded label cardinality) must not grow it without end, so at this size it is
+/// cleared and fills again with what comes next. Handles already given out stay valid.
+pub const INTERNER_MAX: usize = 1 << 20;
+
 /// Interns strings that repeat across series (tenants, names, label keys).
 #[derive(Default)]
 pub struct StrInterner {
@@ -175,6 +181,9 @@ impl StrInterner {
     /// The shared copy of `s`.
     pub fn intern(&mut self, s: &str) -> Arc<str> {
         let h = xxhash_rust::xxh3::xxh3_64(s.as_bytes());
+        if self.table.len() >= INTERNER_MAX && self.table.find(h, |v| &**v == s).is_none() {
+            self.table.clear();
+        }
         self.table.entry(h, |v| &**v == s, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes())).or_insert_with(|| Arc::from(s)).get().clone()
     }
     /// How many distinct strings are held.
@@ -232,6 +241,9 @@ impl SeriesInterner {
             let (k, v) = label(i);
             labels.push((self.strings.intern(&text(k)?), Arc::<str>::from(text(v)?)));
         }
+        if self.table.len() >= INTERNER_MAX {
+            self.table.clear();
+        }
         let s = Series(Arc::new(SeriesInner {
             tenant: self.strings.intern(&text(tenant)?),
             name: self.strings.intern(&text(name)?),
@@ -271,6 +283,23 @@ mod tests {
         assert_eq!(a.stable_hash(), Series::new("t0", "cpu", &[("zone", "a"), ("host", "h1")]).stable_hash());
         assert_eq!(a.label("zone").map(|v| &**v), Some("a"));
         assert_eq!(a.label("nope"), None);
+    }
+
+    /// Ever-new series do not grow the interner without end: it starts over at its bound, and
+    /// a handle given out before still equals (by value) the same series interned after.
+    #[test]
+    fn interner_is_bounded() {
+        let mut i = SeriesInterner::new();
+        let first = i.intern("t0", "cpu", 1, |_| ("host", "h0"));
+        for n in 1..INTERNER_MAX + 10 {
+            let host = format!("h{n}");
+            i.intern("t0", "cpu", 1, |_| ("host", host.as_str()));
+            assert!(i.len() <= INTERNER_MAX);
+        }
+        assert!(i.len() < 20, "cleared at the bound: {}", i.len());
+        let again = i.intern("t0", "cpu", 1, |_| ("host", "h0"));
+        assert!(!Series::ptr_eq(&first, &again) && first == again && first.stable_hash() == again.stable_hash());
+        assert!(i.strings.len() <= INTERNER_MAX);
     }
 
     #[test]

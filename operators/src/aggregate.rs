@@ -28,6 +28,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::checkpoint::{Saver, limit_of};
+use crate::limits::{OnFull, StateConfig, StateDefaults, StateLimits};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
@@ -53,7 +54,23 @@ pub struct AggregateConfig {
     /// p95, p99 (default: count, sum, min, max, avg).
     #[serde(default = "default_functions")]
     pub functions: Vec<AggFn>,
+    /// Bounds on the state: `max_keys` (series in open windows, or open sessions, over all
+    /// workers; see [`STATE`]). Windows end by themselves, so there is no `ttl`.
+    #[serde(default)]
+    pub state: StateConfig,
 }
+
+/// Window state bounds by default: four million (window pane, series) entries or open sessions
+/// over all workers (a few hundred bytes each); past that, points of new series are rejected
+/// (evicting a partial aggregate would emit a wrong row). The open panes of a worker span the
+/// event time between the slowest source worker and itself, so with ever-new series a cap
+/// near one window's worth would reject points of an ordinary replay.
+pub const STATE: StateDefaults =
+    StateDefaults { max_keys: 4_000_000, ttl: None, on_full: OnFull::RejectNew, policies: &[OnFull::RejectNew] };
+
+/// The most series one worker's group-key cache holds before it starts over: the cache only
+/// saves projecting a series' key again, so clearing it costs a re-projection, never a result.
+pub(crate) const KEY_CACHE_MAX: usize = 1 << 20;
 
 fn default_functions() -> Vec<AggFn> {
     AggFn::DEFAULT.to_vec()
@@ -114,6 +131,7 @@ pub struct Aggregate {
     pub(crate) needs: Needs,
     /// `allowed_lateness` in ms under the late policy `update`; `None` under `drop`.
     pub(crate) late: Option<i64>,
+    pub(crate) limits: StateLimits,
     /// Counters of all workers' instances.
     pub(crate) stats: Arc<OperatorStats>,
 }
@@ -202,9 +220,8 @@ impl Aggregate {
                 errs.push(ConfigError::new(format!("functions[{i}]"), format!("`{f}` is listed twice")));
             }
         }
-        if !errs.is_empty() {
-            return Err(errs);
-        }
+        let limits = StateLimits::new(&cfg.state, STATE).map_err(|e| errs.extend(e)).ok();
+        let Some(limits) = limits.filter(|_| errs.is_empty()) else { return Err(errs) };
         Ok(Aggregate {
             name: cfg.name.clone(),
             shape,
@@ -213,6 +230,7 @@ impl Aggregate {
             functions: cfg.functions.clone(),
             needs: Needs::of(&cfg.functions),
             late: None,
+            limits,
             stats: Arc::default(),
         })
     }
@@ -371,7 +389,10 @@ impl Parts {
 /// The group key of a series, projected once per series. The cache holds the series, so its
 /// address (the cache key) cannot be reused by another series while cached.
 #[inline]
-fn key_of<'k>(keys: &'k mut HashMap<usize, (Series, GroupKey)>, series: &Series, group_by: &[String]) -> &'k GroupKey {
+pub(crate) fn key_of<'k>(keys: &'k mut HashMap<usize, (Series, GroupKey)>, series: &Series, group_by: &[String]) -> &'k GroupKey {
+    if keys.len() >= KEY_CACHE_MAX && !keys.contains_key(&series.addr()) {
+        keys.clear();
+    }
     &keys.entry(series.addr()).or_insert_with(|| (series.clone(), GroupKey::project(series, group_by))).1
 }
 
@@ -383,14 +404,22 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
         };
         let panes = Panes { size, slide, pane, epoch: op.epoch };
         let pre_op = op.clone();
-        let worker = self.scope().index();
+        let (worker, workers) = (self.scope().index(), self.scope().peers());
         let partials = self.unary_frontier::<CapacityContainerBuilder<Vec<Partial>>, _, _, _>(
             Pipeline,
             &format!("aggregate:{}:pre", op.name),
             move |init, _info| {
                 let op = pre_op;
-                let mut pre =
-                    Pre { op: op.clone(), panes, open: BTreeMap::new(), spare: Vec::new(), keys: HashMap::new(), late: Vec::new() };
+                let mut pre = Pre {
+                    op: op.clone(),
+                    panes,
+                    open: BTreeMap::new(),
+                    spare: Vec::new(),
+                    keys: HashMap::new(),
+                    late: Vec::new(),
+                    held: 0,
+                    cap: op.limits.per_worker(workers),
+                };
                 let mut saver = Saver::register(&format!("aggregate:{}:pre", op.name), worker);
                 if let Some(saved) = saver.restore::<Vec<SavedPrePane>>() {
                     for (start, entries) in saved {
@@ -398,6 +427,7 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         let restored = entries.into_iter().map(|(series, part, first, acc)| ((series, part), (first, acc))).collect();
                         pre.open.insert(start, PrePane { cap, series: HashMap::new(), restored });
                     }
+                    pre.count_held();
                 }
                 drop(init);
                 // With checkpoints, points wait for the frontier to pass their epoch before
@@ -456,7 +486,7 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         }
                     }
                     saver.finish_if_done(frontier, || pre.saved());
-                    state.set(pre.open.values().map(|w| w.series.len() + w.restored.len()).sum());
+                    state.set(pre.count_held());
                 }
             },
         );
@@ -566,6 +596,11 @@ struct Pre {
     keys: HashMap<usize, (Series, GroupKey)>,
     /// Late points (policy `update`) whose pane had closed, to send on at their own time.
     late: Vec<Partial>,
+    /// (pane, series) entries held in the open panes.
+    held: usize,
+    /// This worker's share of `state.max_keys`: past it, points of series new to their pane
+    /// are rejected.
+    cap: usize,
 }
 
 impl Pre {
@@ -577,7 +612,7 @@ impl Pre {
         // Consecutive points nearly always share a pane: look it up once per run of equal
         // pane starts.
         let mut current: Option<(i64, &mut PrePane)> = None;
-        let mut late_points = 0;
+        let (mut late_points, mut rejected) = (0, 0);
         for m in batch.drain(..) {
             let start = panes.pane_start(m.ts);
             late_points += usize::from(m.late);
@@ -598,10 +633,14 @@ impl Pre {
             };
             match w.series.entry((m.series.addr(), m.part)) {
                 hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().2.add_point(m.value, m.ts, m.part, m.pos),
+                hashbrown::hash_map::Entry::Vacant(_) if self.held >= self.cap && !w.restored.contains_key(&(m.series.clone(), m.part)) => {
+                    rejected += 1;
+                }
                 hashbrown::hash_map::Entry::Vacant(e) => {
                     // A pane restored from a checkpoint holds its series by value: the first
                     // point of such a series continues its accumulator.
                     let restored = if w.restored.is_empty() { None } else { w.restored.remove(&(m.series.clone(), m.part)) };
+                    self.held += usize::from(restored.is_none());
                     let v = match restored {
                         Some((first, mut acc)) => {
                             acc.add_point(m.value, m.ts, m.part, m.pos);
@@ -615,6 +654,13 @@ impl Pre {
             current = Some((start, w));
         }
         op.stats.add_late(late_points);
+        op.stats.add_rejected(rejected);
+    }
+
+    /// Recounts the entries held (after panes were flushed or restored).
+    fn count_held(&mut self) -> usize {
+        self.held = self.open.values().map(|w| w.series.len() + w.restored.len()).sum();
+        self.held
     }
 
     /// The open panes, for a checkpoint.
@@ -854,6 +900,55 @@ mod tests {
             window,
             group_by: group_by.iter().map(|s| s.to_string()).collect(),
             functions: functions.to_vec(),
+            state: StateConfig::default(),
+        }
+    }
+
+    /// At the cap (`state.max_keys`), points of series new to their pane (or groups with no
+    /// open session) are rejected and counted, and nothing else is lost: every point is
+    /// counted in its rows or as rejected, no window counts more than the oracle's, and with room for
+    /// everything nothing is rejected. Tumbling, hopping and session windows, 1, 2 and 4
+    /// workers.
+    #[test]
+    fn a_full_state_rejects_new_series_and_loses_nothing_else() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let points = random_points(21, 20_000, 5);
+        for (what, window) in [("tumbling", tumbling("10s")), ("hopping", hopping("20s", "10s")), ("session", session("2s"))] {
+            for (max_keys, workers) in [(30, 1), (30, 2), (30, 4), (100_000, 2)] {
+                let mut cfg = config(window.clone(), &["host", "zone"], &[AggFn::Count]);
+                cfg.state.max_keys = Some(max_keys);
+                let op = Aggregate::with_config(&cfg, "1s".parse().unwrap()).unwrap();
+                let want = oracle_windows(&points, &op);
+                let op2 = op.clone();
+                let rows = run_metrics(workers, points.clone(), 500, move |s| s.aggregate(&op2));
+                let rejected = op.stats.rejected.load(Relaxed);
+                let what = format!("{what}, max_keys {max_keys}, {workers} workers");
+                // Each point lies in size/slide windows (1 for tumbling and sessions).
+                let per_point = if what.starts_with("hopping") { 2 } else { 1 };
+                let counted: u64 = rows.iter().map(|r| r.acc.value(AggFn::Count) as u64).sum();
+                // (A session that starts after rejected points has no oracle twin.)
+                for r in rows.iter().filter(|_| !what.starts_with("session")) {
+                    let oracle = want.iter().find(|((s, _, k), _)| *s == r.start && *k == r.key).map(|(_, ps)| ps.len() as u64);
+                    assert!(
+                        r.acc.value(AggFn::Count) as u64 <= oracle.unwrap_or(0),
+                        "{what}: {:?} [{}, {}) counts more than the oracle",
+                        r.key,
+                        r.start,
+                        r.end
+                    );
+                }
+                if max_keys == 30 {
+                    assert!(rejected > 0, "{what}: nothing rejected");
+                    // A point is rejected once, in its pane, and so misses every window over it.
+                    assert_eq!(
+                        counted + rejected * per_point,
+                        points.len() as u64 * per_point,
+                        "{what}: {counted} counted, {rejected} rejected"
+                    );
+                } else {
+                    assert_eq!((rejected, counted), (0, points.len() as u64 * per_point), "{what}");
+                }
+            }
         }
     }
 

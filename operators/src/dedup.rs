@@ -24,6 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::checkpoint::Saver;
+use crate::limits::{OnFull, StateConfig, StateDefaults, StateLimits};
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
@@ -50,7 +51,18 @@ pub struct DedupConfig {
     /// The most open alerts one tenant may hold; new fingerprints past it are counted and dropped.
     #[serde(default = "default_max_open")]
     pub max_open_per_tenant: u64,
+    /// Bounds on the fingerprints held (open alerts and closed ones remembered for the
+    /// flapping rule) over all tenants and workers: `max_keys` (see [`STATE`]). Entries end by
+    /// themselves (`resolve_timeout`, then `flap_window`), so there is no `ttl`.
+    #[serde(default)]
+    pub state: StateConfig,
 }
+
+/// Dedup's state bounds by default: two million fingerprints over all workers; past that,
+/// new fingerprints are rejected (an open alert is never evicted: its lifecycle would be
+/// lost).
+pub const STATE: StateDefaults =
+    StateDefaults { max_keys: 2_000_000, ttl: None, on_full: OnFull::RejectNew, policies: &[OnFull::RejectNew] };
 
 impl Default for DedupConfig {
     fn default() -> Self {
@@ -61,6 +73,7 @@ impl Default for DedupConfig {
             flap_threshold: default_flap_threshold(),
             flap_window: default_flap_window(),
             max_open_per_tenant: default_max_open(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -87,6 +100,7 @@ pub struct Dedup {
     flap_window: i64,
     max_open: u64,
     epoch: i64,
+    limits: StateLimits,
 }
 
 impl Dedup {
@@ -105,9 +119,8 @@ impl Dedup {
         if cfg.max_open_per_tenant == 0 {
             errs.push(ConfigError::new("max_open_per_tenant", "must be at least 1"));
         }
-        if !errs.is_empty() {
-            return Err(errs);
-        }
+        let limits = StateLimits::new(&cfg.state, STATE).map_err(|e| errs.extend(e)).ok();
+        let Some(limits) = limits.filter(|_| errs.is_empty()) else { return Err(errs) };
         Ok(Dedup {
             resolve_timeout: cfg.resolve_timeout.millis() as i64,
             repeat_interval: cfg.repeat_interval.millis() as i64,
@@ -115,6 +128,7 @@ impl Dedup {
             flap_window: cfg.flap_window.millis() as i64,
             max_open: cfg.max_open_per_tenant,
             epoch: epoch.millis().max(1) as i64,
+            limits,
         })
     }
 }
@@ -187,7 +201,7 @@ pub trait DedupExt<'s> {
 impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
     fn dedup(self, op: &Dedup, stats: Arc<OperatorStats>) -> Stream<'s, Time, Vec<AlertEvent>> {
         let op = op.clone();
-        let worker = self.scope().index();
+        let (worker, max_keys) = (self.scope().index(), op.limits.per_worker(self.scope().peers()));
         self.unary_frontier::<CapacityContainerBuilder<Vec<AlertEvent>>, _, _, _>(
             Exchange::new(|a: &Alert| a.fingerprint()),
             "dedup",
@@ -216,7 +230,7 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                         ordered.begin_until(frontier, until);
                         while let Some(due) = ordered.next_due() {
                             let (row, timer) = match due {
-                                Due::Record(a) => notice(&op, &mut state, &mut open_per_tenant, a, &stats),
+                                Due::Record(a) => notice(&op, max_keys, &mut state, &mut open_per_tenant, a, &stats),
                                 Due::Timer(at, fp) => timeout(&op, &mut state, &mut open_per_tenant, at, fp),
                             };
                             if let Some((old, new, fp)) = timer {
@@ -259,6 +273,7 @@ type TimerChange = Option<(Option<i64>, Option<i64>, u64)>;
 /// Applies one notice.
 fn notice(
     op: &Dedup,
+    max_keys: usize,
     state: &mut HashMap<u64, Entry>,
     open: &mut HashMap<Arc<str>, u64>,
     a: Alert,
@@ -272,6 +287,10 @@ fn notice(
         None => {
             if a.status == Status::Resolved {
                 return (rows, None); // resolving what was never open: nothing to do
+            }
+            if state.len() >= max_keys {
+                stats.add_rejected(1);
+                return (rows, None);
             }
             let n = open.entry(a.labels.tenant_arc().clone()).or_insert(0);
             if *n >= op.max_open {
@@ -361,6 +380,10 @@ fn close(entry: &mut Entry, open: &mut HashMap<Arc<str>, u64>) {
     entry.open = false;
     if let Some(n) = open.get_mut(entry.labels.tenant_arc()) {
         *n = n.saturating_sub(1);
+        // A tenant with nothing open leaves the map: tenants may be ever new too.
+        if *n == 0 {
+            open.remove(entry.labels.tenant_arc());
+        }
     }
 }
 
@@ -469,6 +492,35 @@ mod tests {
         let got = run_records(1, input, 100, move |s| s.dedup(&op, s2.clone()));
         assert_eq!(got.iter().filter(|e| e.event == EventKind::Opened).count(), 3);
         assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 7);
+    }
+
+    /// The global cap (all tenants): new fingerprints past it are rejected and counted, at any
+    /// worker count never more than the cap is held; forgotten alerts leave room again.
+    #[test]
+    fn global_cap_rejects_new_fingerprints_and_counts_them() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for workers in [1, 2, 4] {
+            let cfg = DedupConfig { state: StateConfig { max_keys: Some(8), ..Default::default() }, ..DedupConfig::default() };
+            let op = Dedup::with_config(&cfg, DurationMs(1000)).unwrap();
+            // 40 fingerprints firing within 40 ms, then (after their resolve timeout and flap
+            // window, when their entries are gone) 40 more: the second wave finds room again.
+            let mut input: Vec<Alert> = (0..40).map(|i| alert("A", &format!("h{i}"), T0 + i, Status::Firing, 0, i as u64)).collect();
+            let later = T0 + 2 * 3_600_000;
+            input.extend((0..40).map(|i| alert("B", &format!("h{i}"), later + i, Status::Firing, 1, i as u64)));
+            let stats = Arc::new(OperatorStats::default());
+            let s2 = stats.clone();
+            let got = run_records(workers, input, 100, move |s| s.dedup(&op, s2.clone()));
+            let opened = |name: &str| {
+                got.iter().filter(|e| e.event == EventKind::Opened && e.labels.get("alertname").map(|n| &**n) == Some(name)).count()
+            };
+            let (a, b) = (opened("A"), opened("B"));
+            let rejected = stats.rejected.load(Relaxed) as usize;
+            assert!((1..=8).contains(&a) && (1..=8).contains(&b), "{workers} workers: opened {a} then {b}");
+            assert_eq!(a + b + rejected, 80, "{workers} workers: every new fingerprint opened or counted");
+            if workers == 1 {
+                assert_eq!((a, b), (8, 8));
+            }
+        }
     }
 
     /// The oracle: every fingerprint's notices, sorted by (ts, part, pos), through a plain

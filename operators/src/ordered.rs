@@ -94,6 +94,12 @@ impl<T: Timed> Ordered<T> {
         self.timers.remove(&(at, key));
     }
 
+    /// After [`begin_until`](Self::begin_until) and handling: every record still to come is
+    /// at this time or later (`None`: none is). State whose expiry lies before it can go.
+    pub fn limit(&self) -> Option<Time> {
+        self.limit
+    }
+
     /// Pending timers.
     pub fn timers(&self) -> usize {
         self.timers.len()

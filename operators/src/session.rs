@@ -20,7 +20,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
 use crate::Time;
-use crate::aggregate::{Aggregate, Shape};
+use crate::aggregate::{Aggregate, Shape, key_of};
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::StateGauge;
@@ -62,17 +62,14 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
         &format!("aggregate:{}:key", op.name),
         move |_cap, _info| {
             // Series → group key, computed once per series (holding the series, so its address
-            // cannot be reused while cached).
+            // cannot be reused while cached; bounded, see `key_of`).
             let mut keys: HashMap<usize, (Series, GroupKey)> = HashMap::new();
             move |input, output| {
                 input.for_each(|cap, data| {
                     let mut session = output.session(&cap);
                     for point in data.drain(..) {
-                        let key = &keys
-                            .entry(point.series.addr())
-                            .or_insert_with(|| (point.series.clone(), GroupKey::project(&point.series, &group_by)))
-                            .1;
-                        session.give(KeyedPoint { key: key.clone(), point });
+                        let key = key_of(&mut keys, &point.series, &group_by).clone();
+                        session.give(KeyedPoint { key, point });
                     }
                 });
             }
@@ -81,6 +78,7 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
 
     let (epoch, needs, stats) = (op.epoch, op.needs, op.stats.clone());
     let (worker, name) = (keyed.scope().index(), format!("aggregate:{}:session", op.name));
+    let max_keys = op.limits.per_worker(keyed.scope().peers());
     keyed.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
         Exchange::new(|p: &KeyedPoint| p.key.stable_hash()),
         &format!("aggregate:{}:session", op.name),
@@ -111,6 +109,12 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
                     while let Some(due) = ordered.next_due() {
                         match due {
                             Due::Record(KeyedPoint { key, point: m }) => {
+                                // At the cap, a group with no open session is rejected (points
+                                // come in event-time order, so which ones is deterministic).
+                                if slot_of.len() >= max_keys && !slot_of.contains_key(&key) {
+                                    stats.add_rejected(1);
+                                    continue;
+                                }
                                 let slot = *slot_of.entry(key.clone()).or_insert_with(|| match free.pop() {
                                     Some(s) => s,
                                     None => {

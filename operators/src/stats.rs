@@ -21,6 +21,12 @@ pub struct OperatorStats {
     pub late: AtomicU64,
     /// Records received but not used (a detector's late points, dedup's overflow).
     pub dropped: AtomicU64,
+    /// Keys forgotten because they had no record for their TTL (see [`crate::limits`]).
+    pub expired: AtomicU64,
+    /// Keys evicted to make room at the state's cap (policy `evict_oldest`).
+    pub evicted: AtomicU64,
+    /// Records of new keys dropped at the state's cap (policy `reject_new`).
+    pub rejected: AtomicU64,
     /// Entries held in state, summed over workers (see [`StateGauge`]).
     state: AtomicI64,
 }
@@ -53,6 +59,24 @@ impl OperatorStats {
     #[inline]
     pub fn add_dropped(&self, n: usize) {
         add(&self.dropped, n);
+    }
+
+    /// Adds `n` keys expired.
+    #[inline]
+    pub fn add_expired(&self, n: usize) {
+        add(&self.expired, n);
+    }
+
+    /// Adds `n` keys evicted.
+    #[inline]
+    pub fn add_evicted(&self, n: usize) {
+        add(&self.evicted, n);
+    }
+
+    /// Adds `n` records rejected.
+    #[inline]
+    pub fn add_rejected(&self, n: usize) {
+        add(&self.rejected, n);
     }
 }
 

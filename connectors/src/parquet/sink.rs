@@ -23,6 +23,10 @@ use crate::{Failure, Time};
 /// Rows per record batch handed to the Parquet writer.
 const BATCH_ROWS: usize = 64 * 1024;
 
+/// Rows one worker's sink holds before it writes what it has of a span as a piece (a file of
+/// its own): a span of a table with ever-new keys must not grow memory without bound.
+const MAX_PENDING_ROWS: usize = 256 * 1024;
+
 /// Counters of one table's sink, shared by its workers in this process.
 #[derive(Debug, Default)]
 pub struct SinkStats {
@@ -111,8 +115,11 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
         // a span cuts it there.
         let keyed_by_time = ckpt.is_some();
         let mut writer = Some((sink, stats, failure.clone(), progress.clone(), slot.clone()));
-        let mut to_writer: Option<(SyncSender<ToWriter<R>>, JoinHandle<()>)> = None;
+        let mut to_writer: Option<WriterThread<R>> = None;
         let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
+        // Rows in `pending`, and the name of the last piece written early (see below).
+        let mut pending_rows = 0usize;
+        let mut last_piece: Option<u64> = None;
         self.sink(Pipeline, &name, move |(input, frontier)| {
             let floor = durability.as_ref().map_or(0, |d| d.resume_floor());
             input.for_each_stamp(|cap, data| {
@@ -122,16 +129,17 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 }
                 let rows = pending.entry(if keyed_by_time { t } else { t - t % span }).or_default();
                 for batch in data {
+                    pending_rows += batch.len();
                     rows.append(batch);
                 }
             });
-            let mut send = |to_writer: &mut Option<(SyncSender<ToWriter<R>>, JoinHandle<()>)>, msg: ToWriter<R>, start: Option<u64>| {
+            let mut send = |to_writer: &mut Option<WriterThread<R>>, msg: ToWriter<R>, start: Option<u64>| {
                 if to_writer.is_none()
                     && let Some(w) = writer.take()
                 {
                     *to_writer = Some(spawn_writer(w));
                 }
-                if let Some((tx, _)) = to_writer.as_ref() {
+                if let Some(tx) = to_writer.as_ref().and_then(|w| w.tx.as_ref()) {
                     if let Some(start) = start {
                         lock(&progress).in_flight.push_back(start);
                     }
@@ -152,6 +160,7 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                         break;
                     }
                     let rows = take_before(&mut pending, end);
+                    pending_rows -= rows.len();
                     if failure.is_set() {
                         continue; // the run is failing: drop, do not write past the fault
                     }
@@ -165,6 +174,7 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                     break;
                 }
                 let rows = take_before(&mut pending, b);
+                pending_rows -= rows.len();
                 if let Some(first) = rows.first().map(|_| pending_start(b, span)) {
                     send(&mut to_writer, ToWriter::Span { start: first, cut: Some(b), rows }, Some(first));
                 }
@@ -176,6 +186,36 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                     }
                 }
             }
+            // Bounded memory: a span whose rows pile up (a table with ever-new keys) is written
+            // in pieces of its own rather than held whole. With checkpoints a piece holds only
+            // rows before the frontier (every checkpoint still to come is at or after it, so no
+            // piece straddles one) and is named by that bound; without, the span's rows so far,
+            // named by a number that only grows. Not when a Kafka source resumes by whole spans
+            // (`durability`): there a span must be one file.
+            if pending_rows >= MAX_PENDING_ROWS
+                && slot.is_none()
+                && !failure.is_set()
+                && let Some((&first, _)) = pending.first_key_value()
+            {
+                let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
+                let start = first - first % span;
+                let (rows, name) = if keyed_by_time {
+                    let bound = ckpt.as_ref().and_then(|p| p.pending()).map_or(f, |b| b.min(f)).min(start.saturating_add(span));
+                    (take_before(&mut pending, bound), bound)
+                } else {
+                    (pending.remove(&first).unwrap_or_default(), last_piece.map_or(f, |l| f.max(l + 1)))
+                };
+                pending_rows -= rows.len();
+                // A name is used once: pieces of one span have growing bounds.
+                if !rows.is_empty() && last_piece.is_none_or(|l| name > l) {
+                    last_piece = Some(name);
+                    send(&mut to_writer, ToWriter::Span { start, cut: Some(name), rows }, Some(start));
+                } else if !rows.is_empty() {
+                    // Same bound as the last piece: keep the rows for the next one.
+                    pending_rows += rows.len();
+                    pending.entry(if keyed_by_time { first } else { start }).or_default().extend(rows);
+                }
+            }
             let done = frontier.is_empty() && pending.is_empty();
             // The input has ended: with checkpoints, what the last files were goes into the
             // next checkpoint, and later ones count this sink as done.
@@ -183,18 +223,17 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 && !failure.is_set()
                 && let Some(p) = ckpt.take()
             {
-                match &to_writer {
-                    Some((tx, _)) => {
+                match to_writer.as_ref().and_then(|w| w.tx.as_ref()) {
+                    Some(tx) => {
                         let _ = tx.send(ToWriter::Finish(p.finisher()));
                     }
                     None => p.finisher().finish(Vec::new()),
                 }
             }
-            if done && let Some((tx, handle)) = to_writer.take() {
+            if done && let Some(w) = to_writer.take() {
                 // The input has ended: every span is handed over; wait until it is written, so
                 // the run ends with its files in place.
-                drop(tx);
-                if handle.join().is_err() {
+                if !w.join() {
                     failure.set(format!("sink `{table}`: the writer thread panicked (a bug)"));
                 }
             }
@@ -207,6 +246,33 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 slot.set(p.durable());
             }
         });
+    }
+}
+
+/// A sink's writer thread, joined when dropped. A run that fails or stops drops its dataflow
+/// with spans still queued; the writer skips them (it sees the failure), but one may be half
+/// written. Joining makes the run return only once no writer is left: otherwise a next run in
+/// the same process (or its recovery, which removes uncommitted files) raced the old writer
+/// for the same file names.
+struct WriterThread<R> {
+    tx: Option<SyncSender<ToWriter<R>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<R> WriterThread<R> {
+    /// Closes the hand-over and waits for the thread; `false` if it panicked.
+    fn join(mut self) -> bool {
+        self.tx = None;
+        self.handle.take().is_none_or(|h| h.join().is_ok())
+    }
+}
+
+impl<R> Drop for WriterThread<R> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -249,7 +315,7 @@ fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 type WriterParts<B> = (ParquetSink<B>, Arc<SinkStats>, Failure, Arc<Mutex<Progress>>, Option<DurableSlot>);
 
 /// Starts the writer thread of one sink on one worker: it writes spans in the order sent.
-fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (SyncSender<ToWriter<R>>, JoinHandle<()>) {
+fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> WriterThread<R> {
     let (mut sink, stats, failure, progress, slot) = parts;
     let (tx, rx) = sync_channel::<ToWriter<R>>(IN_FLIGHT);
     let handle = std::thread::Builder::new()
@@ -291,7 +357,7 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> (Sync
             }
         })
         .expect("spawn a Parquet writer thread");
-    (tx, handle)
+    WriterThread { tx: Some(tx), handle: Some(handle) }
 }
 
 #[allow(clippy::too_many_arguments)]

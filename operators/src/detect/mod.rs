@@ -34,6 +34,7 @@ pub use self::params::{ParamReader, ParamValue, Params};
 use self::rcf::{Rcf, RcfSpec};
 use self::zscore::{ZScore, ZScoreSpec};
 use crate::checkpoint::Saver;
+use crate::limits::{OnFull, Recency, StateConfig, StateDefaults, StateLimits};
 use crate::ordered::{Due, Ordered};
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
@@ -254,6 +255,27 @@ pub struct DetectConfig {
     /// Also raise a `MetricAnomaly` alert per row, into the alert chain (dedup → correlate).
     #[serde(default)]
     pub raise_alerts: bool,
+    /// Bounds on the series models held: `ttl` (a series silent this long starts afresh),
+    /// `max_keys` and `on_full` (see [`state_defaults`]).
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Detect's state bounds by default: about 1 GiB of models at most — 100,000 series for
+/// z-score, MAD and Holt-Winters (0.6–3 KB a model), 10,000 for the forest and the ensemble
+/// (about 120 KiB a model, see BENCHMARKS.md) — a week's TTL, the least recently seen model
+/// evicted.
+pub fn state_defaults(kind: DetectorKind) -> StateDefaults {
+    let max_keys = match kind {
+        DetectorKind::Rcf | DetectorKind::Ensemble => 10_000,
+        DetectorKind::Zscore | DetectorKind::Mad | DetectorKind::HoltWinters => 100_000,
+    };
+    StateDefaults {
+        max_keys,
+        ttl: Some(alertflow_model::DurationMs(7 * 86_400_000)),
+        on_full: OnFull::EvictOldest,
+        policies: &[OnFull::EvictOldest, OnFull::RejectNew],
+    }
 }
 
 fn default_detector() -> DetectorKind {
@@ -274,6 +296,7 @@ pub struct Detect {
     threshold: f64,
     raise_alerts: bool,
     epoch: i64,
+    limits: StateLimits,
     /// Counters of all workers' instances.
     stats: std::sync::Arc<OperatorStats>,
 }
@@ -299,8 +322,9 @@ impl Detect {
                 errs.push(ConfigError::new(format!("metrics[{i}]"), format!("`{m}` is listed twice")));
             }
         }
-        match spec {
-            Some(spec) if errs.is_empty() => Ok(Detect {
+        let limits = StateLimits::new(&cfg.state, state_defaults(cfg.detector)).map_err(|e| errs.extend(e)).ok();
+        match (spec, limits) {
+            (Some(spec), Some(limits)) if errs.is_empty() => Ok(Detect {
                 name: cfg.name.clone(),
                 metrics: cfg.metrics.clone(),
                 detector: cfg.detector.name().into(),
@@ -308,6 +332,7 @@ impl Detect {
                 threshold: cfg.threshold,
                 raise_alerts: cfg.raise_alerts,
                 epoch: epoch.millis().max(1) as i64,
+                limits,
                 stats: Default::default(),
             }),
             _ => Err(errs),
@@ -350,18 +375,18 @@ pub trait DetectExt<'s> {
 impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
     fn detect(self, op: &Detect) -> Stream<'s, Time, Vec<AnomalyRow>> {
         let op = op.clone();
-        let worker = self.scope().index();
+        let (worker, workers) = (self.scope().index(), self.scope().peers());
         self.unary_frontier::<CapacityContainerBuilder<Vec<AnomalyRow>>, _, _, _>(
             Exchange::new(|m: &Metric| m.series.stable_hash()),
             &format!("detect:{}", op.name),
             move |cap, _info| {
                 let mut ordered: Ordered<Metric> = Ordered::new(cap, op.epoch);
-                let mut states: HashMap<Series, Box<dyn Detector>> = HashMap::new();
+                let mut models = Models::new(op.limits, workers);
                 let mut out: BTreeMap<Time, Vec<AnomalyRow>> = BTreeMap::new();
                 let mut held = StateGauge::new(op.stats.clone());
                 let mut saver = Saver::register(&format!("detect:{}", op.name), worker);
-                if let Some(s) = saver.restore::<HashMap<Series, Box<dyn Detector>>>() {
-                    states = s;
+                if let Some(s) = saver.restore::<HashMap<Series, Model>>() {
+                    models.restore(s);
                 }
                 move |(input, frontier), output| {
                     input.for_each_stamp(|_, data| {
@@ -385,11 +410,8 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         ordered.begin_until(frontier, until);
                         while let Some(due) = ordered.next_due() {
                             let Due::Record(m) = due else { continue };
-                            let state = match states.get_mut(&m.series) {
-                                Some(s) => s,
-                                None => states.entry(m.series.clone()).or_insert_with(|| op.spec.build()),
-                            };
-                            let s = state.score(m.ts, m.value);
+                            let Some(model) = models.get(&m.series, m.ts, &op) else { continue };
+                            let s = model.score(m.ts, m.value);
                             if s.score >= op.threshold {
                                 out.entry(ordered.epoch_of(m.ts)).or_default().push(AnomalyRow {
                                     ts: m.ts,
@@ -403,6 +425,9 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                                 });
                             }
                         }
+                        if let Some(limit) = ordered.limit() {
+                            models.sweep(limit as i64, &op.stats);
+                        }
                         for (t, mut rows) in std::mem::take(&mut out) {
                             if let Some(cap) = ordered.cap_at(t as i64) {
                                 op.stats.add_out(rows.len());
@@ -411,16 +436,85 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         }
                         // Only the models are saved: detect sets no timers, and a row is at its
                         // point's epoch (before the checkpoint), so it has been sent already.
-                        if !saver.save_if_passed(frontier, until, &states) {
+                        if !saver.save_if_passed(frontier, until, &models.map) {
                             break;
                         }
                     }
-                    saver.finish_if_done(frontier, || &states);
+                    saver.finish_if_done(frontier, || &models.map);
                     ordered.settle(frontier);
-                    held.set(states.len());
+                    held.set(models.map.len());
                 }
             },
         )
+    }
+}
+
+/// One series' model and when it last had a point (event time).
+#[derive(Serialize, Deserialize)]
+struct Model {
+    detector: Box<dyn Detector>,
+    last: i64,
+}
+
+/// One worker's series models, bounded by the operator's [`StateLimits`].
+struct Models {
+    map: HashMap<Series, Model>,
+    recency: Recency<Series>,
+    limits: StateLimits,
+    cap: usize,
+}
+
+impl Models {
+    fn new(limits: StateLimits, workers: usize) -> Self {
+        Models { map: HashMap::new(), recency: Recency::default(), limits, cap: limits.per_worker(workers) }
+    }
+
+    fn restore(&mut self, map: HashMap<Series, Model>) {
+        self.recency = Recency::rebuild(map.iter().map(|(s, m)| (m.last, s.clone())));
+        self.map = map;
+    }
+
+    /// The model to score a point of `series` at `ts` with: a fresh one if the series is new
+    /// or its model expired; `None` if the state is full and the policy rejects new series.
+    fn get(&mut self, series: &Series, ts: i64, op: &Detect) -> Option<&mut Box<dyn Detector>> {
+        if let Some(m) = self.map.get_mut(series) {
+            if self.limits.expired(m.last, ts) {
+                op.stats.add_expired(1);
+                m.detector = op.spec.build();
+            }
+            m.last = m.last.max(ts);
+        } else {
+            if self.map.len() >= self.cap {
+                match self.limits.on_full {
+                    OnFull::RejectNew => {
+                        op.stats.add_rejected(1);
+                        return None;
+                    }
+                    OnFull::EvictOldest => {
+                        let map = &self.map;
+                        if let Some(victim) = self.recency.pop_oldest(|s| map.get(s).map(|m| m.last)) {
+                            self.map.remove(&victim);
+                            op.stats.add_evicted(1);
+                        }
+                    }
+                }
+            }
+            self.recency.insert(ts, series.clone());
+            self.map.insert(series.clone(), Model { detector: op.spec.build(), last: ts });
+        }
+        self.map.get_mut(series).map(|m| &mut m.detector)
+    }
+
+    /// Forgets the models whose TTL ends before `limit` (no point still to come is earlier):
+    /// their next point would start afresh anyway.
+    fn sweep(&mut self, limit: i64, stats: &OperatorStats) {
+        let Some(ttl) = self.limits.ttl else { return };
+        let map = &self.map;
+        let gone = self.recency.pop_before(limit.saturating_sub(ttl), |s| map.get(s).map(|m| m.last));
+        stats.add_expired(gone.len());
+        for s in gone {
+            self.map.remove(&s);
+        }
     }
 }
 
@@ -438,6 +532,7 @@ mod tests {
             params: Params::new(),
             threshold,
             raise_alerts: false,
+            state: StateConfig::default(),
         }
     }
 
@@ -522,6 +617,134 @@ mod tests {
                 assert_eq!(st.state(), 0, "{kind}, {workers} workers");
                 rows.sort_by_key(key);
                 assert!(rows == want, "{kind}, {workers} workers: {} rows, oracle {}", rows.len(), want.len());
+            }
+        }
+    }
+
+    /// The oracle under state bounds: every watched point in (ts, part, pos) order through one
+    /// map of models, a model reset when its series was silent for longer than the TTL, and at
+    /// the cap the least recently seen series (ties: the least series) evicted, or the new one
+    /// rejected.
+    fn bounded_oracle(points: &[Metric], op: &Detect) -> (Vec<AnomalyRow>, u64) {
+        let mut ps: Vec<&Metric> = points.iter().filter(|p| op.watches(p.series.name())).collect();
+        ps.sort_by_key(|p| (p.ts, p.part, p.pos));
+        let mut models: BTreeMap<Series, (Box<dyn Detector>, i64)> = BTreeMap::new();
+        let (mut rows, mut rejected) = (Vec::new(), 0);
+        for p in ps {
+            if let Some((d, last)) = models.get_mut(&p.series) {
+                if op.limits.expired(*last, p.ts) {
+                    *d = op.spec.build();
+                }
+                *last = (*last).max(p.ts);
+            } else {
+                if models.len() as u64 >= op.limits.max_keys {
+                    if op.limits.on_full == OnFull::RejectNew {
+                        rejected += 1;
+                        continue;
+                    }
+                    let victim = models.iter().map(|(s, (_, last))| (*last, s.clone())).min().expect("full").1;
+                    models.remove(&victim);
+                }
+                models.insert(p.series.clone(), (op.spec.build(), p.ts));
+            }
+            let s = models.get_mut(&p.series).expect("held").0.score(p.ts, p.value);
+            if s.score >= op.threshold {
+                rows.push(AnomalyRow {
+                    series: p.series.clone(),
+                    ts: p.ts,
+                    value: p.value,
+                    expected: s.expected,
+                    score: s.score,
+                    detector: op.detector.clone(),
+                    part: p.part,
+                    pos: p.pos,
+                });
+            }
+        }
+        rows.sort_by_key(key);
+        (rows, rejected)
+    }
+
+    /// Points of 40 series, each silent now and then for 2–8 s (so a 4 s TTL resets some
+    /// models and not others), with up to 3 s of disorder.
+    fn gappy_points(seed: u64, n: usize) -> Vec<Metric> {
+        let mut r = Lcg(seed);
+        let series: Vec<Series> = (0..40).map(|i| Series::new("t", ["cpu", "mem"][i % 2], &[("host", format!("h{i}").as_str())])).collect();
+        let mut quiet_until = vec![0i64; series.len()];
+        let mut out = Vec::with_capacity(n);
+        let mut i = 0usize;
+        while out.len() < n {
+            i += 1;
+            let now = 1_767_225_600_000 + i as i64 * 50;
+            let k = (r.next() % series.len() as u64) as usize;
+            if now < quiet_until[k] {
+                continue;
+            }
+            if r.next().is_multiple_of(60) {
+                quiet_until[k] = now + 2000 + (r.next() % 6000) as i64;
+            }
+            let value = 50.0 + (r.next() % 1000) as f64 / 100.0 + if r.next().is_multiple_of(150) { 60.0 } else { 0.0 };
+            let ts = now + (r.next() % 3000) as i64 - 1500;
+            out.push(Metric {
+                series: series[k].clone(),
+                ts,
+                value,
+                part: (out.len() / 997) as u32,
+                pos: (out.len() % 997) as u64,
+                late: false,
+            });
+        }
+        out
+    }
+
+    /// A TTL resets a silent series' model exactly like the oracle at 1, 2 and 4 workers (the
+    /// sweep frees only what the next point would reset anyway); a cap evicts the least
+    /// recently seen model, or rejects new series, exactly like the oracle at 1 worker, and
+    /// at more workers never lets a worker hold more than its share.
+    #[test]
+    fn state_bounds_match_the_oracle() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let points = gappy_points(11, 20_000);
+        let with = |state: StateConfig| {
+            let mut c = config(DetectorKind::Zscore, 0.98);
+            c.params.insert("warmup".into(), ParamValue::Int(5));
+            c.state = state;
+            Detect::with_config(&c, "1s".parse().unwrap()).unwrap()
+        };
+        let ttl = with(StateConfig { ttl: Some("4s".parse().unwrap()), ..Default::default() });
+        let (want, _) = bounded_oracle(&points, &ttl);
+        let (unbounded, _) = bounded_oracle(&points, &with(StateConfig::default()));
+        assert!(want.len() > 20 && want != unbounded, "the TTL should change the rows: {} vs {}", want.len(), unbounded.len());
+        for workers in [1, 2, 4] {
+            let op = ttl.clone();
+            let expired0 = ttl.stats().expired.load(Relaxed);
+            let mut rows = run_metrics(workers, points.clone(), 700, move |s| s.detect(&op));
+            rows.sort_by_key(key);
+            assert!(rows == want, "ttl, {workers} workers: {} rows, oracle {}", rows.len(), want.len());
+            assert!(ttl.stats().expired.load(Relaxed) > expired0, "ttl, {workers} workers: nothing counted as expired");
+        }
+        for policy in [OnFull::EvictOldest, OnFull::RejectNew] {
+            let op = with(StateConfig { max_keys: Some(12), on_full: Some(policy), ttl: None });
+            let (want, rejected) = bounded_oracle(&points, &op);
+            let op1 = op.clone();
+            let mut rows = run_metrics(1, points.clone(), 700, move |s| s.detect(&op1));
+            rows.sort_by_key(key);
+            assert!(rows == want, "{policy:?}, 1 worker: {} rows, oracle {}", rows.len(), want.len());
+            assert_eq!(op.stats().rejected.load(Relaxed), rejected, "{policy:?}");
+            match policy {
+                OnFull::EvictOldest => assert!(op.stats().evicted.load(Relaxed) > 100, "{policy:?}: evictions"),
+                OnFull::RejectNew => assert!(rejected > 1000 && op.stats().evicted.load(Relaxed) == 0, "{policy:?}: {rejected} rejected"),
+            }
+            for workers in [2, 4] {
+                let opw = op.clone();
+                let rows = run_metrics(workers, points.clone(), 700, move |s| s.detect(&opw));
+                // A worker holds at most its share: at most 12 series are ever scored at once,
+                // so with rejection no more than 12 distinct series get rows.
+                if policy == OnFull::RejectNew {
+                    let series: std::collections::BTreeSet<&Series> = rows.iter().map(|r| &r.series).collect();
+                    assert!(series.len() <= 12, "{workers} workers: {} series scored", series.len());
+                }
+                assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r.score)));
             }
         }
     }

@@ -22,6 +22,7 @@ fn aggregate(window: WindowSpec) -> Aggregate {
         window,
         group_by: vec!["host".into()],
         functions: vec![AggFn::Count, AggFn::Max, AggFn::Avg],
+        state: crate::StateConfig::default(),
     };
     Aggregate::with_config(&cfg, DurationMs(1000)).unwrap()
 }

@@ -150,6 +150,17 @@ pub fn print_summary(s: &RunSummary) {
         let overflow = if a.overflow > 0 { format!(", {} dropped over max_open_per_tenant", thousands(a.overflow)) } else { String::new() };
         println!("{:<14} {} notices → {} lifecycle rows{overflow}", "alerts", thousands(a.notices), thousands(a.lifecycle_rows));
     }
+    for b in &s.state_bounds {
+        println!(
+            "{:<14} {} {}: {} expired, {} evicted, {} rejected at the cap",
+            "state bounds",
+            b.operator,
+            b.name,
+            thousands(b.expired),
+            thousands(b.evicted),
+            thousands(b.rejected)
+        );
+    }
     println!("{:<14} {:.3} s", "wall time", s.wall_seconds);
     println!("{:<14} {} records/s", "throughput", thousands(s.records_per_second as u64));
     if let Some(b) = s.peak_rss_bytes {
