@@ -561,34 +561,10 @@ mod tests {
             .collect()
     }
 
-    /// The oracle: every watched series scored naively, in (ts, part, pos) order.
+    /// The oracle without bounds (none of the defaults acts on these inputs): every watched
+    /// point scored naively in (ts, part, pos) order, see [`bounded_oracle`].
     fn oracle(points: &[Metric], op: &Detect) -> Vec<AnomalyRow> {
-        let mut by_series: BTreeMap<Series, Vec<&Metric>> = BTreeMap::new();
-        for p in points.iter().filter(|p| op.watches(p.series.name())) {
-            by_series.entry(p.series.clone()).or_default().push(p);
-        }
-        let mut rows = Vec::new();
-        for (series, mut ps) in by_series {
-            ps.sort_by_key(|p| (p.ts, p.part, p.pos));
-            let mut d = op.spec.build();
-            for p in ps {
-                let s = d.score(p.ts, p.value);
-                assert!((0.0..=1.0).contains(&s.score), "score {} out of range", s.score);
-                if s.score >= op.threshold {
-                    rows.push(AnomalyRow {
-                        series: series.clone(),
-                        ts: p.ts,
-                        value: p.value,
-                        expected: s.expected,
-                        score: s.score,
-                        detector: op.detector.clone(),
-                        part: p.part,
-                        pos: p.pos,
-                    });
-                }
-            }
-        }
-        rows
+        bounded_oracle(points, op).0
     }
 
     fn key(r: &AnomalyRow) -> (i64, Series, u32, u64) {
@@ -648,6 +624,7 @@ mod tests {
                 models.insert(p.series.clone(), (op.spec.build(), p.ts));
             }
             let s = models.get_mut(&p.series).expect("held").0.score(p.ts, p.value);
+            assert!((0.0..=1.0).contains(&s.score), "score {} out of range", s.score);
             if s.score >= op.threshold {
                 rows.push(AnomalyRow {
                     series: p.series.clone(),
