@@ -199,21 +199,20 @@ impl<R: TableRow> ParquetSinkExt<R> for Stream<'_, Time, Vec<R>> {
             {
                 let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
                 let start = first - first % span;
-                let (rows, name) = if keyed_by_time {
-                    let bound = ckpt.as_ref().and_then(|p| p.pending()).map_or(f, |b| b.min(f)).min(start.saturating_add(span));
-                    (take_before(&mut pending, bound), bound)
+                let name = if keyed_by_time {
+                    ckpt.as_ref().and_then(|p| p.pending()).map_or(f, |b| b.min(f)).min(start.saturating_add(span))
                 } else {
-                    (pending.remove(&first).unwrap_or_default(), last_piece.map_or(f, |l| f.max(l + 1)))
+                    last_piece.map_or(f, |l| f.max(l + 1))
                 };
-                pending_rows -= rows.len();
-                // A name is used once: pieces of one span have growing bounds.
-                if !rows.is_empty() && last_piece.is_none_or(|l| name > l) {
-                    last_piece = Some(name);
-                    send(&mut to_writer, ToWriter::Span { start, cut: Some(name), rows }, Some(start));
-                } else if !rows.is_empty() {
-                    // Same bound as the last piece: keep the rows for the next one.
-                    pending_rows += rows.len();
-                    pending.entry(if keyed_by_time { first } else { start }).or_default().extend(rows);
+                // A name is used once (a frontier that has not moved since the last piece
+                // waits for the next activation).
+                if last_piece.is_none_or(|l| name > l) {
+                    let rows = if keyed_by_time { take_before(&mut pending, name) } else { pending.remove(&first).unwrap_or_default() };
+                    pending_rows -= rows.len();
+                    if !rows.is_empty() {
+                        last_piece = Some(name);
+                        send(&mut to_writer, ToWriter::Span { start, cut: Some(name), rows }, Some(start));
+                    }
                 }
             }
             let done = frontier.is_empty() && pending.is_empty();
