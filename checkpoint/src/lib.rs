@@ -262,6 +262,15 @@ impl Checkpoints {
         lock(&self.state).committed
     }
 
+    /// Whether the latest committed checkpoint is at or after every running source's
+    /// capability: a later one would have to wait for event time to move (idle push sources),
+    /// and stopping at this one loses nothing (what the sources emitted at or after it is
+    /// replayed from their input).
+    pub fn is_current(&self) -> bool {
+        let s = lock(&self.state);
+        s.committed > 0 && s.sources.iter().zip(&s.sources_done).all(|(&t, &done)| done || t <= s.committed)
+    }
+
     /// The committer's first error.
     pub fn error(&self) -> Option<String> {
         lock(&self.error).clone()
@@ -276,7 +285,22 @@ impl Checkpoints {
             drop(tx);
             let _ = handle.join();
         }
-        if completed { store::clear(&self.cfg.dir) } else { Ok(()) }
+        if !completed {
+            return Ok(());
+        }
+        store::clear(&self.cfg.dir)?;
+        // The push sources' logs hold nothing a later run needs either.
+        match std::fs::remove_dir_all(self.wal_dir()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Io(self.wal_dir().display().to_string(), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the push sources keep their write-ahead logs (`state_dir/wal`). Unlike the
+    /// checkpoints, a log outlives a run that committed none: what it holds was acknowledged,
+    /// and the next run replays it.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.cfg.dir.join(store::WAL)
     }
 
     fn set_error(&self, e: String) {
@@ -287,8 +311,13 @@ impl Checkpoints {
         }
     }
 
-    /// Decides the next checkpoint if it is time (called with the state locked).
-    fn maybe_decide(&self, s: &mut State) {
+    /// Decides the next checkpoint if it is time (called with the state locked). A decision
+    /// made as a source advances is followed by that source's downgrade, which schedules every
+    /// operator downstream of it to look at the pending checkpoint. One made without
+    /// (`polled`: an idle source asking) is followed by no frontier change, so it must lie
+    /// beyond every running source's capability: each then moves past it, and everything
+    /// downstream is scheduled then.
+    fn maybe_decide(&self, s: &mut State, polled: bool) {
         if s.built < self.cfg.workers || s.in_flight.is_some() || s.sources.is_empty() {
             return;
         }
@@ -314,7 +343,13 @@ impl Checkpoints {
         let high = bound.values().map(|(running, done)| running.unwrap_or(*done)).max().unwrap_or(0);
         let i = self.cfg.interval.max(1);
         // After the latest committed one; never 0 (0 means "none" in `pending`).
-        let at = high.div_ceil(i).saturating_mul(i).max(s.committed.saturating_add(i)).max(i);
+        let mut at = high.div_ceil(i).saturating_mul(i).max(s.committed.saturating_add(i)).max(i);
+        if polled {
+            let top = s.sources.iter().zip(&s.sources_done).filter(|(_, done)| !**done).map(|(t, _)| *t).max().unwrap_or(0);
+            if at <= top {
+                at = (top / i).saturating_add(1).saturating_mul(i);
+            }
+        }
         s.hurry = false;
         s.in_flight = Some(InFlight {
             at,
@@ -385,7 +420,7 @@ impl Checkpoints {
         }
         let micros = c.decided.elapsed().as_micros() as u64;
         self.stats.committed.fetch_add(1, Ordering::Relaxed);
-        self.stats.latest.store(c.at, Ordering::Relaxed);
+        self.stats.latest.store(c.at, Ordering::Release);
         self.stats.latest_bytes.store(bytes, Ordering::Relaxed);
         self.stats.latest_micros.store(micros, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
@@ -427,11 +462,13 @@ pub fn register_source(name: &str, worker: usize) -> Option<Participant> {
     BUILDING.with(|b| b.borrow().as_ref().map(|c| c.source(name, worker)))
 }
 
-/// A checkpoint a sink acknowledges once its files are written (see [`Participant::hand_off`]).
+/// A checkpoint a sink acknowledges once its files are written (see [`Participant::hand_off`]),
+/// or a push source once its log is durable (see [`Participant::hand_off_state`]).
 pub struct Deferred {
     shared: Arc<Checkpoints>,
     id: usize,
     at: Time,
+    part: Vec<u8>,
 }
 
 impl Deferred {
@@ -443,7 +480,7 @@ impl Deferred {
     /// Acknowledges it, listing the output files (relative to the output folder) written since
     /// the previous checkpoint.
     pub fn ack(self, files: Vec<String>) {
-        self.shared.deliver(self.id, self.at, Vec::new(), files);
+        self.shared.deliver(self.id, self.at, self.part, files);
     }
 }
 
@@ -471,6 +508,11 @@ impl Finisher {
             None => s.late_files = files,
         }
     }
+}
+
+/// A part as stored: bincode, lz4.
+fn enc<X: Serialize + ?Sized>(x: &X) -> bincode::Result<Vec<u8>> {
+    bincode::serialize(x).map(|raw| lz4_flex::compress_prepend_size(&raw))
 }
 
 /// The first logged position covering `at`, else the end.
@@ -514,8 +556,8 @@ impl Participant {
 
     /// Saves this participant's state for checkpoint `at`.
     pub fn save<T: Serialize + ?Sized>(&mut self, at: Time, state: &T) {
-        match bincode::serialize(state) {
-            Ok(raw) => self.deliver(at, lz4_flex::compress_prepend_size(&raw), Vec::new()),
+        match enc(state) {
+            Ok(part) => self.deliver(at, part, Vec::new()),
             Err(e) => self.shared.set_error(format!("cannot save the state of `{}` (a bug): {e}", self.name)),
         }
     }
@@ -527,7 +569,43 @@ impl Participant {
             return None;
         }
         self.saved = at;
-        Some(Deferred { shared: self.shared.clone(), id: self.id, at })
+        Some(Deferred { shared: self.shared.clone(), id: self.id, at, part: Vec::new() })
+    }
+
+    /// Marks checkpoint `at` as handled here with `state` as this participant's part, and
+    /// returns what delivers it later, from another thread: a push source, whose part may count
+    /// only once its log is durable up to where the part says. `None` if it was handled.
+    pub fn hand_off_state<T: Serialize + ?Sized>(&mut self, at: Time, state: &T) -> Option<Deferred> {
+        let part = match enc(state) {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.set_error(format!("cannot save the state of `{}` (a bug): {e}", self.name));
+                return None;
+            }
+        };
+        let mut d = self.hand_off(at)?;
+        d.part = part;
+        Some(d)
+    }
+
+    /// The latest committed checkpoint (or the one resumed from; 0: none).
+    pub fn committed(&self) -> Time {
+        self.shared.stats.latest.load(Ordering::Acquire)
+    }
+
+    /// See [`Checkpoints::wal_dir`].
+    pub fn wal_dir(&self) -> PathBuf {
+        self.shared.wal_dir()
+    }
+
+    /// Whether the state folder's files are fsynced (see [`CheckpointConfig::fsync`]).
+    pub fn fsync(&self) -> bool {
+        self.shared.cfg.fsync
+    }
+
+    /// The run's worker count.
+    pub fn workers(&self) -> usize {
+        self.shared.cfg.workers
     }
 
     /// Acknowledges checkpoint `at` without state, listing the output files (relative to the
@@ -555,9 +633,6 @@ impl Participant {
     /// position)` in read order (`position` replays every checkpoint up to `hi` not covered by
     /// an earlier entry), and `last` for the checkpoints after that.
     pub fn finish<L: Serialize, T: Serialize + ?Sized>(&mut self, log: &[(Time, L)], last: &T) {
-        fn enc<X: Serialize + ?Sized>(x: &X) -> bincode::Result<Vec<u8>> {
-            bincode::serialize(x).map(|raw| lz4_flex::compress_prepend_size(&raw))
-        }
         let log: Result<Vec<(Time, Vec<u8>)>, _> = log.iter().map(|(hi, t)| enc(t).map(|b| (*hi, b))).collect();
         let (log, end) = match (log, enc(last)) {
             (Ok(l), Ok(e)) => (l, e),
@@ -587,7 +662,17 @@ impl Participant {
             return;
         }
         s.sources[slot] = t;
-        self.shared.maybe_decide(&mut s);
+        self.shared.maybe_decide(&mut s, false);
+    }
+
+    /// A source with nothing to take asks whether a checkpoint is due: decisions are otherwise
+    /// made only when some source advances, and an idle push source may not for a long while.
+    pub fn poll(&self) {
+        if self.source.is_none() {
+            return;
+        }
+        let mut s = lock(&self.shared.state);
+        self.shared.maybe_decide(&mut s, true);
     }
 
     /// A source is done; `last` is the latest time it emitted at (operators downstream of it

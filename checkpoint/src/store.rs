@@ -6,6 +6,8 @@
 //!   chk-<B>/manifest.json
 //!   chk-<B>/<name>@<worker>.part   one participant's state (bincode, lz4); sinks have none
 //!   files.log            "<B>\t<path>" per output file, appended before CURRENT moves on
+//!   wal/<source>/w<worker>/<seq>.wal   a push source's write-ahead log (see
+//!                        `alertflow_connectors::push::wal`): kept when nothing is committed
 //! ```
 //!
 //! A checkpoint counts once `CURRENT` names it; lines of `files.log` after it (a commit cut
@@ -26,6 +28,8 @@ pub const VERSION: u32 = 1;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";
+/// The push sources' write-ahead logs.
+pub(crate) const WAL: &str = "wal";
 
 /// What a checkpoint holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -412,9 +412,18 @@ impl Pipeline {
                     format!("source[{j}] already receives {route}: one HTTP source per kind of record"),
                 ));
             }
-            let serves_http = table.get("serve").and_then(|s| s.as_table()).is_some_and(|s| s.contains_key("http"));
-            if !serves_http {
-                p.push(problem(&at, "an HTTP source receives on the [serve] HTTP port: add [serve] with http = \"127.0.0.1:9094\" (say)"));
+            let serve_http = table.get("serve").and_then(|s| s.as_table()).and_then(|s| s.get("http")).and_then(|h| h.as_str());
+            match (&c.listen, serve_http) {
+                (None, None) => p.push(problem(
+                    &at,
+                    "an HTTP source receives on the [serve] HTTP port, or on its own `listen` address: \
+                     add [serve] with http = \"127.0.0.1:9094\", or listen = \"127.0.0.1:9093\" (say)",
+                )),
+                (Some(l), Some(h)) if l.trim() == h.trim() && !l.trim().ends_with(":0") => p.push(problem(
+                    &format!("{at}.listen"),
+                    format!("the same address as serve.http ({h}): leave `listen` out to receive on the [serve] HTTP port"),
+                )),
+                _ => {}
             }
             match PushSource::plan(c, next_part) {
                 Ok(mut s) => {
@@ -491,7 +500,7 @@ impl Pipeline {
         }
 
         if engine.state_dir.is_some() {
-            checkpoint_problems(&engine, &kafka_cfgs, &push_cfgs, &sink_cfgs, &mut p);
+            checkpoint_problems(&engine, &kafka_cfgs, &sink_cfgs, &mut p);
         }
 
         let serve = serve_cfg.and_then(|c| c.plan(&mut p));
@@ -792,7 +801,6 @@ fn rule_sections(
 fn checkpoint_problems(
     engine: &EngineConfig,
     kafka: &[(usize, KafkaSourceConfig)],
-    push: &[(usize, PushSourceConfig)],
     sinks: &[(usize, KafkaSinkConfig)],
     p: &mut Vec<ConfigProblem>,
 ) {
@@ -807,14 +815,7 @@ fn checkpoint_problems(
         p.push(problem(
             &format!("source[{i}]"),
             "a Kafka source resumes from its committed offsets, not from checkpoints: remove engine.state_dir \
-             (checkpoints cover file sources so far)",
-        ));
-    }
-    for (i, _) in push {
-        p.push(problem(
-            &format!("source[{i}]"),
-            "checkpoints do not cover HTTP sources yet (what was acknowledged after the last checkpoint would be lost): \
-             remove engine.state_dir",
+             (checkpoints cover file and HTTP sources so far)",
         ));
     }
     for (i, _) in sinks {
@@ -924,6 +925,26 @@ path = "out"
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
+    }
+
+    #[test]
+    fn http_sources_receive_on_the_serving_port_or_their_own() {
+        let d = dir_with_points();
+        let source =
+            |records: &str, listen: &str| format!("[[source]]\nname = \"{records}\"\ntype = \"http\"\nrecords = \"{records}\"\n{listen}\n");
+        let out = "[output]\npath = \"out\"\n";
+        let all = Pipeline::parse(&format!("{}{out}", source("metrics", "")), &d).unwrap_err().to_string();
+        assert!(all.contains("source[0]: an HTTP source receives on the [serve] HTTP port, or on its own `listen` address"), "{all}");
+        let serve = "[serve]\nhttp = \"127.0.0.1:9094\"\n";
+        let text = format!("{}{}{out}{serve}", source("metrics", "listen = \"127.0.0.1:9094\""), source("alerts", "listen = \"nowhere\""));
+        let all = Pipeline::parse(&text, &d).unwrap_err().to_string();
+        assert!(all.contains("source[0].listen: the same address as serve.http (127.0.0.1:9094)"), "{all}");
+        assert!(all.contains("source[1].listen: `nowhere` is not an address"), "{all}");
+        // Its own address: no [serve] needed, and checkpoints cover it (its write-ahead log).
+        let text = format!("[engine]\nstate_dir = \"state\"\n{}{out}", source("metrics", "listen = \"127.0.0.1:9093\""));
+        let p = Pipeline::parse(&text, &d).unwrap();
+        assert_eq!(p.push[0].listen, Some("127.0.0.1:9093".parse().unwrap()));
+        assert!(p.serve.is_none() && p.state_dir.is_some());
     }
 
     #[test]

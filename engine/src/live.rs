@@ -34,6 +34,11 @@ pub struct Live {
 }
 
 impl Live {
+    /// No live tables (serving without `[serve]`).
+    pub fn none() -> Live {
+        Live { tables: LiveTables::new(), stats: Vec::new() }
+    }
+
     /// The live tables of `pipeline`, published by `workers` workers at most once per `refresh`.
     pub fn new(pipeline: &Pipeline, workers: usize, refresh: Duration) -> Live {
         let mut tables = LiveTables::new();

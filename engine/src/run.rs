@@ -13,7 +13,7 @@ use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
 use alertflow_connectors::latency::{LatencyProbe, LatencyReport, SinkKind};
 use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, clear_table_except, write_schema_file};
-use alertflow_connectors::push::{PushIngest, PushQueue, push_source};
+use alertflow_connectors::push::{PushIngest, PushQueue, check_log, push_source};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
     ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder,
@@ -31,6 +31,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::config::Pipeline;
 use crate::live::Live;
+use crate::serve_config::ServePlan;
 use crate::serving::{Serving, Telemetry};
 
 /// A progress callback.
@@ -261,6 +262,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             .map_err(|e| RunError::Failed(e.to_string()))?,
         ),
     };
+    // Push sources' logs of workers this run lacks cannot be replayed: refused before anything starts.
+    if let Some(c) = &checkpoints {
+        for s in &pipeline.push {
+            check_log(&c.wal_dir(), &s.name, workers).map_err(RunError::Failed)?;
+        }
+    }
     let committed_files = checkpoints.as_ref().and_then(|c| c.committed_files());
     if let Some(c) = checkpoints.as_ref().filter(|c| c.resumed_at() > 0) {
         tracing::info!(
@@ -340,8 +347,16 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     // `[serve]`: live tables, the catalog and the servers, all bound before any worker starts.
     let watermarks: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
     let live = pipeline.serve.as_ref().map(|s| Live::new(&pipeline, workers, s.live_refresh));
-    let serving = match (&pipeline.serve, &live) {
-        (Some(plan), Some(live)) => {
+    // HTTP sources with a `listen` of their own are served without `[serve]` too (nothing
+    // else is then: no SQL, no live tables).
+    let push_only =
+        (pipeline.serve.is_none() && pipeline.push.iter().any(|s| s.listen.is_some())).then(|| (ServePlan::push_only(), Live::none()));
+    let served = match (&pipeline.serve, &live) {
+        (Some(plan), Some(live)) => Some((plan, live)),
+        _ => push_only.as_ref().map(|(plan, live)| (plan, live)),
+    };
+    let serving = match served {
+        Some((plan, live)) => {
             let mut source_names: Vec<String> = pipeline.sources.iter().map(|s| s.name.to_string()).collect();
             source_names.extend(pipeline.kafka.iter().map(|k| k.name.to_string()));
             source_names.extend(pipeline.push.iter().map(|k| k.name.to_string()));
@@ -358,7 +373,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             if ingest.is_some() || checkpoints.is_some() {
                 // Push sources never end by themselves: a signal ends the run normally. With
                 // checkpoints, a signal ends the run at the next checkpoint.
-                serving.on_signal(signalled.clone());
+                serving.on_signal(signalled.clone(), checkpoints.is_some());
             }
             if let Some(f) = opts.serving {
                 let (http, pg) = serving.addresses();
@@ -366,7 +381,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             }
             Some(serving)
         }
-        _ => None,
+        None => None,
     };
 
     if checkpoints.is_some() && serving.is_none() {
@@ -429,23 +444,27 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             if let Some(e) = c.error() {
                 failure.set(format!("checkpoint: {e}"));
             }
-            if stop_asked && stopping.is_none() && ingest.is_none() {
+            // HTTP sources keep taking (and logging) pushes until the checkpoint: what they
+            // acknowledge after it is replayed from their logs by the next run.
+            if stop_asked && stopping.is_none() {
                 tracing::info!("stopping: taking a checkpoint, then the run ends there (the next run resumes from it)");
                 stopping = Some((c.hurry(), Instant::now()));
             }
             if let Some((before, since)) = stopping
                 && stopped_at.is_none()
-                && (c.committed() > before || since.elapsed() > STOP_WAIT)
+                && (c.committed() > before || c.is_current() || since.elapsed() > STOP_WAIT)
             {
-                if c.committed() == before {
+                if c.committed() == before && !c.is_current() {
                     tracing::warn!("no checkpoint within {STOP_WAIT:?}: stopping at the previous one");
                 }
                 stopped_at = Some(c.committed());
                 failure.set(STOPPED.into());
             }
         }
-        if let Some(ingest) = &ingest
-            && (signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)))
+        // Without checkpoints a stop ends the HTTP sources: what they acknowledged is processed
+        // to the end (windows close, open alerts expire), as at the end of a file.
+        if let Some(ingest) = ingest.as_ref().filter(|_| checkpoints.is_none())
+            && stop_asked
             && !ingest.is_closed()
         {
             tracing::info!("stopping: the HTTP sources take no more pushes; processing what they acknowledged");

@@ -88,6 +88,14 @@ pub struct ServePlan {
     pub live_refresh: Duration,
 }
 
+impl ServePlan {
+    /// What serves a pipeline without `[serve]` whose HTTP sources listen on their own
+    /// addresses: those listeners only (no SQL, no tokens: loopback addresses only).
+    pub fn push_only() -> ServePlan {
+        ServePlan { http: None, pg: None, tokens: Vec::new(), limits: QueryLimits::default(), live_refresh: Duration::from_millis(100) }
+    }
+}
+
 impl ServeSection {
     /// Checks the section; problems name their field under `serve`.
     pub fn plan(&self, p: &mut Vec<ConfigProblem>) -> Option<ServePlan> {

@@ -11,7 +11,7 @@ use alertflow_connectors::parquet::SinkStats;
 use alertflow_connectors::push::{PushIngest, PushOutcome};
 use alertflow_operators::OperatorStats;
 use alertflow_queries::{Catalog, Metrics};
-use alertflow_serve::{Health, Push, PushHandle, PushReply, ServeConfig, Server, Token};
+use alertflow_serve::{Health, Push, PushHandle, PushListener, PushReply, PushRoutes, ServeConfig, Server, Token};
 
 use crate::live::Live;
 use crate::run::RunError;
@@ -77,34 +77,58 @@ impl Serving {
                 }
             })
         };
+        let push_listeners = ingest.as_deref().map(push_listeners).unwrap_or_default();
         let cfg = ServeConfig {
             http: plan.http,
             pg: plan.pg,
             tokens: plan.tokens.iter().map(|(token, access)| Token { token: token.clone(), access: access.clone() }).collect(),
             push: ingest.map(|i| PushHandle(Arc::new(Ingest(i)))),
+            push_listeners,
         };
         let server = Server::start(&cfg, catalog.clone(), metrics, health, runtime.handle()).map_err(|e| RunError::Serve(e.to_string()))?;
+        for (l, a) in cfg.push_listeners.iter().zip(server.push_addrs()) {
+            let mut routes = Vec::new();
+            if l.routes.alerts {
+                routes.push("POST /api/v2/alerts");
+            }
+            if l.routes.samples {
+                routes.push("POST /api/v1/write");
+            }
+            tracing::info!("receiving pushes at http://{a} ({})", routes.join(", "));
+        }
         if let Some(a) = server.http_addr() {
             tracing::info!("serving SQL over HTTP at http://{a} (POST /sql, GET /tables, /metrics, /health)");
         }
         if let Some(a) = server.pg_addr() {
             tracing::info!("serving the PostgreSQL protocol at {a} (psql \"host={} port={} dbname=alertflow\")", a.ip(), a.port());
         }
-        if plan.tokens.is_empty() {
+        if plan.tokens.is_empty() && (plan.http.is_some() || plan.pg.is_some()) {
             tracing::warn!("no [[serve.tokens]]: any caller on this machine sees every tenant (serving binds only loopback addresses)");
+        } else if plan.tokens.is_empty() && !cfg.push_listeners.is_empty() {
+            tracing::warn!(
+                "no [[serve.tokens]]: any caller on this machine may push for any tenant (pushes are taken on loopback addresses only)"
+            );
         }
         Ok(Serving { runtime, server, running, catalog })
     }
 
-    /// Sets `flag` at the first SIGINT or SIGTERM (the run then ends normally); a second
-    /// signal exits the process at once.
-    pub fn on_signal(&self, flag: Arc<AtomicBool>) {
+    /// Sets `flag` at the first SIGINT or SIGTERM (the run then ends normally, or at the next
+    /// checkpoint when it takes them); a second signal exits the process at once.
+    pub fn on_signal(&self, flag: Arc<AtomicBool>, checkpoints: bool) {
         self.runtime.spawn(async move {
             signal().await;
             flag.store(true, Ordering::Release);
-            eprintln!("stopping: finishing what was received (a second Ctrl-C or SIGTERM exits at once)");
+            if checkpoints {
+                eprintln!("stopping at the next checkpoint (a second Ctrl-C or SIGTERM exits at once; the next run resumes from the last checkpoint)");
+            } else {
+                eprintln!("stopping: finishing what was received (a second Ctrl-C or SIGTERM exits at once)");
+            }
             signal().await;
-            eprintln!("stopped at once: pushes acknowledged but not yet written are lost");
+            if checkpoints {
+                eprintln!("stopped at once: the next run resumes from the last checkpoint and replays the pushes acknowledged since");
+            } else {
+                eprintln!("stopped at once: pushes acknowledged but not yet written are lost");
+            }
             std::process::exit(130);
         });
     }
@@ -144,6 +168,29 @@ impl Serving {
     }
 }
 
+/// The listeners of HTTP sources with a `listen` address of their own (sources on one address
+/// share its listener).
+fn push_listeners(ingest: &PushIngest) -> Vec<PushListener> {
+    let mut out: Vec<PushListener> = Vec::new();
+    let sources = [(ingest.alerts.as_ref().map(|q| &q.source), true), (ingest.metrics.as_ref().map(|q| &q.source), false)];
+    for (src, alerts) in sources {
+        let Some((src, addr)) = src.and_then(|s| s.listen.map(|a| (s, a))) else { continue };
+        let i = match out.iter().position(|l| l.addr == addr) {
+            Some(i) => i,
+            None => {
+                out.push(PushListener { addr, routes: PushRoutes::default(), field: format!("[[source]] `{}` listen", src.name) });
+                out.len() - 1
+            }
+        };
+        if alerts {
+            out[i].routes.alerts = true;
+        } else {
+            out[i].routes.samples = true;
+        }
+    }
+    out
+}
+
 /// The HTTP sources behind the serving port's push routes.
 struct Ingest(Arc<PushIngest>);
 
@@ -156,10 +203,10 @@ impl Push for Ingest {
         self.0.metrics.is_some()
     }
     async fn alerts(&self, tenant: Arc<str>, body: alertflow_serve::push::Bytes) -> PushReply {
-        reply(self.0.alerts(&tenant, &body).await)
+        reply(self.0.alerts(tenant, body).await)
     }
     async fn write(&self, tenant: Arc<str>, body: alertflow_serve::push::Bytes) -> PushReply {
-        reply(self.0.write(&tenant, &body).await)
+        reply(self.0.write(tenant, body).await)
     }
 }
 

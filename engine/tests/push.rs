@@ -274,3 +274,144 @@ tenant = "*"
     let want = [("acme", "Acme"), ("acme", "Acme2"), ("default", "Default"), ("globex", "Globex")];
     assert_eq!(opened, want.map(|(a, b)| (a.to_string(), b.to_string())));
 }
+
+/// With checkpoints, on a source's own `listen` address (no `[serve]`): every push is logged
+/// before it is answered. A run that fails before its first checkpoint loses nothing (the next
+/// run replays the whole log); a stop ends at a checkpoint and the next run replays the log
+/// from there. Every pushed sample is in the table exactly once, at 1 and 2 workers.
+#[test]
+fn with_checkpoints_acknowledged_pushes_survive_a_failure_and_a_stop() {
+    for workers in [1, 2] {
+        let dir = temp_dir("push-wal");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let text = format!(
+            r#"
+[engine]
+epoch = "1s"
+state_dir = "state"
+checkpoint_interval = "10s"
+checkpoint_min_wall_interval = "100ms"
+
+[[source]]
+type = "http"
+name = "rw"
+records = "metrics"
+listen = "127.0.0.1:{port}"
+max_out_of_orderness = "2s"
+idle_timeout = "1h"
+
+[[aggregate]]
+name = "per_req"
+input = "rw"
+window = {{ type = "tumbling", size = "10s" }}
+group_by = ["req"]
+functions = ["count", "sum"]
+
+[output]
+path = "out"
+"#
+        );
+        std::fs::write(dir.join("p.toml"), &text).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let push = |req: &str, ts: &[i64]| {
+            let samples = ts.iter().map(|&t| (t, (t - T0) as f64)).collect();
+            let resp = write(&url, &[TimeSeries { labels: vec![("__name__", "wal"), ("req", req)], samples }]);
+            assert_eq!(resp.status, 204, "{}", resp.text());
+        };
+        // Request i: 3 samples in second i.
+        let push_range = |from: i64, to: i64| (from..to).for_each(|i| push(&i.to_string(), &[0, 10, 20].map(|k| T0 + i * 1000 + k)));
+        let launch = |stop: Arc<AtomicBool>, cancel: Arc<AtomicBool>| {
+            let p = Pipeline::load(&dir.join("p.toml")).unwrap();
+            let t = std::thread::spawn(move || {
+                run(p, RunOptions { workers: Some(workers), stop: Some(stop), cancel: Some(cancel), ..Default::default() })
+            });
+            // The listener is bound before any worker starts; wait for it.
+            let t0 = std::time::Instant::now();
+            while request("GET", &url, "/health", &[], b"").is_err() {
+                assert!(t0.elapsed() < Duration::from_secs(30), "the run does not listen on {url}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            t
+        };
+        // A stop ends at a checkpoint taken after it, which needs event time to move past the
+        // next interval: the pusher goes on pushing (request `next`, `next + 1`, … — or, with
+        // `ticks`, one sample an hour later each time) until the run has stopped. Returns the
+        // first request not taken.
+        let stop_while_pushing = |stop: &Arc<AtomicBool>, t: std::thread::JoinHandle<_>, mut next: i64, ticks: bool| {
+            stop.store(true, Ordering::Release);
+            let mut hour = 1;
+            while !t.is_finished() {
+                std::thread::sleep(Duration::from_millis(300));
+                let (req, samples) = if ticks {
+                    hour += 1;
+                    ("tick".to_string(), vec![(T0 + hour * 3_600_000 + 2_000, 0.0)])
+                } else {
+                    (next.to_string(), [0, 10, 20].map(|k| (T0 + next * 1000 + k, (next * 1000 + k) as f64)).to_vec())
+                };
+                let r = request(
+                    "POST",
+                    &url,
+                    "/api/v1/write",
+                    &[("Content-Encoding", "snappy")],
+                    &body(&[TimeSeries { labels: vec![("__name__", "wal"), ("req", &req)], samples }]),
+                );
+                if r.is_ok_and(|r| r.status == 204) && !ticks {
+                    next += 1;
+                }
+            }
+            match t.join().unwrap() {
+                Err(alertflow_engine::RunError::Stopped(m)) => assert!(m.contains("stopped at the checkpoint"), "{m}"),
+                other => panic!("a stop with checkpoints ends at a checkpoint: {other:?}"),
+            }
+            next
+        };
+
+        // Run 1: ten pushes, then it fails (cancelled) before any checkpoint: the watermark
+        // (second 7) never reached the first one (second 10).
+        let (stop, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let t = launch(stop.clone(), cancel.clone());
+        // The source's own listener serves pushes and /health only.
+        let sql = request("POST", &url, "/sql", &[], b"SELECT 1").unwrap();
+        assert_eq!(sql.status, 404);
+        assert!(sql.text().contains("this address takes pushes"), "{}", sql.text());
+        push_range(0, 10);
+        cancel.store(true, Ordering::Release);
+        let e = t.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("cancelled"), "{e}");
+        assert!(!dir.join("state/CURRENT").exists(), "no checkpoint was committed");
+        let logged: usize = (0..workers).map(|w| std::fs::read_dir(dir.join(format!("state/wal/rw/w{w}"))).unwrap().count()).sum();
+        assert!(logged >= 1, "the acknowledged pushes are in the log");
+
+        // Run 2: replays the ten, takes 33 more (to second 42), then from second 52 on one a
+        // moment while it stops. What it took at and after its checkpoint is only in the log.
+        let (stop, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let t = launch(stop.clone(), cancel);
+        push_range(10, 43);
+        let next = stop_while_pushing(&stop, t, 52, false);
+        assert!(dir.join("state/CURRENT").exists());
+        assert!(next < 60, "the stop took {} requests", next - 52);
+
+        // Run 3: resumes, replays the log from the checkpoint, takes the rest, and stops while
+        // samples hours later close every window.
+        let (stop, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let t = launch(stop.clone(), cancel);
+        push_range(next, 60);
+        stop_while_pushing(&stop, t, 0, true);
+
+        let rows = read_table(&dir.join("out/per_req"));
+        let mut got: BTreeMap<i64, (u64, f64)> = BTreeMap::new();
+        for r in &rows {
+            // window_start, window_end, tenant, name, req, count, sum
+            let c: Vec<&str> = r.split(',').collect();
+            if c[4] == "tick" {
+                continue;
+            }
+            let e = got.entry(c[4].parse().unwrap()).or_default();
+            e.0 += c[5].parse::<u64>().unwrap();
+            e.1 += c[6].parse::<f64>().unwrap();
+        }
+        let want: BTreeMap<i64, (u64, f64)> = (0..43).chain(52..60).map(|i| (i, (3, (3 * i * 1000 + 30) as f64))).collect();
+        assert_eq!(got, want, "{workers} worker(s)");
+        assert!(read_table(&dir.join("out/dead_letters")).is_empty());
+    }
+}

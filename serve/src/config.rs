@@ -15,8 +15,11 @@ pub struct ServeConfig {
     /// The accepted tokens (`[serve] tokens`). None: every caller sees everything, which is
     /// only allowed on loopback addresses.
     pub tokens: Vec<Token>,
-    /// Push ingest on the HTTP port (the engine's `type = "http"` sources), if any.
+    /// Push ingest (the engine's `type = "http"` sources), if any: on the HTTP port, but for
+    /// the routes that `push_listeners` serve.
     pub push: Option<crate::PushHandle>,
+    /// Push sources on listeners of their own (`[[source]] listen`).
+    pub push_listeners: Vec<crate::push::PushListener>,
 }
 
 /// A secret a caller presents (`Authorization: Bearer <token>` over HTTP, the password over
@@ -52,10 +55,10 @@ pub struct Health {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A listener could not be bound (the address is in use, not local, not permitted).
-    #[error("cannot listen on {addr} ([serve] {field}): {source}")]
+    #[error("cannot listen on {addr} ({field}): {source}")]
     Bind {
-        /// The `[serve]` field naming the address.
-        field: &'static str,
+        /// The field naming the address (`[serve] http`, say).
+        field: String,
         /// The address.
         addr: SocketAddr,
         /// What the system said.
@@ -64,12 +67,12 @@ pub enum ServeError {
     /// A non-loopback address with no tokens would hand every tenant's rows to anyone who can
     /// reach it.
     #[error(
-        "[serve] {field} = {addr} is reachable from other machines but no [serve] tokens are configured: \
-         anyone could read every tenant's rows; add tokens or listen on a loopback address (127.0.0.1)"
+        "{field} = {addr} is reachable from other machines but no [serve] tokens are configured: \
+         anyone could read every tenant's rows (or push into any tenant); add tokens or listen on a loopback address (127.0.0.1)"
     )]
     Unauthenticated {
-        /// The `[serve]` field naming the address.
-        field: &'static str,
+        /// The field naming the address (`[serve] http`, say).
+        field: String,
         /// The address.
         addr: SocketAddr,
     },
@@ -100,8 +103,9 @@ impl ServeConfig {
     }
 
     /// The configured listeners with the name of their field.
-    pub(crate) fn listeners(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> {
-        self.http.map(|a| ("http", a)).into_iter().chain(self.pg.map(|a| ("pg", a)))
+    pub(crate) fn listeners(&self) -> impl Iterator<Item = (String, SocketAddr)> + '_ {
+        let serve = self.http.map(|a| ("[serve] http".to_string(), a)).into_iter().chain(self.pg.map(|a| ("[serve] pg".to_string(), a)));
+        serve.chain(self.push_listeners.iter().map(|l| (l.field.clone(), l.addr)))
     }
 }
 
@@ -111,8 +115,7 @@ mod tests {
 
     #[test]
     fn loopback_without_tokens_is_fine_elsewhere_is_refused() {
-        let local =
-            ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("[::1]:0".parse().unwrap()), tokens: vec![], push: None };
+        let local = ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("[::1]:0".parse().unwrap()), ..Default::default() };
         assert!(local.validate().is_ok());
         let open = ServeConfig { pg: Some("0.0.0.0:5432".parse().unwrap()), ..local.clone() };
         let e = open.validate().unwrap_err().to_string();

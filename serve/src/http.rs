@@ -49,18 +49,27 @@ pub(crate) struct HttpState {
     pub(crate) push: Option<crate::PushHandle>,
 }
 
-/// The routes.
-pub(crate) fn router(state: Arc<HttpState>) -> Router {
-    let routes = match &state.push {
-        Some(push) => crate::push::routes(Router::new(), push),
-        None => Router::new(),
-    };
+/// The routes, with the push routes `push` (those no listener of their own serves).
+pub(crate) fn router(state: Arc<HttpState>, push: crate::push::PushRoutes) -> Router {
+    let routes = crate::push::routes(Router::new(), push);
     routes
         .route("/sql", post(sql))
         .route("/tables", get(tables))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route: try POST /sql, GET /tables, /metrics or /health", "42000") })
+        .with_state(state)
+}
+
+/// The routes of a push source's own listener: its push routes and `/health`.
+pub(crate) fn push_router(state: Arc<HttpState>, push: crate::push::PushRoutes) -> Router {
+    crate::push::routes(Router::new(), push)
+        .route("/health", get(health))
+        .fallback(|| async {
+            let m =
+                "no such route: this address takes pushes (POST /api/v2/alerts, GET /api/v2/status, POST /api/v1/write) and GET /health";
+            (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{m}\n")).into_response()
+        })
         .with_state(state)
 }
 

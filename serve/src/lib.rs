@@ -25,7 +25,7 @@ use alertflow_queries::{Catalog, Metrics};
 use tokio::sync::watch;
 
 pub use config::{Health, ServeConfig, ServeError, Token};
-pub use push::{Push, PushHandle, PushReply};
+pub use push::{Push, PushHandle, PushListener, PushReply, PushRoutes};
 
 /// The engine's health report, read at each `GET /health`.
 pub type HealthFn = Arc<dyn Fn() -> Health + Send + Sync>;
@@ -39,6 +39,7 @@ const HTTP_GRACE: Duration = Duration::from_secs(2);
 pub struct Server {
     http: Option<SocketAddr>,
     pg: Option<SocketAddr>,
+    push: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     /// One message per listener task when it has stopped accepting (its listener dropped).
     stopped: std::sync::mpsc::Receiver<()>,
@@ -57,24 +58,19 @@ impl Server {
         rt: &tokio::runtime::Handle,
     ) -> Result<Server, ServeError> {
         cfg.validate()?;
-        let bind = |field: &'static str, addr: SocketAddr| -> Result<std::net::TcpListener, ServeError> {
-            let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { field, addr, source })?;
-            l.set_nonblocking(true).map_err(|source| ServeError::Bind { field, addr, source })?;
-            Ok(l)
+        let bind = |field: &str, addr: SocketAddr| -> Result<(std::net::TcpListener, SocketAddr), ServeError> {
+            let err = |source| ServeError::Bind { field: field.to_string(), addr, source };
+            let l = std::net::TcpListener::bind(addr).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            let local = l.local_addr().map_err(err)?;
+            Ok((l, local))
         };
-        let http_listener = cfg.http.map(|a| bind("http", a)).transpose()?;
-        let pg_listener = cfg.pg.map(|a| bind("pg", a)).transpose()?;
-        let local = |l: &std::net::TcpListener, field: &'static str, addr: SocketAddr| {
-            l.local_addr().map_err(|source| ServeError::Bind { field, addr, source })
-        };
-        let http_addr = match (&http_listener, cfg.http) {
-            (Some(l), Some(a)) => Some(local(l, "http", a)?),
-            _ => None,
-        };
-        let pg_addr = match (&pg_listener, cfg.pg) {
-            (Some(l), Some(a)) => Some(local(l, "pg", a)?),
-            _ => None,
-        };
+        let http = cfg.http.map(|a| bind("[serve] http", a)).transpose()?;
+        let pg = cfg.pg.map(|a| bind("[serve] pg", a)).transpose()?;
+        let push_listeners =
+            cfg.push_listeners.iter().map(|l| bind(&l.field, l.addr).map(|b| (b, l.routes))).collect::<Result<Vec<_>, _>>()?;
+        let http_addr = http.as_ref().map(|(_, a)| *a);
+        let pg_addr = pg.as_ref().map(|(_, a)| *a);
 
         let tokens = auth::Tokens::new(cfg.tokens.clone());
         let (stop, _) = watch::channel(false);
@@ -82,17 +78,20 @@ impl Server {
         let mut tasks = 0;
         // Tokio listeners need the runtime's reactor.
         let _enter = rt.enter();
-        if let (Some(l), Some(addr)) = (http_listener, http_addr) {
-            let listener = tokio::net::TcpListener::from_std(l).map_err(|source| ServeError::Bind { field: "http", addr, source })?;
-            let state = Arc::new(http::HttpState {
+        let http_stats = (http.is_some() || !push_listeners.is_empty()).then(|| stats::QueryStats::register(&metrics, "http"));
+        let state = || {
+            Arc::new(http::HttpState {
                 catalog: catalog.clone(),
                 tokens: tokens.clone(),
-                stats: stats::QueryStats::register(&metrics, "http"),
+                stats: http_stats.clone().expect("registered when some HTTP listener is"),
                 metrics: metrics.clone(),
-                health,
+                health: health.clone(),
                 push: cfg.push.clone(),
-            });
-            let app = http::router(state);
+            })
+        };
+        let mut spawn_http = |l: std::net::TcpListener, addr: SocketAddr, field: &str, app: axum::Router| -> Result<(), ServeError> {
+            let listener =
+                tokio::net::TcpListener::from_std(l).map_err(|source| ServeError::Bind { field: field.to_string(), addr, source })?;
             let (mut graceful, mut hard) = (stop.subscribe(), stop.subscribe());
             let done = stopped_tx.clone();
             rt.spawn(async move {
@@ -107,9 +106,20 @@ impl Server {
                 let _ = done.send(());
             });
             tasks += 1;
+            Ok(())
+        };
+        if let Some((l, addr)) = http {
+            let routes = cfg.push.as_ref().map(|p| push::on_http(p, &cfg.push_listeners)).unwrap_or_default();
+            spawn_http(l, addr, "[serve] http", http::router(state(), routes))?;
         }
-        if let (Some(l), Some(addr)) = (pg_listener, pg_addr) {
-            let listener = tokio::net::TcpListener::from_std(l).map_err(|source| ServeError::Bind { field: "pg", addr, source })?;
+        let mut push_addrs = Vec::new();
+        for ((l, addr), routes) in push_listeners {
+            spawn_http(l, addr, "[[source]] listen", http::push_router(state(), routes))?;
+            push_addrs.push(addr);
+        }
+        if let Some((l, addr)) = pg {
+            let listener =
+                tokio::net::TcpListener::from_std(l).map_err(|source| ServeError::Bind { field: "[serve] pg".into(), addr, source })?;
             let shared = Arc::new(pg::PgShared::new(catalog, tokens, stats::QueryStats::register(&metrics, "pg")));
             let stop_rx = stop.subscribe();
             let done = stopped_tx.clone();
@@ -119,7 +129,12 @@ impl Server {
             });
             tasks += 1;
         }
-        Ok(Server { http: http_addr, pg: pg_addr, stop, stopped, tasks })
+        Ok(Server { http: http_addr, pg: pg_addr, push: push_addrs, stop, stopped, tasks })
+    }
+
+    /// Where the push listeners listen, in the order of [`ServeConfig::push_listeners`].
+    pub fn push_addrs(&self) -> &[SocketAddr] {
+        &self.push
     }
 
     /// Where HTTP listens (the bound port when configured with port 0).

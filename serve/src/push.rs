@@ -82,13 +82,42 @@ impl std::fmt::Debug for PushHandle {
     }
 }
 
-/// The push routes, added to the HTTP router when a receiver is configured.
-pub(crate) fn routes(router: Router<Arc<HttpState>>, push: &PushHandle) -> Router<Arc<HttpState>> {
+/// Which push routes a listener serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushRoutes {
+    /// `POST /api/v2/alerts` and `GET /api/v2/status`.
+    pub alerts: bool,
+    /// `POST /api/v1/write`.
+    pub samples: bool,
+}
+
+/// A listener of its own for push sources (`[[source]] listen`): it serves their routes (and
+/// `/health`), and the HTTP port no longer does.
+#[derive(Debug, Clone)]
+pub struct PushListener {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// What it takes.
+    pub routes: PushRoutes,
+    /// The field naming the address, for errors (``[[source]] `rw` listen``).
+    pub field: String,
+}
+
+/// The push routes the HTTP port serves: those of sources with no listener of their own.
+pub(crate) fn on_http(push: &PushHandle, listeners: &[PushListener]) -> PushRoutes {
+    PushRoutes {
+        alerts: push.0.takes_alerts() && !listeners.iter().any(|l| l.routes.alerts),
+        samples: push.0.takes_samples() && !listeners.iter().any(|l| l.routes.samples),
+    }
+}
+
+/// The push routes `which`, added to a router.
+pub(crate) fn routes(router: Router<Arc<HttpState>>, which: PushRoutes) -> Router<Arc<HttpState>> {
     let mut r = router;
-    if push.0.takes_alerts() {
+    if which.alerts {
         r = r.route("/api/v2/alerts", post(alerts)).route("/api/v2/status", get(status));
     }
-    if push.0.takes_samples() {
+    if which.samples {
         r = r.route("/api/v1/write", post(write));
     }
     r.layer(DefaultBodyLimit::max(MAX_PUSH_BODY))

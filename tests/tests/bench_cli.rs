@@ -15,6 +15,7 @@ fn every_scenario_reports_what_it_ran() {
         "end-to-end",
         "kafka",
         "push",
+        "push-wal",
         "--scale",
         "0.02",
         "--workers",
@@ -27,7 +28,20 @@ fn every_scenario_reports_what_it_ran() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     let rows = report.as_array().expect("an array");
     let names: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
-    assert_eq!(names, ["metrics", "alerts", "anomaly", "end-to-end", "kafka", "push:remote_write", "push:alerts"]);
+    assert_eq!(
+        names,
+        [
+            "metrics",
+            "alerts",
+            "anomaly",
+            "end-to-end",
+            "kafka",
+            "push:remote_write",
+            "push:alerts",
+            "push-wal:remote_write",
+            "push-wal:alerts"
+        ]
+    );
     let by = |n: &str| rows.iter().find(|r| r["scenario"] == n).unwrap();
     // 2 % of W1's 2,000,000 points; of the anomaly and end-to-end scenarios' 1,000,000.
     assert_eq!(by("metrics")["records"], 40_000);
@@ -36,6 +50,17 @@ fn every_scenario_reports_what_it_ran() {
     // 2 % of the push scenario's 2,000,000 samples and 200,000 alerts, every one counted by the run.
     assert_eq!(by("push:remote_write")["records"], 40_000);
     assert_eq!(by("push:alerts")["records"], 4_000);
+    // With checkpoints every push went through a write-ahead log: its segments are there.
+    assert_eq!(by("push-wal:remote_write")["records"], 40_000);
+    assert_eq!(by("push-wal:alerts")["records"], 4_000);
+    for source in ["remote_write", "alertmanager"] {
+        let logged: u64 = (0..2)
+            .filter_map(|w| std::fs::read_dir(dir.join(&format!("push-wal/state/wal/{source}/w{w}"))).ok())
+            .flat_map(|d| d.flatten())
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(logged > 4_000, "{source}: {logged} bytes logged");
+    }
     let alerts = by("alerts")["records"].as_u64().unwrap();
     assert!(alerts > 10_000, "{alerts} notices");
     assert_eq!(by("end-to-end")["records"].as_u64().unwrap(), alerts + 20_000, "the same alert stream plus the points");

@@ -229,7 +229,7 @@ impl<R> Work<R> {
 
 impl<R> Work<R> {
     /// A dead letter of a line whose emissions may start at `t`.
-    fn dead_at(&mut self, t: Time, d: DeadLetter) {
+    pub(crate) fn dead_at(&mut self, t: Time, d: DeadLetter) {
         self.line_max = self.line_max.max(t);
         if t >= self.floor {
             self.timed_dead.push((t, d));
@@ -775,15 +775,15 @@ fn dead_time(queue_low: i64, low: i64, max_ts: Option<i64>, ooo: i64, epoch: i64
     if hold == i64::MAX { emitted_max } else { floor_to(hold.max(0), epoch) as Time }
 }
 
-/// Logs a replay position if a line emitted past an interval boundary (`before` is the
-/// position of the line, with the state before it).
+/// Logs a replay position if a line (or a logged push) emitted past an interval boundary
+/// (`before` is the position of the line, with the state before it).
 #[inline]
-fn log_line(
+pub(crate) fn log_line<P>(
     interval: Time,
     emitted_max: &mut Time,
-    crossings: &mut Vec<(Time, ReplayPos)>,
+    crossings: &mut Vec<(Time, P)>,
     line_max: Time,
-    before: impl FnOnce() -> ReplayPos,
+    before: impl FnOnce() -> P,
 ) {
     if line_max > *emitted_max {
         if interval > 0 && line_max / interval > *emitted_max / interval {

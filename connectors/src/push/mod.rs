@@ -4,8 +4,11 @@
 //! The HTTP handlers decode a body on the serving runtime ([`receive`]) and offer the records
 //! to the source's [`PushQueue`]; a worker's source operator ([`push_source`]) takes them into
 //! the dataflow and only then acknowledges, so a push answered 2xx is in the dataflow (nothing
-//! acknowledged is lost on a normal shutdown). The queue is bounded: a full queue answers 503
-//! with `Retry-After` instead of growing.
+//! acknowledged is lost on a normal shutdown). With checkpoints (`state_dir`) the worker also
+//! appends the push to its write-ahead log ([`wal`]) first, and the answer waits until the
+//! log is on disk (one sync for every push taken meanwhile): a crash loses nothing that was
+//! acknowledged either, as the restarted run replays the log from its checkpoint. The queue is
+//! bounded: a full queue answers 503 with `Retry-After` instead of growing.
 //!
 //! **Event time.** A pushed alert's event time is its receive time (Prometheus re-sends a
 //! firing alert with its original `startsAt`; that and `endsAt` stay data). A sample's event
@@ -22,6 +25,7 @@
 
 mod receive;
 mod source;
+mod wal;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -34,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use timely::scheduling::SyncActivator;
 
 pub use receive::{PushIngest, PushOutcome};
-pub use source::push_source;
+pub use source::{check_log, push_source};
 
 use crate::file::{Records, SourceStats};
 use crate::time_bounds::TimeBounds;
@@ -63,6 +67,9 @@ pub struct PushSourceConfig {
     /// How far ahead of the wall clock a sample time may be (default `1d`).
     #[serde(default = "crate::time_bounds::default_max_future")]
     pub max_future: DurationMs,
+    /// `HOST:PORT` to receive on, instead of the `[serve]` HTTP port.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// 30 s: Prometheus's remote-write shards send concurrently, each holding samples up to its
@@ -101,6 +108,8 @@ pub struct PushSource {
     pub max_pending: usize,
     /// The sample times accepted (pushed alerts take the receive time, always inside).
     pub time_bounds: TimeBounds,
+    /// Its own listen address (`listen`); none: the `[serve]` HTTP port.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl PushSource {
@@ -117,10 +126,18 @@ impl PushSource {
             errs.push((field.to_string(), why));
             TimeBounds::default()
         });
+        let listen = c.listen.as_ref().and_then(|v| match v.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(("listen".to_string(), format!("`{v}` is not an address: write HOST:PORT with an IP, e.g. \"127.0.0.1:9093\"")));
+                None
+            }
+        });
         if !errs.is_empty() {
             return Err(errs);
         }
         Ok(PushSource {
+            listen,
             name: Arc::from(c.name.as_str()),
             records: c.records,
             part,
@@ -137,6 +154,15 @@ impl PushSource {
     }
 }
 
+/// A push as it arrived: what the write-ahead log keeps of it.
+#[derive(Clone, Debug)]
+pub struct Raw {
+    /// The pusher's tenant.
+    pub tenant: Arc<str>,
+    /// The body.
+    pub body: bytes::Bytes,
+}
+
 /// Records of one push, offered as a unit.
 pub struct Batch<R> {
     /// The usable records.
@@ -145,19 +171,19 @@ pub struct Batch<R> {
     pub dead: Vec<DeadLetter>,
     /// Records received (usable or not), for the source's counters.
     pub received: u64,
-    /// Body bytes.
-    pub bytes: u64,
+    /// The push as it arrived.
+    pub raw: Raw,
     /// The receive time (ms), for alerts.
     pub at: i64,
+    /// The position of its first record.
+    pub pos: u64,
     ack: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<R> Batch<R> {
-    /// Tells the pusher its records are in the dataflow.
-    pub(crate) fn acknowledge(&mut self) {
-        if let Some(a) = self.ack.take() {
-            let _ = a.send(());
-        }
+    /// What tells the pusher its records are in (sent once they are, and logged if need be).
+    pub(crate) fn take_ack(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.ack.take()
     }
 }
 
@@ -221,15 +247,17 @@ impl<R> PushQueue<R> {
         (now.max(prev), self.requests.fetch_add(1, Ordering::Relaxed) << 24)
     }
 
-    /// Queues `records` and `dead`; the receiver resolves once a worker has taken them into
-    /// the dataflow (and errs if the pipeline stops first).
+    /// Queues `records` and `dead`, decoded from `raw` received at `at` (as stamped with the
+    /// position of its first record, `pos`); the receiver resolves once a worker has taken them
+    /// into the dataflow — and, with checkpoints, into its write-ahead log — and errs if the
+    /// pipeline stops first.
     pub fn offer(
         &self,
         records: Vec<R>,
         dead: Vec<DeadLetter>,
         received: u64,
-        bytes: u64,
-        at: i64,
+        raw: Raw,
+        (at, pos): (i64, u64),
     ) -> Result<tokio::sync::oneshot::Receiver<()>, Refused> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
@@ -246,7 +274,7 @@ impl<R> PushQueue<R> {
                 return Err(Refused::Closed);
             }
             p.records += records.len();
-            p.batches.push_back(Batch { records, dead, received, bytes, at, ack: Some(tx) });
+            p.batches.push_back(Batch { records, dead, received, raw, at, pos, ack: Some(tx) });
         }
         self.last_push.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.wake();
@@ -310,6 +338,16 @@ impl<R> PushQueue<R> {
         self.watermark.fetch_max(wm, Ordering::AcqRel).max(wm)
     }
 
+    /// The next request number.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Makes later stamps number their requests after `n` (a restored source's last).
+    pub(crate) fn requests_after(&self, n: u64) {
+        self.requests.fetch_max(n + 1, Ordering::Relaxed);
+    }
+
     /// Registers a worker to wake when something is pushed.
     pub(crate) fn register(&self, a: SyncActivator) {
         self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(a);
@@ -326,6 +364,10 @@ impl<R> PushQueue<R> {
 mod tests {
     use super::*;
 
+    fn raw() -> Raw {
+        Raw { tenant: Arc::from("default"), body: bytes::Bytes::from_static(b"body") }
+    }
+
     fn queue(max_pending: usize) -> PushQueue<u32> {
         let c = PushSourceConfig {
             name: "p".into(),
@@ -335,6 +377,7 @@ mod tests {
             max_pending,
             min_event_time: None,
             max_future: crate::time_bounds::default_max_future(),
+            listen: None,
         };
         PushQueue::new(Arc::new(PushSource::plan(&c, 3).unwrap()), Arc::default())
     }
@@ -342,28 +385,28 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_a_closed_one_drains_then_refuses() {
         let q = queue(10);
-        let mut first = q.offer((0..8).collect(), vec![], 8, 80, 0).unwrap();
-        assert_eq!(q.offer((0..3).collect(), vec![], 3, 30, 0).unwrap_err(), Refused::Full, "8 + 3 > 10");
-        let _second = q.offer((0..2).collect(), vec![], 2, 20, 0).unwrap();
+        let mut first = q.offer((0..8).collect(), vec![], 8, raw(), (0, 0)).unwrap();
+        assert_eq!(q.offer((0..3).collect(), vec![], 3, raw(), (0, 0)).unwrap_err(), Refused::Full, "8 + 3 > 10");
+        let _second = q.offer((0..2).collect(), vec![], 2, raw(), (0, 0)).unwrap();
         let mut taken = Vec::new();
         q.take(5, &mut taken);
         assert_eq!(taken.len(), 1, "a budget of 5 takes the first batch (8) only");
         assert!(first.try_recv().is_err(), "not acknowledged before it is in the dataflow");
-        taken[0].acknowledge();
+        taken[0].take_ack().unwrap().send(()).unwrap();
         assert!(first.try_recv().is_ok());
         // Room again: 2 waiting, 8 more fit.
-        let _third = q.offer((0..8).collect(), vec![], 8, 80, 0).unwrap();
+        let _third = q.offer((0..8).collect(), vec![], 8, raw(), (0, 0)).unwrap();
         q.close();
-        assert_eq!(q.offer(vec![1], vec![], 1, 1, 0).unwrap_err(), Refused::Closed);
+        assert_eq!(q.offer(vec![1], vec![], 1, raw(), (0, 0)).unwrap_err(), Refused::Closed);
         assert!(!q.is_empty(), "what was queued before the close is still taken");
         q.take(100, &mut taken);
         assert!(q.is_empty());
         // One push larger than the bound still goes in when nothing waits.
         let big = queue(4);
-        big.offer((0..9).collect(), vec![], 9, 9, 0).unwrap();
+        big.offer((0..9).collect(), vec![], 9, raw(), (0, 0)).unwrap();
         // The pushers of an abandoned queue hear nothing: their receivers err.
         let q = queue(10);
-        let mut rx = q.offer(vec![1], vec![], 1, 1, 0).unwrap();
+        let mut rx = q.offer(vec![1], vec![], 1, raw(), (0, 0)).unwrap();
         q.abandon();
         assert!(matches!(rx.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Closed)));
     }
@@ -390,8 +433,9 @@ mod tests {
             max_pending: 0,
             min_event_time: Some("last tuesday".into()),
             max_future: DurationMs(0),
+            listen: Some("localhost:9093".into()),
         };
         let e = PushSource::plan(&c, 0).unwrap_err();
-        assert_eq!(e.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["max_pending", "idle_timeout", "min_event_time"]);
+        assert_eq!(e.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["max_pending", "idle_timeout", "min_event_time", "listen"]);
     }
 }

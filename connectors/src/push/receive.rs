@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use alertflow_model::dead_letter::DeadLetter;
 use alertflow_model::decode::{AlertDecoder, DecodeError, RemoteWriteDecoder};
 use alertflow_model::{Alert, Metric};
+use bytes::Bytes;
 
-use super::{PushQueue, Refused};
+use super::source::PushRecord;
+use super::{PushQueue, PushSource, Raw, Refused};
 
 /// Decoders kept for reuse (each holds a label or series interner); more are made while
 /// more requests run at once, and the pool keeps this many.
@@ -65,104 +67,134 @@ impl PushIngest {
     }
 
     /// An Alertmanager `POST /api/v2/alerts` body.
-    pub async fn alerts(&self, tenant: &str, body: &[u8]) -> PushOutcome {
+    pub async fn alerts(&self, tenant: Arc<str>, body: Bytes) -> PushOutcome {
         let Some(q) = &self.alerts else { return refused(Refused::Closed, "no source takes alerts") };
-        let (at, pos) = q.stamp();
-        let mut dec = take(&self.alert_decoders);
-        let (mut records, mut bad) = (Vec::new(), Vec::new());
-        let decoded = dec.pushed(body, tenant, at, q.source.part, pos, &mut records, &mut bad);
-        put(&self.alert_decoders, dec);
-        if let Err(e) = decoded {
-            // Nothing usable: the whole body is one dead letter.
-            let dead = vec![DeadLetter::new(&q.source.name, &q.source.display, pos, e.to_string(), body, None)];
-            let _ = offer(q, Vec::new(), dead, 1, body.len() as u64, at).await;
-            return PushOutcome::Rejected(format!("the body is not an Alertmanager v2 alert array: {e}"));
-        }
-        let received = (records.len() + bad.len()) as u64;
-        let listed: Vec<String> = bad.iter().take(MAX_LISTED).map(|(i, e)| format!("alert {i}: {e}")).collect();
-        let nbad = bad.len();
-        let texts = alert_texts(body, &bad);
-        let dead = bad
-            .into_iter()
-            .zip(texts)
-            .map(|((i, e), text)| DeadLetter::new(&q.source.name, &q.source.display, pos + i as u64, e.to_string(), &text, Some(at)))
-            .collect();
-        match offer(q, records, dead, received, body.len() as u64, at).await {
-            Err(o) => o,
-            Ok(()) if nbad == 0 => PushOutcome::Taken,
-            Ok(()) => PushOutcome::Rejected(format!("{nbad} of {received} alerts rejected: {}", listed.join("; "))),
-        }
+        push(q, &self.alert_decoders, tenant, body).await
     }
 
     /// A remote_write 1.0 body.
-    pub async fn write(&self, tenant: &str, body: &[u8]) -> PushOutcome {
+    pub async fn write(&self, tenant: Arc<str>, body: Bytes) -> PushOutcome {
         let Some(q) = &self.metrics else { return refused(Refused::Closed, "no source takes samples") };
-        let (at, pos) = q.stamp();
-        let src = q.source.clone();
-        let mut dec = take(&self.write_decoders);
-        let (mut records, mut dead, mut listed) = (Vec::new(), Vec::new(), Vec::new());
-        // Samples outside the source's event-time bounds: (position, reason, text, ts).
-        let mut outside = Vec::new();
-        let upper = src.time_bounds.upper(at);
-        let summary = {
-            // Positions in request order, good and bad samples alike.
-            let i = std::cell::Cell::new(0u64);
-            let next = || {
-                i.set(i.get() + 1);
-                pos + i.get() - 1
-            };
-            dec.decode(
-                body,
-                tenant,
-                |series, ts, value| match src.time_bounds.reject(ts, upper) {
-                    None => records.push(Metric { series: series.clone(), ts, value, part: src.part, pos: next(), late: false }),
-                    Some(why) => outside.push((next(), why, format!("{}{} {value} @{ts}", series.name(), series.labels_json()), ts)),
-                },
-                |b| {
-                    if listed.len() < MAX_LISTED {
-                        listed.push(format!("series {}: {}", b.index, b.reason));
-                    }
-                    dead.push(DeadLetter::new(&src.name, &src.display, next(), b.reason, b.text.as_bytes(), b.ts));
-                },
-            )
-        };
-        put(&self.write_decoders, dec);
-        let summary = match summary {
-            Ok(s) => s,
-            Err(e) => {
-                let dead = vec![DeadLetter::new(&src.name, &src.display, pos, e.to_string(), body, None)];
-                let _ = offer(q, Vec::new(), dead, 1, body.len() as u64, at).await;
-                return PushOutcome::Rejected(format!("the body is not a remote_write request: {e}"));
-            }
-        };
-        let received = (summary.samples + summary.bad) as u64;
-        let nbad = summary.bad + outside.len();
-        for (at_pos, why, text, ts) in outside {
-            if listed.len() < MAX_LISTED {
-                listed.push(format!("sample {text}: {why}"));
-            }
-            dead.push(DeadLetter::new(&src.name, &src.display, at_pos, why, text.as_bytes(), Some(ts)));
-        }
-        match offer(q, records, dead, received, body.len() as u64, at).await {
-            Err(o) => o,
-            Ok(()) if nbad == 0 => PushOutcome::Taken,
-            Ok(()) => PushOutcome::Rejected(format!(
-                "{} of {} samples or series rejected (the rest were taken): {}",
-                nbad,
-                received,
-                listed.join("; ")
-            )),
-        }
+        push(q, &self.write_decoders, tenant, body).await
     }
 }
 
-/// Offers a batch and waits until a worker has taken it.
-async fn offer<R>(q: &PushQueue<R>, records: Vec<R>, dead: Vec<DeadLetter>, received: u64, bytes: u64, at: i64) -> Result<(), PushOutcome> {
-    if records.is_empty() && dead.is_empty() {
-        return Ok(());
+/// What a push body holds, decoded: the same from the HTTP handler and from a replay of the
+/// write-ahead log, given the same receive time and position.
+pub struct Decoded<R> {
+    /// The usable records.
+    pub(crate) records: Vec<R>,
+    /// The unusable ones (and the whole body, when it is unreadable).
+    pub(crate) dead: Vec<DeadLetter>,
+    /// Records received, usable or not.
+    pub(crate) received: u64,
+    /// What the pusher hears when something was unusable (400).
+    pub(crate) rejected: Option<String>,
+}
+
+/// Decodes an Alertmanager v2 body: see [`PushIngest::alerts`].
+pub(crate) fn decode_alerts(dec: &mut AlertDecoder, src: &PushSource, tenant: &str, body: &[u8], at: i64, pos: u64) -> Decoded<Alert> {
+    let (mut records, mut bad) = (Vec::new(), Vec::new());
+    if let Err(e) = dec.pushed(body, tenant, at, src.part, pos, &mut records, &mut bad) {
+        // Nothing usable: the whole body is one dead letter.
+        return Decoded {
+            records: Vec::new(),
+            dead: vec![DeadLetter::new(&src.name, &src.display, pos, e.to_string(), body, None)],
+            received: 1,
+            rejected: Some(format!("the body is not an Alertmanager v2 alert array: {e}")),
+        };
     }
-    let rx = q.offer(records, dead, received, bytes, at).map_err(|r| refused(r, &q.source.name))?;
-    rx.await.map_err(|_| refused(Refused::Closed, &q.source.name))
+    let received = (records.len() + bad.len()) as u64;
+    let listed: Vec<String> = bad.iter().take(MAX_LISTED).map(|(i, e)| format!("alert {i}: {e}")).collect();
+    let nbad = bad.len();
+    let texts = alert_texts(body, &bad);
+    let dead = bad
+        .into_iter()
+        .zip(texts)
+        .map(|((i, e), text)| DeadLetter::new(&src.name, &src.display, pos + i as u64, e.to_string(), &text, Some(at)))
+        .collect();
+    let rejected = (nbad > 0).then(|| format!("{nbad} of {received} alerts rejected: {}", listed.join("; ")));
+    Decoded { records, dead, received, rejected }
+}
+
+/// Decodes a remote_write 1.0 body: see [`PushIngest::write`]. Samples outside the source's
+/// event-time bounds (judged at the receive time `at`) are unusable.
+pub(crate) fn decode_write(
+    dec: &mut RemoteWriteDecoder,
+    src: &PushSource,
+    tenant: &str,
+    body: &[u8],
+    at: i64,
+    pos: u64,
+) -> Decoded<Metric> {
+    let (mut records, mut dead, mut listed) = (Vec::new(), Vec::new(), Vec::new());
+    // Samples outside the source's event-time bounds: (position, reason, text, ts).
+    let mut outside = Vec::new();
+    let upper = src.time_bounds.upper(at);
+    let summary = {
+        // Positions in request order, good and bad samples alike.
+        let i = std::cell::Cell::new(0u64);
+        let next = || {
+            i.set(i.get() + 1);
+            pos + i.get() - 1
+        };
+        dec.decode(
+            body,
+            tenant,
+            |series, ts, value| match src.time_bounds.reject(ts, upper) {
+                None => records.push(Metric { series: series.clone(), ts, value, part: src.part, pos: next(), late: false }),
+                Some(why) => outside.push((next(), why, format!("{}{} {value} @{ts}", series.name(), series.labels_json()), ts)),
+            },
+            |b| {
+                if listed.len() < MAX_LISTED {
+                    listed.push(format!("series {}: {}", b.index, b.reason));
+                }
+                dead.push(DeadLetter::new(&src.name, &src.display, next(), b.reason, b.text.as_bytes(), b.ts));
+            },
+        )
+    };
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            return Decoded {
+                records: Vec::new(),
+                dead: vec![DeadLetter::new(&src.name, &src.display, pos, e.to_string(), body, None)],
+                received: 1,
+                rejected: Some(format!("the body is not a remote_write request: {e}")),
+            };
+        }
+    };
+    let received = (summary.samples + summary.bad) as u64;
+    let nbad = summary.bad + outside.len();
+    for (at_pos, why, text, ts) in outside {
+        if listed.len() < MAX_LISTED {
+            listed.push(format!("sample {text}: {why}"));
+        }
+        dead.push(DeadLetter::new(&src.name, &src.display, at_pos, why, text.as_bytes(), Some(ts)));
+    }
+    let rejected =
+        (nbad > 0).then(|| format!("{nbad} of {received} samples or series rejected (the rest were taken): {}", listed.join("; ")));
+    Decoded { records, dead, received, rejected }
+}
+
+/// Decodes a push on the caller's thread, offers it, and waits until a worker has taken it
+/// (and, with checkpoints, logged it).
+async fn push<R: PushRecord>(q: &PushQueue<R>, pool: &Mutex<Vec<R::Decoder>>, tenant: Arc<str>, body: Bytes) -> PushOutcome {
+    let (at, pos) = q.stamp();
+    let mut dec = take(pool);
+    let d = R::decode(&mut dec, &q.source, &tenant, &body, at, pos);
+    put(pool, dec);
+    if d.records.is_empty() && d.dead.is_empty() {
+        return PushOutcome::Taken; // an empty push: nothing to take or log
+    }
+    let rx = match q.offer(d.records, d.dead, d.received, Raw { tenant, body }, (at, pos)) {
+        Ok(rx) => rx,
+        Err(r) => return refused(r, &q.source.name),
+    };
+    match rx.await {
+        Err(_) => refused(Refused::Closed, &q.source.name),
+        Ok(()) => d.rejected.map_or(PushOutcome::Taken, PushOutcome::Rejected),
+    }
 }
 
 fn refused(r: Refused, source: &str) -> PushOutcome {

@@ -150,7 +150,8 @@ pub fn serve(limits: QueryLimits, tokens: Vec<Token>) -> Served {
     live.add(LiveTable::fixed("state", state.schema(), vec![state]));
     let catalog = rt.block_on(Catalog::open(Some(&dir.0), &live, limits)).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let cfg = ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("127.0.0.1:0".parse().unwrap()), tokens, push: None };
+    let cfg =
+        ServeConfig { http: Some("127.0.0.1:0".parse().unwrap()), pg: Some("127.0.0.1:0".parse().unwrap()), tokens, ..Default::default() };
     let health = Arc::new(|| Health { running: true, frontier_ms: Some(T0), uptime_secs: 7 });
     let server = Server::start(&cfg, catalog, metrics.clone(), health, rt.handle()).unwrap();
     Served { server: Some(server), metrics, rt, _dir: dir }

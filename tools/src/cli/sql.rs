@@ -229,7 +229,7 @@ mod tests {
             http: Some("127.0.0.1:0".parse().unwrap()),
             pg: None,
             tokens: vec![Token { token: "t0k".into(), access: Access::Tenant(Arc::from("globex")) }],
-            push: None,
+            ..Default::default()
         };
         let server = Server::start(&cfg, catalog, Arc::new(Metrics::new()), Arc::new(Health::default), rt.handle()).unwrap();
         let url = format!("http://{}", server.http_addr().unwrap());

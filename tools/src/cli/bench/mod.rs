@@ -27,8 +27,9 @@
 //! - `push`: 2,000,000 remote_write samples (requests of 1,000) then 200,000 alerts
 //!   (Alertmanager bodies of 64) pushed by 4 keep-alive clients into the run's HTTP sources
 //!   over loopback (see [`push`]); one figure per phase.
+//! - `push-wal`: `push` with checkpoints on, so through the HTTP sources' write-ahead logs.
 //!
-//! With `--rate R` every scenario but `kafka` and `push` runs in a fixed-rate mode instead: `R × D`
+//! With `--rate R` every scenario but `kafka`, `push` and `push-wal` runs in a fixed-rate mode instead: `R × D`
 //! records (`--duration D`, default 30 s) replayed at R records/s with event time in step with
 //! the wall clock, and processing latency percentiles reported per table and sink (see
 //! [`paced`]).
@@ -63,11 +64,13 @@ pub enum Scenario {
     Kafka,
     /// remote_write and Alertmanager pushes over loopback HTTP (the run's HTTP sources).
     Push,
+    /// `push` with checkpoints on: every push is in the write-ahead log before it is answered.
+    PushWal,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] =
-        [Scenario::Metrics, Scenario::Alerts, Scenario::Anomaly, Scenario::EndToEnd, Scenario::Kafka, Scenario::Push];
+    const ALL: [Scenario; 7] =
+        [Scenario::Metrics, Scenario::Alerts, Scenario::Anomaly, Scenario::EndToEnd, Scenario::Kafka, Scenario::Push, Scenario::PushWal];
 
     fn name(self) -> &'static str {
         match self {
@@ -77,6 +80,7 @@ impl Scenario {
             Scenario::EndToEnd => "end-to-end",
             Scenario::Kafka => "kafka",
             Scenario::Push => "push",
+            Scenario::PushWal => "push-wal",
         }
     }
 }
@@ -214,7 +218,9 @@ pub fn bench(args: BenchArgs) -> u8 {
     }
     let scenarios: Vec<Scenario> = match (&mode, args.scenarios.is_empty()) {
         (Mode::Throughput, true) => Scenario::ALL.to_vec(),
-        (Mode::Paced { .. }, true) => Scenario::ALL.iter().copied().filter(|s| !matches!(s, Scenario::Kafka | Scenario::Push)).collect(),
+        (Mode::Paced { .. }, true) => {
+            Scenario::ALL.iter().copied().filter(|s| !matches!(s, Scenario::Kafka | Scenario::Push | Scenario::PushWal)).collect()
+        }
         _ => args.scenarios.clone(),
     };
     if args.clients.is_some() && scenarios.iter().any(|s| !matches!(s, Scenario::Metrics | Scenario::EndToEnd)) {
@@ -225,7 +231,7 @@ pub fn bench(args: BenchArgs) -> u8 {
         eprintln!("error: the kafka scenario has no fixed-rate mode (its topic is read as fast as it can be); leave out --rate");
         return BAD_CONFIG;
     }
-    if matches!(mode, Mode::Paced { .. }) && scenarios.contains(&Scenario::Push) {
+    if matches!(mode, Mode::Paced { .. }) && (scenarios.contains(&Scenario::Push) || scenarios.contains(&Scenario::PushWal)) {
         eprintln!("error: the push scenario has no fixed-rate mode (its clients push as fast as they are answered); leave out --rate");
         return BAD_CONFIG;
     }
@@ -238,7 +244,8 @@ pub fn bench(args: BenchArgs) -> u8 {
             eprintln!("{}: generating data …", s.name());
         }
         let outcome = match s {
-            Scenario::Push => push::run(&dir, args.scale, args.workers),
+            Scenario::Push => push::run(&dir, args.scale, args.workers, false),
+            Scenario::PushWal => push::run(&dir, args.scale, args.workers, true),
             _ => run_scenario(s, &dir, args.scale, args.workers, mode).map(|r| vec![r]),
         };
         match outcome {
@@ -346,7 +353,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
                 metrics_file(dir, &g)?;
                 format!("{}\n{END_TO_END}\n{ALERT_CHAIN}\n[output]\npath = \"out\"\n", alert_source())
             }
-            Scenario::Push => return Err("the push scenario runs through `push::run`".into()),
+            Scenario::Push | Scenario::PushWal => return Err("the push scenarios run through `push::run`".into()),
             Scenario::Kafka => {
                 let (broker, text) = kafka_topic(&w1(scale))?;
                 _broker = Some(broker);

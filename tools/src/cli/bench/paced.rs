@@ -63,7 +63,7 @@ pub fn prepare(s: Scenario, dir: &Path, rate: u64, records: u64, files: usize) -
                 format!("{}{}", source("points", "points-*.ndjson", "metrics", rp), source("alerts", "alerts-*.ndjson", "alerts", ra));
             (format!("{ENGINE}{sources}{PER_SECOND}{END_TO_END}{ALERT_CHAIN}{OUTPUT}"), until)
         }
-        Scenario::Kafka | Scenario::Push => return Ok(None),
+        Scenario::Kafka | Scenario::Push | Scenario::PushWal => return Ok(None),
     };
     Ok(Some(Paced { pipeline, records, until }))
 }

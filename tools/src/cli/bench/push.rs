@@ -12,6 +12,11 @@
 //! merely until the last acknowledgement (a 2xx is sent once the records are in the dataflow,
 //! and the dataflow may still be working through them). SIGTERM then ends the run normally,
 //! and the scenario fails unless the run's summary counts every record pushed.
+//!
+//! `push-wal` is the same with checkpoints on (`state_dir`): a push is answered only once it is
+//! in the worker's write-ahead log, synced. Its run is then ended with `kill -9` — a stop would
+//! wait for a checkpoint, which the bench's two sources, far apart in event time, do not reach —
+//! so its counts and peak RSS are read from `/metrics` and `/proc` first.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -67,8 +72,9 @@ group_by = ["job"]
 path = "out"
 "#;
 
-/// Runs the scenario: one result per phase (samples, alerts).
-pub fn run(dir: &Path, scale: f64, workers: Option<usize>) -> Result<Vec<BenchResult>, String> {
+/// Runs the scenario (`logged`: with checkpoints, so through the write-ahead log): one result
+/// per phase (samples, alerts).
+pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Result<Vec<BenchResult>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let samples = scaled(2_000_000, scale).max(SAMPLES_PER_REQUEST as u64) as usize;
     let alerts = scaled(200_000, scale).max(ALERTS_PER_REQUEST as u64) as usize;
@@ -77,7 +83,8 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>) -> Result<Vec<BenchRe
 
     let port = free_port()?;
     let path = dir.join("pipeline.toml");
-    std::fs::write(&path, format!("{PIPELINE}\n[serve]\nhttp = \"127.0.0.1:{port}\"\n"))
+    let engine = if logged { "[engine]\nstate_dir = \"state\"\n" } else { "[engine]\n" };
+    std::fs::write(&path, format!("{}\n[serve]\nhttp = \"127.0.0.1:{port}\"\n", PIPELINE.replacen("[engine]\n", engine, 1)))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the alertflow binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
@@ -103,17 +110,35 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>) -> Result<Vec<BenchRe
         let start = Instant::now();
         let (_, a_bytes) = post_all(addr, "/api/v2/alerts", "Content-Type: application/json\r\n", &alert_bodies, 200)?;
         processed(addr, r#"alertflow_operator_records_in_total{operator="dedup",name="dedup"}"#, alerts)?;
-        Ok((w, (start.elapsed().as_secs_f64(), a_bytes)))
+        let a = (start.elapsed().as_secs_f64(), a_bytes);
+        // The run's default worker count is the machine's (`alertflow run` without --workers).
+        let n = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let counted = if logged { Some(counted(addr, child.id(), n)?) } else { None };
+        Ok((w, a, counted))
     })();
-    // A normal stop: SIGTERM, then the summary.
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let ((w_secs, w_bytes), (a_secs, a_bytes)) = phases?;
-    if !out.status.success() {
-        return Err(format!("`alertflow run {}` failed after SIGTERM ({})", path.display(), out.status));
-    }
-    let summary: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?;
+    let summary = if logged {
+        let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        let _ = child.wait_with_output();
+        None
+    } else {
+        // A normal stop: SIGTERM, then the summary.
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("`alertflow run {}` failed after SIGTERM ({})", path.display(), out.status));
+        }
+        Some(
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?,
+        )
+    };
+    let ((w_secs, w_bytes), (a_secs, a_bytes), counted) = phases?;
+    // What a summary says, or (push-wal) what `/metrics` and `/proc` said before the kill.
+    let summary = match (summary, counted) {
+        (Some(s), _) => s,
+        (None, Some(c)) => c,
+        (None, None) => return Err("no counts".into()),
+    };
     let taken = summary["records_in"].as_u64().unwrap_or(0);
     if taken != (samples + alerts) as u64 {
         return Err(format!("the run took {taken} records of the {} pushed", samples + alerts));
@@ -139,7 +164,34 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>) -> Result<Vec<BenchRe
         latency: Vec::new(),
         query_load: None,
     };
-    Ok(vec![result("push:remote_write", samples, w_secs, w_bytes), result("push:alerts", alerts, a_secs, a_bytes)])
+    let name = if logged { ["push-wal:remote_write", "push-wal:alerts"] } else { ["push:remote_write", "push:alerts"] };
+    Ok(vec![result(name[0], samples, w_secs, w_bytes), result(name[1], alerts, a_secs, a_bytes)])
+}
+
+/// The run's counts as its summary would give them, read from `/metrics`, and its peak RSS
+/// from `/proc` (`rows_out` stays unknown: tables are written at checkpoints).
+fn counted(addr: SocketAddr, pid: u32, workers: usize) -> Result<serde_json::Value, String> {
+    let mut conn = Conn::open(addr)?;
+    let (_, page) = conn.request("GET", "/metrics", "", b"")?;
+    let page = String::from_utf8_lossy(&page);
+    let sum = |family: &str| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()))
+        .map(|kb| kb * 1024);
+    Ok(serde_json::json!({
+        "records_in": sum("alertflow_source_records_total"),
+        "late": sum("alertflow_source_late_total"),
+        "dead_letters": sum("alertflow_source_dead_letters_total"),
+        "peak_rss_bytes": peak,
+        "workers": workers,
+        "tables": [],
+    }))
 }
 
 /// Waits until the counter `metric` of the run's `/metrics` reaches `n`.
