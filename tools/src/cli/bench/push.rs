@@ -111,7 +111,10 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Resu
         let (w_metric, a_metric) = if logged {
             (r#"alertflow_source_records_total{source="remote_write"}"#, r#"alertflow_source_records_total{source="alertmanager"}"#)
         } else {
-            (r#"alertflow_operator_records_in_total{operator="aggregate",name="per_minute"}"#, r#"alertflow_operator_records_in_total{operator="dedup",name="dedup"}"#)
+            (
+                r#"alertflow_operator_records_in_total{operator="aggregate",name="per_minute"}"#,
+                r#"alertflow_operator_records_in_total{operator="dedup",name="dedup"}"#,
+            )
         };
         processed(addr, w_metric, samples)?;
         let w = (start.elapsed().as_secs_f64(), w_bytes);
