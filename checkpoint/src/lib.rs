@@ -603,11 +603,6 @@ impl Participant {
         self.shared.cfg.fsync
     }
 
-    /// The run's worker count.
-    pub fn workers(&self) -> usize {
-        self.shared.cfg.workers
-    }
-
     /// Acknowledges checkpoint `at` without state, listing the output files (relative to the
     /// output folder) written since the previous one: a sink.
     pub fn ack(&mut self, at: Time, files: Vec<String>) {

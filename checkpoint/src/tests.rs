@@ -193,3 +193,45 @@ fn a_finished_participant_counts_for_every_later_checkpoint() {
     c.finish(false).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An idle source's poll decides beyond every source's capability (no frontier change follows
+/// a polled decision, so each source must move past it); a handed-off part counts once its
+/// `Deferred` is delivered; `is_current` says when a stop need not wait; a completed run
+/// removes the push logs with the checkpoints.
+#[test]
+fn polled_decisions_lie_beyond_every_source_and_deferred_parts_commit_when_delivered() {
+    let dir = tmpdir("poll");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut push = c.source("source:push", 0);
+    let mut sink = c.participant("sink:t", 0);
+    c.built();
+    push.poll();
+    // Nothing published yet (capability 0): the first multiple of 10 after it.
+    assert_eq!(push.pending(), Some(10));
+    let mark = push.hand_off_state(10, &(7u64, 3i64)).unwrap();
+    assert!(push.hand_off_state(10, &0u8).is_none(), "handed over once");
+    push.advance(20);
+    sink.ack(10, Vec::new());
+    assert_eq!(c.committed(), 0, "the source's part is not delivered yet");
+    assert!(!c.is_current());
+    mark.ack(Vec::new());
+    wait_committed(&c, 10);
+    assert!(!c.is_current(), "the source is at 20, past the checkpoint at 10");
+    // The source sits exactly on an interval: a decision as it advances would be at 20, but a
+    // polled one must lie beyond it.
+    push.poll();
+    assert_eq!(push.pending(), Some(30));
+    push.save(30, &(0u64, 0i64));
+    push.advance(30);
+    sink.ack(30, Vec::new());
+    wait_committed(&c, 30);
+    assert!(c.is_current(), "every source is at the latest checkpoint");
+    assert_eq!(push.committed(), 30);
+    std::fs::create_dir_all(c.wal_dir().join("push/w0")).unwrap();
+    c.finish(true).unwrap();
+    assert!(!c.wal_dir().exists(), "a completed run leaves no log to replay");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut p = c.source("source:push", 0);
+    assert_eq!(p.restore::<(u64, i64)>().unwrap(), None, "nothing to resume");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

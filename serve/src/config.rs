@@ -125,6 +125,19 @@ mod tests {
     }
 
     #[test]
+    fn a_push_listener_off_loopback_needs_tokens_and_is_named_by_its_source() {
+        let listener = |addr: &str| crate::push::PushListener {
+            addr: addr.parse().unwrap(),
+            routes: crate::push::PushRoutes { alerts: false, samples: true },
+            field: "[[source]] `rw` listen".into(),
+        };
+        let open = ServeConfig { push_listeners: vec![listener("0.0.0.0:9093")], ..Default::default() };
+        let e = open.validate().unwrap_err().to_string();
+        assert!(e.starts_with("[[source]] `rw` listen = 0.0.0.0:9093 is reachable") && e.contains("push into any tenant"), "{e}");
+        assert!(ServeConfig { push_listeners: vec![listener("127.0.0.1:9093")], ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
     fn empty_and_duplicate_tokens_are_refused() {
         let t = |s: &str| Token { token: s.into(), access: Access::All };
         let cfg = ServeConfig { tokens: vec![t("a"), t("")], ..Default::default() };

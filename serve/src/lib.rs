@@ -67,8 +67,7 @@ impl Server {
         };
         let http = cfg.http.map(|a| bind("[serve] http", a)).transpose()?;
         let pg = cfg.pg.map(|a| bind("[serve] pg", a)).transpose()?;
-        let push_listeners =
-            cfg.push_listeners.iter().map(|l| bind(&l.field, l.addr).map(|b| (b, l.routes))).collect::<Result<Vec<_>, _>>()?;
+        let push_listeners = cfg.push_listeners.iter().map(|l| bind(&l.field, l.addr).map(|b| (b, l))).collect::<Result<Vec<_>, _>>()?;
         let http_addr = http.as_ref().map(|(_, a)| *a);
         let pg_addr = pg.as_ref().map(|(_, a)| *a);
 
@@ -113,8 +112,8 @@ impl Server {
             spawn_http(l, addr, "[serve] http", http::router(state(), routes))?;
         }
         let mut push_addrs = Vec::new();
-        for ((l, addr), routes) in push_listeners {
-            spawn_http(l, addr, "[[source]] listen", http::push_router(state(), routes))?;
+        for ((l, addr), p) in push_listeners {
+            spawn_http(l, addr, &p.field, http::push_router(state(), p.routes))?;
             push_addrs.push(addr);
         }
         if let Some((l, addr)) = pg {

@@ -177,14 +177,8 @@ pub struct Batch<R> {
     pub at: i64,
     /// The position of its first record.
     pub pos: u64,
+    /// Tells the pusher its records are in (sent once they are, and logged if need be).
     ack: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl<R> Batch<R> {
-    /// What tells the pusher its records are in (sent once they are, and logged if need be).
-    pub(crate) fn take_ack(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
-        self.ack.take()
-    }
 }
 
 /// Why an offer was refused.
@@ -392,7 +386,7 @@ mod tests {
         q.take(5, &mut taken);
         assert_eq!(taken.len(), 1, "a budget of 5 takes the first batch (8) only");
         assert!(first.try_recv().is_err(), "not acknowledged before it is in the dataflow");
-        taken[0].take_ack().unwrap().send(()).unwrap();
+        taken[0].ack.take().unwrap().send(()).unwrap();
         assert!(first.try_recv().is_ok());
         // Room again: 2 waiting, 8 more fit.
         let _third = q.offer((0..8).collect(), vec![], 8, raw(), (0, 0)).unwrap();

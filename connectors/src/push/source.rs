@@ -214,19 +214,22 @@ pub fn push_source<'s, R: PushRecord>(
                 queue.take(RECORDS_PER_ACTIVATION, &mut batches);
             }
             let cap = *rcap.time();
-            for mut b in batches.drain(..) {
+            for b in batches.drain(..) {
+                // Taken apart: the records go into the dataflow, the push as it arrived into the log.
+                let Batch { records, dead, received, raw, at, pos, ack } = b;
                 let wm_before = queue.watermark();
                 let taken = Taken { wm: wm_before.max(floor as i64), cap };
-                work.records += b.received;
-                work.bytes += b.raw.body.len() as u64;
+                work.records += received;
+                work.bytes += raw.body.len() as u64;
                 work.line_max = 0;
-                if let Some(n) = take(&mut work, &src, std::mem::take(&mut b.records), std::mem::take(&mut b.dead), taken, epoch) {
+                if let Some(n) = take(&mut work, &src, records, dead, taken, epoch) {
                     queue.raise_watermark(n - src.out_of_orderness);
                 }
                 if let Some(l) = log.as_mut() {
-                    l.append(&b, taken, wm_before, work.line_max);
+                    let e = Entry { at, pos, wm: taken.wm, cap, tenant: raw.tenant, body: raw.body };
+                    l.append(e, wm_before, work.line_max);
                 }
-                acks.extend(b.take_ack());
+                acks.extend(ack);
             }
             {
                 let mut out = records_out.activate();
@@ -393,14 +396,14 @@ impl<R: PushRecord> Log<R> {
         Ok(())
     }
 
-    /// Logs a push taken as `t` (written at the next submit).
-    fn append(&mut self, b: &Batch<R>, t: Taken, wm_before: i64, line_max: Time) {
-        let e = Entry { at: b.at, pos: b.pos, wm: t.wm, cap: t.cap, tenant: b.raw.tenant.clone(), body: b.raw.body.clone() };
+    /// Logs a push (written at the next submit).
+    fn append(&mut self, e: Entry, wm_before: i64, line_max: Time) {
+        let requests = e.pos >> 24;
         let at = self.wal.append(e);
         log_line(self.interval, &mut self.emitted_max, &mut self.crossings, line_max, || Resume {
             from: at,
             watermark: wm_before,
-            requests: b.pos >> 24,
+            requests,
         });
     }
 

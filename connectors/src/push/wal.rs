@@ -378,14 +378,15 @@ impl WalReader {
             Ok(()) => return Err(shown(&"not an alertflow write-ahead log segment (or of another version)")),
             Err(e) => return Err(shown(&e)),
         }
-        let skip = off - MAGIC.len() as u64;
+        // (A position inside the magic would be damage: read from the first entry.)
+        let skip = off.saturating_sub(MAGIC.len() as u64);
         if std::io::copy(&mut (&mut f).take(skip), &mut std::io::sink()).map_err(|e| shown(&e))? < skip {
             return Err(shown(&format_args!(
                 "shorter than the checkpoint's replay position (byte {off}): the log lost acknowledged pushes"
             )));
         }
         self.cur = Some((seq, path, f));
-        self.off = off;
+        self.off = MAGIC.len() as u64 + skip;
         Ok(())
     }
 
