@@ -481,7 +481,7 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                             }
                             pre.spare.push(w.series);
                         }
-                        if !saver.save_if_passed(frontier, until, &pre.saved()) {
+                        if !saver.save_if_passed(frontier, until, || pre.saved()) {
                             break;
                         }
                     }
@@ -531,7 +531,7 @@ impl<'s> AggregateExt<'s> for Stream<'s, Time, Vec<Metric>> {
                             stats.add_out(rows.len());
                             output.session(cap).give_container(rows)
                         });
-                        if !saver.save_if_passed(frontier, until, &merge.saved()) {
+                        if !saver.save_if_passed(frontier, until, || merge.saved()) {
                             break;
                         }
                     }

@@ -52,12 +52,19 @@ impl Saver {
         self.0.as_ref().and_then(|p| p.pending())
     }
 
-    /// Saves `state` for `until` if the frontier has passed it; returns whether it did (then
-    /// handle again, up to the frontier).
-    pub fn save_if_passed<T: Serialize + ?Sized>(&mut self, frontier: &MutableAntichain<Time>, until: Option<Time>, state: &T) -> bool {
+    /// Saves `state()` for `until` if the frontier has passed it; returns whether it did (then
+    /// handle again, up to the frontier). The state is a closure because operators call this
+    /// every time they are scheduled: building a copy of the state eagerly (the windows'
+    /// open panes) cost more than all the rest of the window's work.
+    pub fn save_if_passed<T: Serialize>(
+        &mut self,
+        frontier: &MutableAntichain<Time>,
+        until: Option<Time>,
+        state: impl FnOnce() -> T,
+    ) -> bool {
         match (until, self.0.as_mut()) {
             (Some(b), Some(p)) if passed(frontier, b) => {
-                p.save(b, state);
+                p.save(b, &state());
                 true
             }
             _ => false,

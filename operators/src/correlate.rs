@@ -604,7 +604,7 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                                 output.session(&cap).give_container(&mut rows);
                             }
                         }
-                        if !saver.save_if_passed(&frontier, until, &(ordered.timer_list(), &topology, &tenants)) {
+                        if !saver.save_if_passed(&frontier, until, || (ordered.timer_list(), &topology, &tenants)) {
                             break;
                         }
                     }

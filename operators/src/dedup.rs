@@ -251,7 +251,7 @@ impl<'s> DedupExt<'s> for Stream<'s, Time, Vec<Alert>> {
                                 output.session(&cap).give_container(&mut rows);
                             }
                         }
-                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &state, &open_per_tenant)) {
+                        if !saver.save_if_passed(frontier, until, || (ordered.timer_list(), &state, &open_per_tenant)) {
                             break;
                         }
                     }

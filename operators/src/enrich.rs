@@ -131,7 +131,7 @@ impl<'s> EnrichExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                             }
                         }
                         // No timers: the state is the services alone.
-                        if !saver.save_if_passed(&frontier, until, &services) {
+                        if !saver.save_if_passed(&frontier, until, || &services) {
                             break;
                         }
                     }

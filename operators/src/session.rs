@@ -174,7 +174,7 @@ pub(crate) fn sessions<'s>(points: Stream<'s, Time, Vec<Metric>>, op: &Aggregate
                             output.session(&cap).give_container(&mut rows);
                         }
                     }
-                    if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &slot_of, &slots, &free)) {
+                    if !saver.save_if_passed(frontier, until, || (ordered.timer_list(), &slot_of, &slots, &free)) {
                         break;
                     }
                 }

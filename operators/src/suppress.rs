@@ -340,7 +340,7 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                                 output.session(&cap).give_container(&mut rows);
                             }
                         }
-                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &groups)) {
+                        if !saver.save_if_passed(frontier, until, || (ordered.timer_list(), &groups)) {
                             break;
                         }
                     }

@@ -152,16 +152,29 @@ fn kill_and_resume(dir: &Scratch, kind: &str, alerts: bool, names: &[&str]) {
     pipeline(&d, alerts);
     let mut r = Lcg(2026);
     let (mut kills, mut resumed, mut runs) = (0, 0, 0);
-    // 20 kills at random moments of a run (the uninterrupted one took `full`).
+    // 10 kills at random moments of a run (the uninterrupted one took `full`).
     while kills < KILLS {
         assert!(runs < 60, "after {runs} runs only {kills} kills: the runs end too soon");
         runs += 1;
         if d.join("state/CURRENT").exists() {
             resumed += 1;
         }
+        let before = std::fs::read(d.join("state/CURRENT")).ok();
         let mut child = start(&d);
-        let wait = Duration::from_millis(100 + r.below(full.as_millis().max(200) as u64));
-        std::thread::sleep(wait);
+        if r.below(2) == 0 {
+            // Anywhere in a run: often before its first checkpoint.
+            std::thread::sleep(Duration::from_millis(100 + r.below(full.as_millis().max(200) as u64)));
+        } else {
+            // Just after this run committed a checkpoint of its own, so that the next run
+            // resumes from it whatever this machine's fsync costs (a CI disk made the first
+            // commit come late enough that random moments all fell before it).
+            let t = Instant::now();
+            while std::fs::read(d.join("state/CURRENT")).ok() == before && child.try_wait().unwrap().is_none() {
+                assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint committed in 120 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(r.below(200)));
+        }
         if child.try_wait().unwrap().is_some() {
             // It finished before the kill: start over so every kill lands in a run.
             std::fs::remove_dir_all(d.join("state")).ok();
@@ -176,12 +189,20 @@ fn kill_and_resume(dir: &Scratch, kind: &str, alerts: bool, names: &[&str]) {
     // SIGTERM: each run exits 0 within a bounded time, at a checkpoint.
     let mut terms = 0;
     loop {
+        assert!(runs < 80, "after {runs} runs only {terms} SIGTERM: the runs end too soon");
+        runs += 1;
         let mut child = start(&d);
-        std::thread::sleep(Duration::from_millis(300 + r.below(700)));
+        std::thread::sleep(Duration::from_millis(200 + r.below((full.as_millis() as u64 / 2).clamp(100, 700))));
         if child.try_wait().unwrap().is_some() || terms == 3 {
             let status = child.wait().unwrap();
             assert!(status.success(), "the last run failed: {status}");
-            break;
+            if terms == 3 {
+                break;
+            }
+            // Too little was left for a SIGTERM to land in a run: start over (the output of
+            // a run from scratch replaces what is there, as after a kill before a checkpoint).
+            std::fs::remove_dir_all(d.join("state")).ok();
+            continue;
         }
         assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
         let t = Instant::now();

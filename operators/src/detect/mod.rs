@@ -435,7 +435,7 @@ impl<'s> DetectExt<'s> for Stream<'s, Time, Vec<Metric>> {
                         }
                         // Only the models are saved: detect sets no timers, and a row is at its
                         // point's epoch (before the checkpoint), so it has been sent already.
-                        if !saver.save_if_passed(frontier, until, &models.map) {
+                        if !saver.save_if_passed(frontier, until, || &models.map) {
                             break;
                         }
                     }

@@ -376,7 +376,7 @@ impl<'s> RuleExt<'s> for Stream<'s, Time, Vec<WindowRow>> {
                                 output.session(&cap).give_container(&mut alerts);
                             }
                         }
-                        if !saver.save_if_passed(frontier, until, &(ordered.timer_list(), &active, &ids, next_id, &out)) {
+                        if !saver.save_if_passed(frontier, until, || (ordered.timer_list(), &active, &ids, next_id, &out)) {
                             break;
                         }
                     }
