@@ -1,6 +1,6 @@
 //! The acceptance test of checkpoints (issue 7), on the release binary: the metric and alert
 //! pipelines, each over its own large generated file, `kill -9` at 20 seeded random moments
-//! (10 each) over many runs,
+//! (10 each; half of them just after a run's own checkpoint commit) over many runs,
 //! each restart resuming from the last checkpoint, and then SIGTERM several times (each must
 //! exit 0 within a bounded time at a checkpoint); the final tables must be identical — every
 //! row, every revision — to an uninterrupted run's.
