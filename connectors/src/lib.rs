@@ -15,5 +15,16 @@ pub mod topology;
 
 pub use failure::Failure;
 
+/// Adds `deltas` (wrapping) to `counters` one by one; returns the deltas left over.
+pub(crate) fn add_values<'d>(counters: &[&std::sync::atomic::AtomicU64], deltas: &'d [u64]) -> &'d [u64] {
+    let (mine, rest) = deltas.split_at(counters.len().min(deltas.len()));
+    for (c, d) in counters.iter().zip(mine) {
+        if *d != 0 {
+            c.fetch_add(*d, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    rest
+}
+
 /// The timely timestamp of alertflow dataflows (event time in ms, coarsened to an epoch).
 pub type Time = u64;

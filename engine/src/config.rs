@@ -51,6 +51,24 @@ pub struct EngineConfig {
     /// hundreds of times a second. Default 1s.
     #[serde(default = "default_checkpoint_min_wall")]
     pub checkpoint_min_wall_interval: DurationMs,
+    /// Cluster mode (DESIGN §9): how many processes run this pipeline together (default 1).
+    /// `--processes` overrides it.
+    #[serde(default)]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster, `0..processes` (`--process-id`).
+    #[serde(default)]
+    pub process_id: Option<usize>,
+    /// The cluster's addresses, one `host:port` per line, line `i` for process `i`, relative
+    /// to the pipeline file (`--hostfile`, relative to the working folder).
+    #[serde(default)]
+    pub hostfile: Option<String>,
+    /// How long a process waits for its peers at start-up before it gives up. Default 60s.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout: DurationMs,
+}
+
+fn default_peer_timeout() -> DurationMs {
+    DurationMs::from_secs(60)
 }
 
 fn default_checkpoint_interval() -> DurationMs {
@@ -92,6 +110,10 @@ impl Default for EngineConfig {
             state_dir: None,
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_min_wall_interval: default_checkpoint_min_wall(),
+            processes: None,
+            process_id: None,
+            hostfile: None,
+            peer_timeout: default_peer_timeout(),
         }
     }
 }
@@ -335,6 +357,9 @@ impl Pipeline {
         }
         if engine.workers == Some(0) {
             p.push(problem("engine.workers", "must be at least 1"));
+        }
+        if engine.processes == Some(0) {
+            p.push(problem("engine.processes", "must be at least 1"));
         }
         if source_cfgs.is_empty() && kafka_cfgs.is_empty() && push_cfgs.is_empty() && !table.contains_key("source") {
             p.push(problem("source", "no [[source]]: a pipeline needs at least one"));
@@ -832,7 +857,18 @@ fn digest(table: &toml::Table) -> String {
     let mut t = table.clone();
     t.remove("serve");
     if let Some(toml::Value::Table(e)) = t.get_mut("engine") {
-        for k in ["workers", "state_dir", "checkpoint_interval", "checkpoint_min_wall_interval"] {
+        // Nor does where or as which process of a cluster it runs: the processes of one cluster
+        // compare digests when they connect.
+        for k in [
+            "workers",
+            "state_dir",
+            "checkpoint_interval",
+            "checkpoint_min_wall_interval",
+            "processes",
+            "process_id",
+            "hostfile",
+            "peer_timeout",
+        ] {
             e.remove(k);
         }
     }

@@ -1,5 +1,6 @@
 //! alertflow's engine: the pipeline file, its validation, and the timely dataflow that runs it.
 
+pub mod cluster;
 pub mod config;
 pub mod live;
 pub mod run;
@@ -8,5 +9,6 @@ mod serving;
 
 pub use config::{ConfigErrors, ConfigProblem, Pipeline};
 pub use run::{
-    CheckpointSummary, FinishedFn, Progress, ProgressFn, RunError, RunOptions, RunSummary, ServingFn, StateBoundsSummary, TableSummary, run,
+    CheckpointSummary, ClusterSummary, FinishedFn, Progress, ProgressFn, RunError, RunOptions, RunSummary, ServingFn, StateBoundsSummary,
+    TableSummary, run,
 };

@@ -12,7 +12,9 @@ use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source};
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
 use alertflow_connectors::latency::{LatencyProbe, LatencyReport, SinkKind};
-use alertflow_connectors::parquet::{ParquetSink, ParquetSinkExt, SinkStats, clear_table, clear_table_except, write_schema_file};
+use alertflow_connectors::parquet::{
+    ParquetSink, ParquetSinkExt, SinkStats, clear_table, clear_table_except, clear_table_of, write_schema_file,
+};
 use alertflow_connectors::push::{PushIngest, PushQueue, check_log, push_source};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
@@ -29,6 +31,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Map;
 
+use crate::cluster::{Gather, Plan};
 use crate::config::Pipeline;
 use crate::live::Live;
 use crate::serve_config::ServePlan;
@@ -128,6 +131,11 @@ pub struct RunSummary {
     /// Processing latency by table and sink, when measured (`RunOptions::latency`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency: Vec<LatencyReport>,
+    /// In cluster mode: the cluster and this process's place in it. Every figure of the
+    /// summary covers the whole cluster (the processes gather their counters), except
+    /// `peak_rss_bytes` and `wall_seconds`, which are this process's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSummary>,
     /// Checkpoints taken, when the pipeline has a `state_dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<CheckpointSummary>,
@@ -149,6 +157,17 @@ pub struct StateBoundsSummary {
     pub evicted: u64,
     /// Records of new keys rejected at the cap (`reject_new`).
     pub rejected: u64,
+}
+
+/// A cluster run's shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSummary {
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index.
+    pub process_id: usize,
+    /// Workers of all processes (`workers` is per process).
+    pub workers_total: usize,
 }
 
 /// What checkpointing did in a run.
@@ -211,6 +230,9 @@ pub enum RunError {
     /// failure, the next run resumes from it.
     #[error("{0}")]
     Stopped(String),
+    /// The cluster could not form (a peer unreachable or mismatched) or lost a process.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// Timely could not start or a worker panicked (a bug).
     #[error("internal error (a bug): {0}")]
     Internal(String),
@@ -224,6 +246,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         .or(pipeline.engine.workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .max(1);
+    // Cluster mode: checked before anything is touched.
+    let cluster = Plan::of(&pipeline, workers).map_err(RunError::Cluster)?;
+    let peers = cluster.as_ref().map_or(workers, |c| c.peers());
 
     // The output folder belongs to the pipeline: a new run replaces the tables' data files.
     let out = pipeline.output_dir.clone();
@@ -281,6 +306,8 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let dir = out.join(name);
         let removed = match committed_files {
             _ if resumes => 0,
+            // A cluster's processes share the folder: each replaces its own workers' files.
+            _ if cluster.is_some() => clear_table_of(&dir, cluster.as_ref().map_or(0..0, |c| c.own_workers())).map_err(out_err)?,
             // Files of epochs no checkpoint committed: the run writes them again.
             Some(keep) => clear_table_except(&dir, name, keep).map_err(out_err)?,
             None => clear_table(&dir).map_err(out_err)?,
@@ -345,13 +372,19 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let built = Arc::new(std::sync::Barrier::new(workers));
 
     // `[serve]`: live tables, the catalog and the servers, all bound before any worker starts.
-    let watermarks: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+    // Per global worker: in a cluster, the others' as gathered.
+    let watermarks: Arc<Vec<AtomicU64>> = Arc::new((0..peers).map(|_| AtomicU64::new(0)).collect());
+    // Every process of a cluster builds the live tables' operators (all build one dataflow),
+    // and the first process's workers publish them: it serves them, and `/metrics`, for the
+    // whole cluster. The others serve nothing.
     let live = pipeline.serve.as_ref().map(|s| Live::new(&pipeline, workers, s.live_refresh));
+    let serves = cluster.as_ref().is_none_or(|c| c.process == 0);
     // HTTP sources with a `listen` of their own are served without `[serve]` too (nothing
     // else is then: no SQL, no live tables).
     let push_only =
         (pipeline.serve.is_none() && pipeline.push.iter().any(|s| s.listen.is_some())).then(|| (ServePlan::push_only(), Live::none()));
     let served = match (&pipeline.serve, &live) {
+        _ if !serves => None,
         (Some(plan), Some(live)) => Some((plan, live)),
         _ => push_only.as_ref().map(|(plan, live)| (plan, live)),
     };
@@ -388,6 +421,22 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         crate::serving::on_signal_thread(signalled.clone());
     }
 
+    // A cluster: counters gathered from every process, and the connections to the others
+    // (made last, so that a process that cannot start fails before its peers wait on it).
+    let gather = cluster.as_ref().map(|c| {
+        let ops = operator_stats(&pipeline, &dedup_stats).into_iter().map(|(_, _, s)| s).collect();
+        Gather::new(c.clone(), source_stats.clone(), sink_stats.clone(), ops, watermarks.clone(), failure.clone())
+    });
+    let sockets = match &cluster {
+        Some(c) => {
+            tracing::info!("cluster: process {} of {}, waiting for the others (up to {:?})", c.process, c.processes, c.timeout);
+            let s = c.connect(&pipeline.digest).map_err(RunError::Cluster)?;
+            tracing::info!("cluster: connected to {} other process(es)", c.processes - 1);
+            Some(s)
+        }
+        None => None,
+    };
+
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
@@ -395,22 +444,39 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
         let ingest = ingest.clone();
         let checkpoints = checkpoints.clone();
-        timely::execute(timely::Config::process(workers), move |worker| {
+        let gather = gather.clone();
+        let work = move |worker: &mut timely::worker::Worker| {
             let index = worker.index();
+            let main = worker.next_dataflow_index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
             let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref() };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
             alertflow_checkpoint::building(checkpoints.as_ref(), || {
                 build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index)
             });
+            if let Some(g) = &gather {
+                g.dataflow(worker);
+            }
             if paced {
                 built.wait();
             }
+            let mut main_done = false;
             while worker.has_dataflows() {
-                worker.step_or_park(None);
+                // In a cluster, wake now and then even when idle: a lost peer is noticed by
+                // the workers only when they look at its (poisoned) queues.
+                worker.step_or_park(gather.as_ref().map(|_| Duration::from_millis(500)));
+                if !main_done && !worker.installed_dataflows().contains(&main) {
+                    main_done = true;
+                    if let Some(g) = &gather {
+                        g.worker_done();
+                    }
+                }
             }
-        })
-        .map_err(RunError::Internal)?
+        };
+        match (&cluster, sockets) {
+            (Some(c), Some(sockets)) => c.execute(sockets, work).map_err(RunError::Cluster)?,
+            _ => timely::execute(timely::Config::process(workers), work).map_err(RunError::Internal)?,
+        }
     };
 
     // Join on another thread so this one can report progress.
@@ -473,6 +539,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     }
     progress(());
     let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()));
+    // A lost peer: the workers' failures and the joiner's are its consequences.
+    if let Some(e) = crate::cluster::comm_error() {
+        return Err(RunError::Cluster(e));
+    }
     // Every sink has finished: commit the Kafka sources' end offsets if the run ended well.
     let ended_well = results.as_ref().is_ok_and(|r| r.iter().all(|r| r.is_ok())) && !failure.is_set();
     for k in kafka.iter() {
@@ -507,6 +577,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let table_names: Vec<String> = table_schemas.iter().map(|(n, _)| n.clone()).collect();
     let mut summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
     summary.checkpoints = checkpoint_summary;
+    summary.cluster = cluster.as_ref().map(|c| ClusterSummary { processes: c.processes, process_id: c.process, workers_total: c.peers() });
+    if gather.as_ref().is_some_and(|g| !g.complete()) {
+        tracing::warn!("cluster: not every process's final counters arrived; the summary covers part of the cluster");
+    }
     summary.state_bounds = operator_stats(&pipeline, &dedup_stats)
         .into_iter()
         .map(|(kind, name, s)| StateBoundsSummary {
@@ -597,6 +671,7 @@ fn summarize(
         peak_rss_bytes: peak_rss(),
         latency: probe.map(|p| p.report()).unwrap_or_default(),
         checkpoints: None,
+        cluster: None,
         state_bounds: Vec::new(),
     }
 }

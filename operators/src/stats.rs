@@ -32,6 +32,32 @@ pub struct OperatorStats {
 }
 
 impl OperatorStats {
+    /// The counters, in declaration order, the state gauge last as its two's complement (a
+    /// cluster gathers them; see `alertflow_engine::cluster`).
+    pub fn values(&self) -> [u64; 8] {
+        let c = [&self.records_in, &self.records_out, &self.late, &self.dropped, &self.expired, &self.evicted, &self.rejected];
+        let mut v = [0; 8];
+        for (v, c) in v.iter_mut().zip(c) {
+            *v = c.load(Ordering::Relaxed);
+        }
+        v[7] = self.state.load(Ordering::Relaxed) as u64;
+        v
+    }
+
+    /// Adds the first eight of `deltas` (wrapping) to the counters, in
+    /// [`OperatorStats::values`]' order; returns the rest.
+    pub fn add_values<'d>(&self, deltas: &'d [u64]) -> &'d [u64] {
+        let (mine, rest) = deltas.split_at(deltas.len().min(8));
+        let c = [&self.records_in, &self.records_out, &self.late, &self.dropped, &self.expired, &self.evicted, &self.rejected];
+        for (c, d) in c.iter().zip(mine) {
+            c.fetch_add(*d, Ordering::Relaxed);
+        }
+        if let Some(d) = mine.get(7) {
+            self.state.fetch_add(*d as i64, Ordering::Relaxed);
+        }
+        rest
+    }
+
     /// Entries held in state by all workers.
     pub fn state(&self) -> u64 {
         self.state.load(Ordering::Relaxed).max(0) as u64

@@ -30,6 +30,8 @@ enum Command {
         /// Print the run summary as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cluster: cli::run::ClusterFlags,
         /// Measure processing latency of a paced replay whose event time runs from FROM to
         /// UNTIL (ms since the epoch) at the replay rate: `FROM,UNTIL`. Used by `alertflow
         /// bench --rate`, which writes such data.
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run { pipeline, workers, json, latency } => cli::run::run(&pipeline, workers, json, latency),
+        Command::Run { pipeline, workers, json, cluster, latency } => cli::run::run(&pipeline, workers, &cluster, json, latency),
         Command::Validate { pipeline } => cli::run::validate(&pipeline),
         Command::Sql(args) => cli::sql::sql(args),
         Command::Gen(args) => cli::gen_cmd::run(args),

@@ -15,7 +15,7 @@ pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::time_bounds::TimeBounds;
 use alertflow_model::size::ByteSize;
@@ -333,4 +333,17 @@ pub struct SourceStats {
     pub dead_letters: AtomicU64,
     /// Records older than their partition's watermark.
     pub late: AtomicU64,
+}
+
+impl SourceStats {
+    /// The counters, in declaration order (a cluster gathers them; see `alertflow_engine::cluster`).
+    pub fn values(&self) -> [u64; 5] {
+        [&self.bytes, &self.records, &self.emitted, &self.dead_letters, &self.late].map(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Adds the first five of `deltas` (wrapping) to the counters, in [`SourceStats::values`]'
+    /// order; returns the rest.
+    pub fn add_values<'d>(&self, deltas: &'d [u64]) -> &'d [u64] {
+        crate::add_values(&[&self.bytes, &self.records, &self.emitted, &self.dead_letters, &self.late], deltas)
+    }
 }

@@ -47,6 +47,8 @@ pub struct LiveTable {
     name: String,
     schema: SchemaRef,
     refresh: Duration,
+    /// Workers `0..publishers` publish (in a cluster, the serving process's).
+    publishers: usize,
     state: Mutex<Shared>,
 }
 
@@ -79,8 +81,9 @@ pub struct Snapshot {
 }
 
 impl LiveTable {
-    /// An empty table published by `workers` workers (global worker count), snapshot at most
-    /// once per `refresh`.
+    /// An empty table published by workers `0..workers` (global indices: all workers of a
+    /// single process, the first process's in a cluster, see [`crate::live::PublishExt`]),
+    /// snapshot at most once per `refresh`.
     pub fn new(name: impl Into<String>, schema: SchemaRef, workers: usize, refresh: Duration) -> Self {
         let workers = workers.max(1);
         let agreed = Snapshot { frontier: 0, parts: vec![Arc::from(Vec::new()); workers], rows: 0 };
@@ -93,7 +96,7 @@ impl LiveTable {
             agreed_at: Instant::now().checked_sub(refresh).unwrap_or_else(Instant::now),
             activators: vec![None; workers],
         };
-        LiveTable { name: name.into(), schema, refresh, state: Mutex::new(state) }
+        LiveTable { name: name.into(), schema, refresh, publishers: workers, state: Mutex::new(state) }
     }
 
     /// A table whose state is `batches`, complete (one publisher, already finished): for
@@ -105,6 +108,11 @@ impl LiveTable {
         debug_assert_eq!(report, Report::Build(COMPLETE));
         t.publish(0, COMPLETE, batches, now);
         t
+    }
+
+    /// How many workers publish it (global indices `0..publishers`).
+    pub fn publishers(&self) -> usize {
+        self.publishers
     }
 
     /// The table's SQL name.

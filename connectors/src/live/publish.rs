@@ -116,14 +116,26 @@ impl<R: timely::ExchangeData> PublishExt<R> for Stream<'_, Time, Vec<R>> {
         let mut state = Latest { rows: Vec::new(), index: HashMap::new() };
         let mut pending: BTreeMap<Time, Vec<R>> = BTreeMap::new();
         let mut winners: HashMap<K, R> = HashMap::new();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(move |r: &R| (by.hash)(r)), &name, |cap, info| {
-            table.register(worker, scope.worker().sync_activator_for(info.address.to_vec()));
+        // Rows go to the publishing workers only: in a cluster, the serving process's (global
+        // indices 0..publishers); the others' instances receive nothing and leave at once.
+        let publishers = table.publishers() as u64;
+        let publishes = worker < table.publishers();
+        let hash = by.hash;
+        let route = move |r: &R| hash(r) % publishers;
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(route), &name, |cap, info| {
+            if publishes {
+                table.register(worker, scope.worker().sync_activator_for(info.address.to_vec()));
+            }
             let wake = scope.activator_for(info.address.clone());
             // Held until this worker has built the final snapshot: without it the worker
             // could leave the dataflow before the others finish, and the last snapshot
             // (every worker's part at `COMPLETE`) would never be agreed.
-            let mut keep_alive = Some(cap);
+            let mut keep_alive = Some(cap).filter(|_| publishes);
             move |(input, frontier), _output| {
+                if !publishes {
+                    input.for_each(|_, _| {});
+                    return;
+                }
                 input.for_each_stamp(|cap, data| {
                     let Some(t) = cap.least().copied() else { return };
                     let rows = pending.entry(t).or_default();

@@ -53,7 +53,8 @@ impl Compression {
 /// Writes the schema file of a table folder (atomically).
 pub fn write_schema_file(table_dir: &Path, schema: &Schema) -> io::Result<()> {
     fs::create_dir_all(table_dir)?;
-    let tmp = table_dir.join(format!(".{SCHEMA_FILE}.tmp"));
+    // Named by process: the processes of a cluster sharing the folder write it at once.
+    let tmp = table_dir.join(format!(".{SCHEMA_FILE}.{}.tmp", std::process::id()));
     {
         let f = fs::File::create(&tmp)?;
         let mut w = FileWriter::try_new(f, schema).map_err(io::Error::other)?;
@@ -85,22 +86,54 @@ pub fn clear_table_except(table_dir: &Path, table: &str, keep: &std::collections
     })
 }
 
+/// Removes the data files of the workers in `workers` (global indices: a cluster's process
+/// clears only its own, the others' are theirs), and their partial files. Returns how many it
+/// removed.
+pub fn clear_table_of(table_dir: &Path, workers: std::ops::Range<usize>) -> io::Result<usize> {
+    let worker_of = |p: &Path| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let digits = name.trim_start_matches('.').strip_prefix("part-").and_then(|r| r.split('-').next()).unwrap_or("");
+        digits.parse::<usize>().ok()
+    };
+    clear_files_where(table_dir, &|p: &Path| worker_of(p).is_some_and(|w| workers.contains(&w)))
+}
+
 fn clear_files(table_dir: &Path, keep: &dyn Fn(&Path) -> bool) -> io::Result<usize> {
-    fn walk(dir: &Path, n: &mut usize, keep: &dyn Fn(&Path) -> bool) -> io::Result<()> {
-        for e in fs::read_dir(dir)? {
+    clear_files_where(table_dir, &|p: &Path| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        (name.starts_with("part-") && name.ends_with(".parquet") && !keep(p)) || (name.starts_with(".part-") && name.ends_with(".tmp"))
+    })
+}
+
+/// Removes the data files (`part-*.parquet`) and partial files (`.part-*.tmp`) under a table
+/// folder that `remove` picks, and partition folders left empty. Files or folders another
+/// process removes meanwhile are not errors.
+fn clear_files_where(table_dir: &Path, remove: &dyn Fn(&Path) -> bool) -> io::Result<usize> {
+    fn gone(r: io::Result<()>) -> io::Result<()> {
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+    fn walk(dir: &Path, n: &mut usize, remove: &dyn Fn(&Path) -> bool) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
+        };
+        for e in entries {
             let e = e?;
             let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
             if e.file_type()?.is_dir() {
-                walk(&p, n, keep)?;
+                walk(&p, n, remove)?;
                 // Drop partition folders left empty.
-                if fs::read_dir(&p)?.next().is_none() {
-                    fs::remove_dir(&p)?;
+                if fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none()) {
+                    gone(fs::remove_dir(&p))?;
                 }
-            } else if ((name.starts_with("part-") && name.ends_with(".parquet")) && !keep(&p))
-                || (name.starts_with(".part-") && name.ends_with(".tmp"))
+            } else if ((name.starts_with("part-") && name.ends_with(".parquet")) || (name.starts_with(".part-") && name.ends_with(".tmp")))
+                && remove(&p)
             {
-                fs::remove_file(&p)?;
+                gone(fs::remove_file(&p))?;
                 *n += 1;
             }
         }
@@ -108,7 +141,42 @@ fn clear_files(table_dir: &Path, keep: &dyn Fn(&Path) -> bool) -> io::Result<usi
     }
     let mut n = 0;
     if table_dir.is_dir() {
-        walk(table_dir, &mut n, keep)?;
+        walk(table_dir, &mut n, remove)?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_process_clears_only_its_own_workers_files() {
+        let dir = std::env::temp_dir().join(format!("alertflow-clear-of-{}", std::process::id()));
+        let part = dir.join("date=2026-01-01").join("hour=00");
+        fs::create_dir_all(&part).unwrap();
+        let other = dir.join("date=2026-01-02").join("hour=01");
+        fs::create_dir_all(&other).unwrap();
+        for f in [
+            "part-0000-0.parquet",
+            "part-0001-0.parquet",
+            "part-0002-0-60000.parquet",
+            ".part-0001-60000.parquet.tmp",
+            ".part-0000-1.parquet.tmp",
+        ] {
+            fs::write(part.join(f), b"x").unwrap();
+        }
+        fs::write(other.join("part-0001-3.parquet"), b"x").unwrap();
+        fs::write(dir.join("_schema.arrow"), b"x").unwrap();
+        assert_eq!(clear_table_of(&dir, 1..3).unwrap(), 4);
+        let mut left: Vec<String> = fs::read_dir(&part).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        left.sort();
+        assert_eq!(left, vec![".part-0000-1.parquet.tmp", "part-0000-0.parquet"]);
+        // A partition folder left empty goes; other files stay.
+        assert!(!other.parent().unwrap().exists());
+        assert!(dir.join("_schema.arrow").exists());
+        // A folder that is not there (another process cleared it) is not an error.
+        assert_eq!(clear_table_of(&dir.join("gone"), 0..1).unwrap(), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -38,6 +38,18 @@ pub struct SinkStats {
     pub bytes: AtomicU64,
 }
 
+impl SinkStats {
+    /// The counters, in declaration order (a cluster gathers them).
+    pub fn values(&self) -> [u64; 3] {
+        [&self.rows, &self.files, &self.bytes].map(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Adds the first three of `deltas` (wrapping) to the counters; returns the rest.
+    pub fn add_values<'d>(&self, deltas: &'d [u64]) -> &'d [u64] {
+        crate::add_values(&[&self.rows, &self.files, &self.bytes], deltas)
+    }
+}
+
 /// Where and how one table is written.
 pub struct ParquetSink<B> {
     /// The table's name.

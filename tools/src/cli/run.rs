@@ -46,16 +46,49 @@ pub fn parse_latency_span(s: &str) -> Result<(i64, i64), String> {
     Ok((a, b))
 }
 
-/// `alertflow run PIPELINE [--workers N] [--json]`.
-pub fn run(path: &Path, workers: Option<usize>, json: bool, latency: Option<(i64, i64)>) -> u8 {
+/// Cluster mode (`alertflow run … --processes N --process-id I --hostfile FILE`): each
+/// overrides its `[engine]` key.
+#[derive(clap::Args, Debug, Default)]
+pub struct ClusterFlags {
+    /// Run as one of N processes of a cluster (timely's TCP communication between them).
+    #[arg(long, value_name = "N")]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster, 0 to N-1.
+    #[arg(long, value_name = "I")]
+    pub process_id: Option<usize>,
+    /// The cluster's addresses: one host:port per line, line i for process i.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+impl ClusterFlags {
+    /// Puts the flags into the pipeline's `[engine]` (a hostfile given here is relative to
+    /// the working folder, not to the pipeline file).
+    pub fn apply(&self, pipeline: &mut Pipeline) {
+        if let Some(n) = self.processes {
+            pipeline.engine.processes = Some(n);
+        }
+        if let Some(i) = self.process_id {
+            pipeline.engine.process_id = Some(i);
+        }
+        if let Some(h) = &self.hostfile {
+            let abs = std::env::current_dir().map(|d| d.join(h)).unwrap_or_else(|_| h.clone());
+            pipeline.engine.hostfile = Some(abs.to_string_lossy().into_owned());
+        }
+    }
+}
+
+/// `alertflow run PIPELINE [--workers N] [--json] [--processes N --process-id I --hostfile FILE]`.
+pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, json: bool, latency: Option<(i64, i64)>) -> u8 {
     if workers == Some(0) {
         eprintln!("error: --workers must be at least 1");
         return BAD_CONFIG;
     }
-    let pipeline = match load(path) {
+    let mut pipeline = match load(path) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    cluster.apply(&mut pipeline);
     // The summary is printed as soon as the pipeline finishes: with `[serve]` the run then
     // keeps serving its tables until stopped.
     let report = move |s: &RunSummary| {
@@ -143,6 +176,12 @@ pub fn run_pipeline_with(
 pub fn print_summary(s: &RunSummary) {
     let tables: Vec<String> = s.tables.iter().map(|t| format!("{} {}", t.table, thousands(t.rows))).collect();
     println!("{:<14} {}", "workers", s.workers);
+    if let Some(c) = &s.cluster {
+        println!(
+            "{:<14} process {} of {} ({} workers in all; figures cover the cluster)",
+            "cluster", c.process_id, c.processes, c.workers_total
+        );
+    }
     println!("{:<14} {}", "records in", thousands(s.records_in));
     println!("{:<14} {}  ({})", "records out", thousands(s.records_out), tables.join(", "));
     println!("{:<14} {}  (late {})", "dead letters", thousands(s.dead_letters + s.late), thousands(s.late));
