@@ -134,3 +134,60 @@ pub fn query_csv(data: &Path, sql: &str) -> String {
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
 }
+
+/// Every table of `dir/out` named in `names`, as its rows in CSV, sorted: tables from
+/// two runs compare equal when they hold the same rows, however the files were cut.
+pub fn sorted_tables(dir: &Path, names: &[&str]) -> Vec<(String, Vec<String>)> {
+    names
+        .iter()
+        .map(|t| {
+            let csv = query_csv(&dir.join("out"), &format!("SELECT * FROM {t}"));
+            let mut lines: Vec<String> = csv.lines().skip(1).map(String::from).collect();
+            lines.sort();
+            (t.to_string(), lines)
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request (`Connection: close`, an optional bearer token); returns the status
+/// and the body, de-chunked. A connection reset before the answer is retried once, said on
+/// stderr (seen once in CI on the first request to a freshly started server; not reproduced).
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    match try_http(addr, method, path, token, body) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            eprintln!("{method} {path}: connection reset ({e}); retrying once");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            try_http(addr, method, path, token, body).unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"))
+        }
+        Err(e) => panic!("{method} {path} at {addr}: {e}"),
+    }
+}
+
+fn try_http(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}

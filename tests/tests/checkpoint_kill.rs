@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Scratch, alertflow, bin, query_csv, run_json};
+use alertflow_tests::{Scratch, alertflow, bin, run_json, sorted_tables};
 
 const METRIC_TABLES: [&str; 4] = ["per_minute", "hopping", "anomalies", "dead_letters"];
 const ALERT_TABLES: [&str; 4] = ["alerts", "storms", "incidents", "dead_letters"];
@@ -75,19 +75,6 @@ threshold = 0.999
     std::fs::write(dir.join("pipeline.toml"), format!("{head}{body}")).unwrap();
 }
 
-/// Every table as sorted CSV lines.
-fn tables(dir: &Path, names: &[&str]) -> Vec<(String, Vec<String>)> {
-    names
-        .iter()
-        .map(|t| {
-            let csv = query_csv(&dir.join("out"), &format!("SELECT * FROM {t}"));
-            let mut lines: Vec<String> = csv.lines().skip(1).map(String::from).collect();
-            lines.sort();
-            (t.to_string(), lines)
-        })
-        .collect()
-}
-
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
@@ -142,7 +129,7 @@ fn kill_and_resume(dir: &Scratch, kind: &str, alerts: bool, names: &[&str]) {
     let s = run_json(&reference.join("pipeline.toml"), 2);
     let full = t.elapsed();
     assert!(s["checkpoints"]["committed"].as_u64().unwrap() >= 1, "{kind}: {s}");
-    let want = tables(&reference, names);
+    let want = sorted_tables(&reference, names);
     for (name, rows) in &want {
         // (The generated alerts have no bad lines.)
         assert!(!rows.is_empty() || (alerts && name == "dead_letters"), "table `{name}` is empty: the test would prove little");
@@ -220,7 +207,7 @@ fn kill_and_resume(dir: &Scratch, kind: &str, alerts: bool, names: &[&str]) {
         terms += 1;
     }
     assert!(!d.join("state/CURRENT").exists(), "a completed run leaves nothing to resume");
-    let got = tables(&d, names);
+    let got = sorted_tables(&d, names);
     for ((name, g), (_, w)) in got.iter().zip(&want) {
         let only = |a: &Vec<String>, b: &Vec<String>| a.iter().filter(|x| b.binary_search(x).is_err()).take(3).cloned().collect::<Vec<_>>();
         assert!(

@@ -5,13 +5,13 @@
 //! (never a hang); a missing or mismatched peer fails start-up clearly, and a bad cluster
 //! configuration touches nothing.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Running, Scratch, alertflow, bin, free_port, query_csv, run_json};
+use alertflow_tests::{Running, Scratch, alertflow, bin, free_port, http, run_json, sorted_tables};
 
 const METRIC_TABLES: [&str; 5] = ["per_minute", "hopping", "sessions", "anomalies", "dead_letters"];
 const ALERT_TABLES: [&str; 4] = ["alerts", "storms", "incidents", "dead_letters"];
@@ -132,19 +132,6 @@ fn run_cluster(dir: &Path, body: &str, n: usize) -> Vec<serde_json::Value> {
     summaries
 }
 
-/// Every table as sorted CSV lines.
-fn tables(dir: &Path, names: &[&str]) -> Vec<(String, Vec<String>)> {
-    names
-        .iter()
-        .map(|t| {
-            let csv = query_csv(&dir.join("out"), &format!("SELECT * FROM {t}"));
-            let mut lines: Vec<String> = csv.lines().skip(1).map(String::from).collect();
-            lines.sort();
-            (t.to_string(), lines)
-        })
-        .collect()
-}
-
 /// The worker indices in the names of a table's files (`part-<worker>-…`).
 fn file_workers(table_dir: &Path) -> std::collections::BTreeSet<usize> {
     fn walk(d: &Path, out: &mut std::collections::BTreeSet<usize>) {
@@ -190,7 +177,7 @@ fn two_and_three_processes_write_the_tables_of_one_process_with_as_many_workers(
         for n in [2, 3] {
             let reference = dir.join(&format!("{kind}-ref-{n}"));
             let want_summary = run_json(&pipeline(&reference, body, ""), n);
-            let want = tables(&reference, names);
+            let want = sorted_tables(&reference, names);
             for (name, rows) in &want {
                 // (The generated alerts have no bad lines.)
                 assert!(!rows.is_empty() || name == "dead_letters", "{kind}: table `{name}` is empty: the test would prove little");
@@ -198,7 +185,7 @@ fn two_and_three_processes_write_the_tables_of_one_process_with_as_many_workers(
 
             let c = dir.join(&format!("{kind}-cluster-{n}"));
             let summaries = run_cluster(&c, body, n);
-            let got = tables(&c, names);
+            let got = sorted_tables(&c, names);
             for ((name, w), (_, g)) in want.iter().zip(&got) {
                 assert_eq!(w.len(), g.len(), "{kind}, {n} processes: table `{name}` has {} rows, one process {}", g.len(), w.len());
                 assert!(w == g, "{kind}, {n} processes: table `{name}` differs from one process with {n} workers");
@@ -222,32 +209,6 @@ fn two_and_three_processes_write_the_tables_of_one_process_with_as_many_workers(
     }
 }
 
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect {port}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let (mut s, mut out) = (rest, String::new());
-        while let Some((size, r)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&r[..n]);
-            s = &r[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
 /// The live tables' contents and the source and table counters of `/metrics`, once the
 /// pipeline has finished (the live snapshot complete).
 fn served(port: u16) -> (Vec<String>, Vec<String>) {
@@ -255,7 +216,7 @@ fn served(port: u16) -> (Vec<String>, Vec<String>) {
     loop {
         assert!(t.elapsed() < Duration::from_secs(300), "the served pipeline did not finish");
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let (status, page) = http(port, "GET", "/metrics", "");
+            let (status, page) = http(([127, 0, 0, 1], port).into(), "GET", "/metrics", None, "");
             // Done: the watermark has passed everything (+Inf), and every live table's
             // snapshot with it.
             let done = |m: &str| page.lines().filter(|l| l.starts_with(m)).all(|l| l.ends_with("+Inf"));
@@ -266,7 +227,8 @@ fn served(port: u16) -> (Vec<String>, Vec<String>) {
             {
                 let mut live = Vec::new();
                 for t in ["per_minute_latest", "hopping_latest", "sessions_latest"] {
-                    let (status, body) = http(port, "POST", "/sql?format=csv", &format!("SELECT * FROM {t}"));
+                    let (status, body) =
+                        http(([127, 0, 0, 1], port).into(), "POST", "/sql?format=csv", None, &format!("SELECT * FROM {t}"));
                     assert_eq!(status, 200, "{t}: {body}");
                     let mut rows: Vec<String> = body.lines().skip(1).map(|l| format!("{t}: {l}")).collect();
                     rows.sort();
