@@ -230,6 +230,10 @@ pub enum RunError {
     /// failure, the next run resumes from it.
     #[error("{0}")]
     Stopped(String),
+    /// The cluster settings (`--processes`, `--process-id`, `--hostfile` or their `[engine]`
+    /// keys) are not valid, or ask for what cluster mode does not do; nothing was touched.
+    #[error("cluster: {0}")]
+    ClusterConfig(String),
     /// The cluster could not form (a peer unreachable or mismatched) or lost a process.
     #[error("cluster: {0}")]
     Cluster(String),
@@ -247,7 +251,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .max(1);
     // Cluster mode: checked before anything is touched.
-    let cluster = Plan::of(&pipeline, workers).map_err(RunError::Cluster)?;
+    let cluster = Plan::of(&pipeline, workers).map_err(RunError::ClusterConfig)?;
     let peers = cluster.as_ref().map_or(workers, |c| c.peers());
 
     // The output folder belongs to the pipeline: a new run replaces the tables' data files.

@@ -102,6 +102,12 @@ pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, json: bo
     };
     match run_pipeline_with(pipeline, workers, latency, Some(Box::new(report))) {
         Ok(_) => OK,
+        // Bad cluster flags are bad arguments (exit 2, as a bad pipeline file), found before
+        // anything starts.
+        Err(e @ alertflow_engine::RunError::ClusterConfig(_)) => {
+            eprintln!("error: {e}");
+            BAD_CONFIG
+        }
         Err(alertflow_engine::RunError::Stopped(m)) => {
             eprintln!("{m}");
             OK
