@@ -26,7 +26,13 @@
 //! (bincode, lz4) and a manifest to `chk-<B>.tmp/`, fsyncs, renames it to `chk-<B>/`, appends
 //! the sinks' files to `files.log`, and switches `CURRENT` to it (write, fsync, rename): a
 //! checkpoint counts only once `CURRENT` names it. See [`store`] for the layout.
+//!
+//! **In a cluster** the processes agree on each checkpoint through process 0 (see [`cluster`]):
+//! sources hold their capabilities within a *horizon* that process 0 moves forward, so that it
+//! can decide a checkpoint that no operator anywhere has passed and every process learns of it
+//! before any source passes it; the commit has two phases.
 
+mod cluster;
 mod store;
 
 use std::collections::HashSet;
@@ -40,6 +46,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use cluster::ClusterLink;
 pub use store::{Manifest, PartEntry, Resumed};
 
 /// Timely time: event-time epochs in ms.
@@ -57,6 +64,9 @@ pub enum CheckpointError {
     /// The checkpoint belongs to another pipeline or another worker count.
     #[error("state_dir {0}: {1}")]
     Mismatch(String, String),
+    /// The processes of a cluster could not agree on where to resume, or lost each other.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// How a run checkpoints.
@@ -71,8 +81,12 @@ pub struct CheckpointConfig {
     /// A digest of everything in the pipeline that shapes its state: a checkpoint of another
     /// pipeline is refused.
     pub digest: String,
-    /// Worker threads: state is split by key over workers, so a restart must use as many.
+    /// Worker threads (of this process): state is split by key over workers, so a restart must
+    /// use as many.
     pub workers: usize,
+    /// Processes of the cluster (1: a single process); each has `workers` threads and its own
+    /// state folder, and a restart must use as many.
+    pub processes: usize,
     /// Whether to fsync the state files (off only in tests that kill processes, never the OS).
     pub fsync: bool,
 }
@@ -103,6 +117,8 @@ pub struct Checkpoints {
     committer: Mutex<Option<(Sender<Commit>, JoinHandle<()>)>>,
     /// The first error of the committer (the run fails with it).
     error: Mutex<Option<String>>,
+    /// The connections to the other processes of a cluster.
+    link: Option<cluster::Link>,
     /// Counters.
     pub stats: CheckpointStats,
 }
@@ -131,6 +147,13 @@ struct State {
     finished: Vec<Finished>,
     /// Output files a finished sink wrote after its last checkpoint: the next checkpoint lists them.
     late_files: Vec<String>,
+    /// Sources hold their capabilities at or before this time ([`Participant::advance`]):
+    /// `Time::MAX` in a single process; in a cluster, process 0 moves it (see [`cluster`]).
+    horizon: Time,
+    /// The furthest time a source of this process asked for.
+    want: Time,
+    /// A cluster's coordination state.
+    cluster: Option<cluster::Role>,
 }
 
 struct InFlight {
@@ -139,6 +162,8 @@ struct InFlight {
     parts: Vec<Option<Vec<u8>>>,
     files: Vec<String>,
     missing: usize,
+    /// Handed to the committer (every part is in).
+    sent: bool,
 }
 
 /// A participant that is done: (participant, replay log `(hi, part)`, final part), encoded.
@@ -161,6 +186,18 @@ impl Checkpoints {
     /// and removes what an interrupted commit left.
     pub fn open(cfg: CheckpointConfig) -> Result<Arc<Self>, CheckpointError> {
         let resumed = store::load(&cfg)?;
+        Self::assemble(cfg, resumed, None)
+    }
+
+    /// [`open`](Self::open) for one process of a cluster, over its connections to the others
+    /// (see [`cluster`]): the processes agree on the checkpoint they resume from (process 0's
+    /// latest) before anything else happens, and a process that cannot resume from it fails
+    /// every process's start.
+    pub fn open_cluster(cfg: CheckpointConfig, link: ClusterLink) -> Result<Arc<Self>, CheckpointError> {
+        cluster::open(cfg, link)
+    }
+
+    fn assemble(cfg: CheckpointConfig, resumed: Option<Resumed>, link: Option<cluster::Link>) -> Result<Arc<Self>, CheckpointError> {
         let committed = resumed.as_ref().map_or(0, |r| r.manifest.at);
         let this = Arc::new(Checkpoints {
             pending: AtomicU64::new(0),
@@ -176,10 +213,14 @@ impl Checkpoints {
                 hurry: false,
                 finished: Vec::new(),
                 late_files: Vec::new(),
+                horizon: if link.is_some() { committed } else { Time::MAX },
+                want: 0,
+                cluster: link.as_ref().map(|l| l.role()),
             }),
             resumed,
             committer: Mutex::new(None),
             error: Mutex::new(None),
+            link,
             stats: CheckpointStats::default(),
             cfg,
         });
@@ -245,7 +286,13 @@ impl Checkpoints {
 
     /// One worker has built its dataflow (registered all its participants).
     pub fn built(&self) {
-        lock(&self.state).built += 1;
+        let mut s = lock(&self.state);
+        s.built += 1;
+        if s.built == self.cfg.workers
+            && let Some(link) = &self.link
+        {
+            link.built(self, &mut s);
+        }
     }
 
     /// Asks for a checkpoint as soon as possible (shutdown): the next decision does not wait
@@ -254,6 +301,9 @@ impl Checkpoints {
     pub fn hurry(&self) -> Time {
         let mut s = lock(&self.state);
         s.hurry = true;
+        if let Some(link) = &self.link {
+            link.hurry(self, &mut s);
+        }
         s.committed
     }
 
@@ -268,7 +318,8 @@ impl Checkpoints {
     /// replayed from their input).
     pub fn is_current(&self) -> bool {
         let s = lock(&self.state);
-        s.committed > 0 && s.sources.iter().zip(&s.sources_done).all(|(&t, &done)| done || t <= s.committed)
+        // (A cluster has no push sources, and one process cannot tell for the others.)
+        s.cluster.is_none() && s.committed > 0 && s.sources.iter().zip(&s.sources_done).all(|(&t, &done)| done || t <= s.committed)
     }
 
     /// The committer's first error.
@@ -280,6 +331,9 @@ impl Checkpoints {
     /// run completed (`completed`), its checkpoints are removed: there is nothing to resume,
     /// and the next run starts afresh.
     pub fn finish(&self, completed: bool) -> Result<(), CheckpointError> {
+        if let Some(link) = &self.link {
+            link.close();
+        }
         let committer = lock(&self.committer).take();
         if let Some((tx, handle)) = committer {
             drop(tx);
@@ -318,6 +372,9 @@ impl Checkpoints {
     /// beyond every running source's capability: each then moves past it, and everything
     /// downstream is scheduled then.
     fn maybe_decide(&self, s: &mut State, polled: bool) {
+        if let Some(link) = &self.link {
+            return link.coordinate(self, s);
+        }
         if s.built < self.cfg.workers || s.in_flight.is_some() || s.sources.is_empty() {
             return;
         }
@@ -351,12 +408,18 @@ impl Checkpoints {
             }
         }
         s.hurry = false;
+        self.open_in_flight(s, at);
+    }
+
+    /// Makes `at` the checkpoint in flight: every participant saves its part for it.
+    fn open_in_flight(&self, s: &mut State, at: Time) {
         s.in_flight = Some(InFlight {
             at,
             decided: Instant::now(),
             parts: vec![None; s.participants.len()],
             files: Vec::new(),
             missing: s.participants.len(),
+            sent: false,
         });
         self.pending.store(at, Ordering::Release);
         tracing::debug!("checkpoint at {at} decided");
@@ -369,7 +432,9 @@ impl Checkpoints {
             f.parts[id] = Some(part);
             f.missing -= 1;
         }
-        // (A run whose every participant is done decides nothing: its sources are all done.)
+        // (A single process whose every participant is done decides nothing: its sources are
+        // all done. A cluster's process told of a checkpoint then has it complete at once.)
+        self.dispatch_if_complete(s);
     }
 
     /// The part of a finished source for checkpoint `at`.
@@ -387,20 +452,23 @@ impl Checkpoints {
         f.parts[id] = Some(part);
         f.files.extend(files);
         f.missing -= 1;
-        if f.missing > 0 {
-            return;
-        }
-        let State { participants, in_flight, .. } = &mut *s;
-        let f = in_flight.as_mut().expect("in flight");
+        self.dispatch_if_complete(&mut s);
+    }
+
+    /// Hands the checkpoint in flight to the committer once every part is in.
+    fn dispatch_if_complete(&self, s: &mut State) {
+        let State { participants, in_flight, .. } = s;
+        let Some(f) = in_flight.as_mut().filter(|f| f.missing == 0 && !f.sent) else { return };
+        f.sent = true;
         let parts = participants.iter().cloned().zip(f.parts.iter_mut().map(|p| p.take().unwrap_or_default())).collect();
-        let commit = Commit { at, decided: f.decided, parts, files: std::mem::take(&mut f.files) };
-        drop(s);
+        let commit = Commit { at: f.at, decided: f.decided, parts, files: std::mem::take(&mut f.files) };
         if let Some((tx, _)) = lock(&self.committer).as_ref() {
             let _ = tx.send(commit);
         }
     }
 
-    /// Writes a complete checkpoint (on the committer thread).
+    /// Writes a complete checkpoint (on the committer thread); in a cluster, prepares this
+    /// process's share of it (the commit follows when every process has, see [`cluster`]).
     fn commit(&self, c: Commit) {
         if lock(&self.error).is_some() {
             return;
@@ -410,23 +478,38 @@ impl Checkpoints {
             version: store::VERSION,
             at: c.at,
             workers: self.cfg.workers,
+            processes: self.cfg.processes,
             digest: self.cfg.digest.clone(),
             parts: Vec::new(),
             files: c.files.len(),
         };
+        if let Some(link) = &self.link {
+            if let Err(e) = store::prepare(&self.cfg, manifest, c.parts, &c.files) {
+                self.set_error(e.to_string());
+                return;
+            }
+            self.stats.latest_bytes.store(bytes, Ordering::Relaxed);
+            link.prepared(self, c.at, c.decided, c.files);
+            return;
+        }
         if let Err(e) = store::write(&self.cfg, manifest, c.parts, &c.files) {
             self.set_error(e.to_string());
             return;
         }
-        let micros = c.decided.elapsed().as_micros() as u64;
-        self.stats.committed.fetch_add(1, Ordering::Relaxed);
-        self.stats.latest.store(c.at, Ordering::Release);
         self.stats.latest_bytes.store(bytes, Ordering::Relaxed);
+        self.committed_at(c.at, c.decided);
+    }
+
+    /// Checkpoint `at` (decided at `decided`) is committed.
+    fn committed_at(&self, at: Time, decided: Instant) {
+        let micros = decided.elapsed().as_micros() as u64;
+        self.stats.committed.fetch_add(1, Ordering::Relaxed);
+        self.stats.latest.store(at, Ordering::Release);
         self.stats.latest_micros.store(micros, Ordering::Relaxed);
         self.stats.total_micros.fetch_add(micros, Ordering::Relaxed);
-        tracing::debug!("checkpoint at {} committed: {bytes} bytes, {micros} µs", c.at);
+        tracing::debug!("checkpoint at {at} committed: {micros} µs");
         let mut s = lock(&self.state);
-        s.committed = c.at;
+        s.committed = at;
         s.in_flight = None;
         s.last_commit = Instant::now();
         self.pending.store(0, Ordering::Release);
@@ -649,15 +732,23 @@ impl Participant {
         self.shared.set_error(error);
     }
 
-    /// A source publishes the capability it is about to hold (call before downgrading).
-    pub fn advance(&self, t: Time) {
-        let Some(slot) = self.source else { return };
+    /// A source asks to hold its capability at `t` (or, once done, to drop it: `t` just
+    /// after the last time it emitted at), and gets the time it may hold it at: `t`, or in a
+    /// cluster at most the horizon (see [`cluster`]), which the source asks again to pass.
+    /// The answer is published before the source downgrades to it.
+    pub fn advance(&self, t: Time) -> Time {
+        let Some(slot) = self.source else { return t };
         let mut s = lock(&self.shared.state);
-        if s.sources[slot] >= t {
-            return;
+        if s.sources[slot] >= t && self.shared.link.is_none() {
+            return t;
         }
-        s.sources[slot] = t;
+        s.want = s.want.max(t);
+        let allowed = t.min(s.horizon);
+        if s.sources[slot] < allowed {
+            s.sources[slot] = allowed;
+        }
         self.shared.maybe_decide(&mut s, false);
+        allowed
     }
 
     /// A source with nothing to take asks whether a checkpoint is due: decisions are otherwise
@@ -677,6 +768,9 @@ impl Participant {
         let mut s = lock(&self.shared.state);
         s.sources[slot] = s.sources[slot].max(last.saturating_add(1));
         s.sources_done[slot] = true;
+        if let Some(link) = &self.shared.link {
+            link.coordinate(&self.shared, &mut s);
+        }
     }
 
     /// For a sink: what finishes it from its writer thread once its last files are written.

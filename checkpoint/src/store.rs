@@ -5,6 +5,7 @@
 //!   CURRENT              the committed checkpoint's folder name ("chk-00000001767225600000")
 //!   chk-<B>/manifest.json
 //!   chk-<B>/<name>@<worker>.part   one participant's state (bincode, lz4); sinks have none
+//!   chk-<B>/files.txt    the output files of the checkpoint's epoch, one per line
 //!   files.log            "<B>\t<path>" per output file, appended before CURRENT moves on
 //!   wal/<source>/w<worker>/<seq>.wal   a push source's write-ahead log (see
 //!                        `alertflow_connectors::push::wal`): kept when nothing is committed
@@ -13,6 +14,13 @@
 //! A checkpoint counts once `CURRENT` names it; lines of `files.log` after it (a commit cut
 //! short) are ignored and cut off at the next start, as are `chk-*` folders other than the
 //! current one.
+//!
+//! In a cluster every process has a state folder of its own, and a checkpoint is committed in
+//! two phases: each process *prepares* it (writes `chk-<B>/` without moving `CURRENT`), then
+//! process 0 moves its `CURRENT` — the cluster's commit point — and tells the others, which
+//! move theirs. A process restarted between the two phases finds `chk-<B>/` prepared and
+//! `CURRENT` behind it; it *adopts* `chk-<B>` when process 0 says the cluster resumes from it
+//! (see [`adopt`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -28,6 +36,7 @@ pub const VERSION: u32 = 1;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";
+const EPOCH_FILES: &str = "files.txt";
 /// The push sources' write-ahead logs.
 pub(crate) const WAL: &str = "wal";
 
@@ -38,8 +47,11 @@ pub struct Manifest {
     pub version: u32,
     /// The checkpoint's time: state of every epoch before it.
     pub at: Time,
-    /// Worker threads of the run that wrote it.
+    /// Worker threads (per process) of the run that wrote it.
     pub workers: usize,
+    /// Processes of the cluster that wrote it (1 for a single process; absent before clusters).
+    #[serde(default = "one")]
+    pub processes: usize,
     /// The pipeline's digest (see [`CheckpointConfig::digest`]).
     pub digest: String,
     /// The parts.
@@ -72,6 +84,10 @@ pub struct Resumed {
     pub files: HashSet<String>,
 }
 
+fn one() -> usize {
+    1
+}
+
 fn io(dir: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
     move |e| CheckpointError::Io(dir.display().to_string(), e)
 }
@@ -92,6 +108,19 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes a complete checkpoint and makes it the current one.
 pub(crate) fn write(
+    cfg: &CheckpointConfig,
+    manifest: Manifest,
+    parts: Vec<((String, usize), Vec<u8>)>,
+    files: &[String],
+) -> Result<(), CheckpointError> {
+    let at = manifest.at;
+    prepare(cfg, manifest, parts, files)?;
+    make_current(cfg, at, files)
+}
+
+/// Writes a checkpoint's folder, `chk-<B>/` (through `chk-<B>.tmp/` and a rename), without
+/// making it the current one.
+pub(crate) fn prepare(
     cfg: &CheckpointConfig,
     mut manifest: Manifest,
     parts: Vec<((String, usize), Vec<u8>)>,
@@ -121,6 +150,18 @@ pub(crate) fn write(
         }
         manifest.parts.push(PartEntry { name: pname, worker, file, bytes: bytes.len() as u64 });
     }
+    // The epoch's files: `files.log` gets them at the commit, and a process that adopts a
+    // prepared checkpoint (see [`adopt`]) takes them from here.
+    let mut listing = String::new();
+    for f in files {
+        listing.push_str(f);
+        listing.push('\n');
+    }
+    let mut f = File::create(tmp.join(EPOCH_FILES)).map_err(&err)?;
+    f.write_all(listing.as_bytes()).map_err(&err)?;
+    if cfg.fsync {
+        f.sync_all().map_err(&err)?;
+    }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Corrupt(dir.display().to_string(), e.to_string()))?;
     let mut f = File::create(tmp.join(MANIFEST)).map_err(&err)?;
     f.write_all(&json).map_err(&err)?;
@@ -133,12 +174,24 @@ pub(crate) fn write(
         fs::remove_dir_all(&done).map_err(&err)?;
     }
     fs::rename(&tmp, &done).map_err(&err)?;
+    if cfg.fsync {
+        sync_dir(dir).map_err(&err)?;
+    }
+    Ok(())
+}
+
+/// Commits the prepared checkpoint at `at`: appends its epoch's `files` to `files.log`, then
+/// switches `CURRENT` to it (write, fsync, rename) and removes the older ones.
+pub(crate) fn make_current(cfg: &CheckpointConfig, at: Time, files: &[String]) -> Result<(), CheckpointError> {
+    let dir = &cfg.dir;
+    let err = io(dir);
+    let name = folder(at);
     // The epoch's output files, before CURRENT moves on: lines past CURRENT are ignored.
     if !files.is_empty() {
         let mut log = OpenOptions::new().create(true).append(true).open(dir.join(FILES_LOG)).map_err(&err)?;
         let mut text = String::new();
         for f in files {
-            text.push_str(&format!("{}\t{f}\n", manifest.at));
+            text.push_str(&format!("{at}\t{f}\n"));
         }
         log.write_all(text.as_bytes()).map_err(&err)?;
         if cfg.fsync {
@@ -155,9 +208,61 @@ pub(crate) fn write(
     if cfg.fsync {
         sync_dir(dir).map_err(&err)?;
     }
-    // Older checkpoints are not needed any more.
+    // Older checkpoints are not needed any more (nor later prepared ones: one is prepared at
+    // a time, and it is this one).
     remove_others(dir, &name).map_err(&err)?;
     Ok(())
+}
+
+/// A process of a cluster loads the checkpoint the cluster resumes from — the one process 0
+/// committed last, `at` (0: none, start afresh). It is this folder's current one, or one
+/// prepared here whose commit this process did not hear of before it stopped: that one is
+/// committed here first.
+pub(crate) fn adopt(cfg: &CheckpointConfig, at: Time) -> Result<Option<crate::Resumed>, CheckpointError> {
+    let dir = &cfg.dir;
+    let err = io(dir);
+    let shown = dir.display().to_string();
+    fs::create_dir_all(dir).map_err(&err)?;
+    if at == 0 {
+        clear(dir)?;
+        return Ok(None);
+    }
+    let name = folder(at);
+    let current = match fs::read_to_string(dir.join(CURRENT)) {
+        Ok(s) => Some(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(err(e)),
+    };
+    if current.as_deref() != Some(name.as_str()) {
+        let listing = fs::read_to_string(dir.join(&name).join(EPOCH_FILES)).map_err(|e| {
+            CheckpointError::Mismatch(
+                shown.clone(),
+                format!(
+                    "has no checkpoint at event time {at} ({name}: {e}), the one process 0 resumes the cluster from: \
+                     was this state folder removed or replaced? Remove every process's state folder to start afresh"
+                ),
+            )
+        })?;
+        // `files.log` up to the current checkpoint (none: nothing), then this one's files.
+        let current_at = current.as_deref().and_then(|c| c.strip_prefix("chk-")).and_then(|n| n.parse::<Time>().ok()).unwrap_or(0);
+        let log_path = dir.join(FILES_LOG);
+        let mut keep = String::new();
+        if current_at > 0 && log_path.exists() {
+            for line in BufReader::new(File::open(&log_path).map_err(&err)?).lines() {
+                let line = line.map_err(&err)?;
+                if line.split_once('\t').and_then(|(a, _)| a.parse::<Time>().ok()).is_some_and(|a| a <= current_at) {
+                    keep.push_str(&line);
+                    keep.push('\n');
+                }
+            }
+        }
+        let tmp = dir.join(format!(".{FILES_LOG}.tmp"));
+        fs::write(&tmp, keep).map_err(&err)?;
+        fs::rename(&tmp, &log_path).map_err(&err)?;
+        let files: Vec<String> = listing.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        make_current(cfg, at, &files)?;
+    }
+    load(cfg)
 }
 
 fn remove_others(dir: &Path, keep: &str) -> std::io::Result<()> {
@@ -205,6 +310,16 @@ pub(crate) fn load(cfg: &CheckpointConfig) -> Result<Option<crate::Resumed>, Che
             "its checkpoint is of a different pipeline (sources, operators or output changed since): \
              remove the folder to start afresh, or point state_dir elsewhere"
                 .into(),
+        ));
+    }
+    if manifest.processes != cfg.processes {
+        return Err(CheckpointError::Mismatch(
+            shown,
+            format!(
+                "its checkpoint was taken by a cluster of {} process(es) and this run has {}: state is split by key over \
+                 every process's workers, so resume with --processes {} (or remove the state folders to start afresh)",
+                manifest.processes, cfg.processes, manifest.processes
+            ),
         ));
     }
     if manifest.workers != cfg.workers {

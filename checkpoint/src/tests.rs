@@ -3,7 +3,15 @@ use std::time::Duration;
 use super::*;
 
 fn cfg(dir: &std::path::Path, workers: usize) -> CheckpointConfig {
-    CheckpointConfig { dir: dir.to_path_buf(), interval: 10, min_wall: Duration::ZERO, digest: "d1".into(), workers, fsync: true }
+    CheckpointConfig {
+        dir: dir.to_path_buf(),
+        interval: 10,
+        min_wall: Duration::ZERO,
+        digest: "d1".into(),
+        workers,
+        processes: 1,
+        fsync: true,
+    }
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -233,5 +241,127 @@ fn polled_decisions_lie_beyond_every_source_and_deferred_parts_commit_when_deliv
     let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
     let mut p = c.source("source:push", 0);
     assert_eq!(p.restore::<(u64, i64)>().unwrap(), None, "nothing to resume");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A connected pair of loopback sockets: (process 0's end, process 1's end).
+fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (a, _) = l.accept().unwrap();
+    (a, b)
+}
+
+fn cluster_cfg(dir: &std::path::Path) -> CheckpointConfig {
+    CheckpointConfig { processes: 2, ..cfg(dir, 1) }
+}
+
+/// Opens a two-process cluster's checkpoints (one worker each), as the two processes do.
+fn open_pair(d0: &std::path::Path, d1: &std::path::Path) -> (Result<Arc<Checkpoints>, String>, Result<Arc<Checkpoints>, String>) {
+    let (a, b) = socket_pair();
+    let d1 = d1.to_path_buf();
+    let follower = std::thread::spawn(move || {
+        Checkpoints::open_cluster(cluster_cfg(&d1), ClusterLink::Follower { process: 1, coordinator: b }).map_err(|e| e.to_string())
+    });
+    let c0 = Checkpoints::open_cluster(cluster_cfg(d0), ClusterLink::Coordinator { followers: vec![(1, a)] }).map_err(|e| e.to_string());
+    (c0, follower.join().unwrap())
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_cluster_checkpoint_is_known_everywhere_before_any_source_passes_it_and_commits_in_two_phases() {
+    let (d0, d1) = (tmpdir("cluster-0"), tmpdir("cluster-1"));
+    let (c0, c1) = open_pair(&d0, &d1);
+    let (c0, c1) = (c0.unwrap(), c1.unwrap());
+    let (mut s0, mut s1) = (c0.source("source:a", 0), c1.source("source:a", 1));
+    let (mut op0, mut op1) = (c0.participant("op", 0), c1.participant("op", 1));
+    // Held at the horizon (nothing committed: 0) until process 0 moves it on their asking.
+    assert_eq!(s1.advance(25), 0);
+    eventually("the horizon passes 25", || s1.advance(25) == 25);
+    assert_eq!(op1.pending(), None, "nothing is decided before every worker has built");
+    c1.built();
+    c0.built();
+    eventually("a checkpoint is decided", || op0.pending().is_some());
+    let at = op0.pending().unwrap();
+    assert!(at >= 30 && at % 10 == 0, "decided at {at}: at or after every source's capability (25)");
+    // Whatever a source is granted past `at`, every process knew of `at` first.
+    eventually("the horizon moves past the checkpoint", || {
+        let t = s0.advance(at + 500);
+        if t > at {
+            assert_eq!(op1.pending(), Some(at), "a source passed {at} before process 1 knew of it");
+        }
+        assert!(t <= at || op0.pending() == Some(at));
+        t > at
+    });
+    op0.save(at, &7u32);
+    op1.save(at, &"worker 1".to_string());
+    s0.save(at, &(1u32, 2u64));
+    assert_eq!(c0.committed(), 0);
+    s1.save(at, &(3u32, 4u64));
+    eventually("both processes commit", || c0.committed() == at && c1.committed() == at);
+    let name = format!("chk-{at:020}");
+    assert_eq!(std::fs::read_to_string(d0.join("CURRENT")).unwrap(), name);
+    assert_eq!(std::fs::read_to_string(d1.join("CURRENT")).unwrap(), name);
+    assert!(d0.join(&name).join("op@0.part").exists() && !d0.join(&name).join("op@1.part").exists());
+    assert!(d1.join(&name).join("op@1.part").exists(), "each process writes its own workers' parts");
+    c1.finish(false).unwrap();
+    c0.finish(false).unwrap();
+    assert!(c0.error().is_none() && c1.error().is_none(), "{:?} {:?}", c0.error(), c1.error());
+
+    // Both resume from it, each with its own parts.
+    let (c0, c1) = open_pair(&d0, &d1);
+    let (c0, c1) = (c0.unwrap(), c1.unwrap());
+    assert_eq!((c0.resumed_at(), c1.resumed_at()), (at, at));
+    assert_eq!(c1.participant("op", 1).restore::<String>().unwrap().as_deref(), Some("worker 1"));
+    assert_eq!(c0.participant("op", 0).restore::<u32>().unwrap(), Some(7));
+    c1.finish(true).unwrap();
+    c0.finish(true).unwrap();
+    assert!(!d0.join("CURRENT").exists() && !d1.join("CURRENT").exists(), "a completed run leaves nothing");
+
+    // A process whose state folder lacks the cluster's checkpoint fails every start, named.
+    let manifest = Manifest { version: 1, at: 50, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
+    store::write(&cluster_cfg(&d0), manifest, vec![], &[]).unwrap();
+    let (e0, e1) = open_pair(&d0, &d1);
+    let (e0, e1) = (e0.err().unwrap(), e1.err().unwrap());
+    assert!(e1.contains("has no checkpoint at event time 50"), "{e1}");
+    assert!(e0.contains("the cluster cannot resume: process 1:") && e0.contains("has no checkpoint at event time 50"), "{e0}");
+    std::fs::remove_dir_all(&d0).unwrap();
+    std::fs::remove_dir_all(&d1).unwrap();
+}
+
+#[test]
+fn a_process_adopts_the_checkpoint_it_prepared_when_process_0_committed_it() {
+    let dir = tmpdir("adopt");
+    let c = cluster_cfg(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = |at| Manifest { version: 1, at, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
+    store::write(&c, m(40), vec![(("op".into(), 1), b"forty".to_vec())], &["t/a.parquet".into()]).unwrap();
+    // Prepared, but stopped before process 0's commit reached it.
+    store::prepare(&c, m(80), vec![(("op".into(), 1), b"eighty".to_vec())], &["t/b.parquet".into()]).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("CURRENT")).unwrap(), format!("chk-{:020}", 40));
+    let r = store::adopt(&c, 80).unwrap().unwrap();
+    assert_eq!(r.manifest.at, 80);
+    assert_eq!(r.parts[&("op".to_string(), 1)], b"eighty");
+    let files: std::collections::BTreeSet<_> = r.files.iter().cloned().collect();
+    assert_eq!(files.into_iter().collect::<Vec<_>>(), vec!["t/a.parquet", "t/b.parquet"]);
+    assert!(!dir.join(format!("chk-{:020}", 40)).exists());
+    // Process 0 committed 80 and this folder has it current: loaded as is.
+    assert_eq!(store::adopt(&c, 80).unwrap().unwrap().files.len(), 2);
+    // One it never had is named; 0 starts afresh.
+    let e = store::adopt(&c, 120).unwrap_err().to_string();
+    assert!(e.contains("has no checkpoint at event time 120") && e.contains("Remove every process's state folder"), "{e}");
+    assert!(store::adopt(&c, 0).unwrap().is_none());
+    assert!(!dir.join("CURRENT").exists());
+    // A checkpoint of a cluster of another size is refused.
+    store::write(&c, m(40), vec![], &[]).unwrap();
+    let e = store::load(&cfg(&dir, 1)).unwrap_err().to_string();
+    assert!(e.contains("taken by a cluster of 2 process(es) and this run has 1"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

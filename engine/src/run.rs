@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alertflow_checkpoint::{CheckpointConfig, Checkpoints};
+use alertflow_checkpoint::{CheckpointConfig, Checkpoints, ClusterLink};
 use alertflow_connectors::Failure;
 use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source};
@@ -275,21 +275,57 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     if resumes {
         tracing::info!("resuming from committed Kafka offsets: keeping the data files in {}", out.display());
     }
+    // A cluster: the connections to the other processes, before the state folder is opened
+    // (the processes agree on the checkpoint they resume from) and the tables are touched.
+    let connections = match &cluster {
+        Some(c) => {
+            tracing::info!("cluster: process {} of {}, waiting for the others (up to {:?})", c.process, c.processes, c.timeout);
+            let s = c.connect(&pipeline.digest).map_err(RunError::Cluster)?;
+            tracing::info!("cluster: connected to {} other process(es)", c.processes - 1);
+            Some(s)
+        }
+        None => None,
+    };
+    let (sockets, control) = match connections {
+        Some(c) => (Some(c.sockets), c.control),
+        None => (None, Vec::new()),
+    };
     // Checkpoints: opened before the tables are touched, so a state folder that cannot be
     // resumed (another pipeline, another worker count) fails the run with the output intact.
+    // In a cluster every process keeps its own share in `state_dir/process-<id>` (processes on
+    // one machine may share the folder).
     let checkpoints = match &pipeline.state_dir {
         None => None,
-        Some(dir) => Some(
-            Checkpoints::open(CheckpointConfig {
+        Some(dir) => {
+            let mut cfg = CheckpointConfig {
                 dir: dir.clone(),
                 interval: pipeline.engine.checkpoint_interval.millis(),
                 min_wall: Duration::from_millis(pipeline.engine.checkpoint_min_wall_interval.millis()),
                 digest: pipeline.digest.clone(),
                 workers,
+                processes: 1,
                 fsync: pipeline.output.fsync,
-            })
-            .map_err(|e| RunError::Failed(e.to_string()))?,
-        ),
+            };
+            let opened = match &cluster {
+                None => Checkpoints::open(cfg),
+                Some(c) => {
+                    cfg.dir = dir.join(format!("process-{}", c.process));
+                    cfg.processes = c.processes;
+                    let link = if c.process == 0 {
+                        ClusterLink::Coordinator { followers: control }
+                    } else {
+                        let coordinator = control
+                            .into_iter()
+                            .next()
+                            .map(|(_, s)| s)
+                            .ok_or_else(|| RunError::Internal("no control connection to process 0".into()))?;
+                        ClusterLink::Follower { process: c.process, coordinator }
+                    };
+                    Checkpoints::open_cluster(cfg, link)
+                }
+            };
+            Some(opened.map_err(|e| RunError::Failed(e.to_string()))?)
+        }
     };
     // Push sources' logs of workers this run lacks cannot be replayed: refused before anything starts.
     if let Some(c) = &checkpoints {
@@ -310,8 +346,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let dir = out.join(name);
         let removed = match committed_files {
             _ if resumes => 0,
-            // A cluster's processes share the folder: each replaces its own workers' files.
-            _ if cluster.is_some() => clear_table_of(&dir, cluster.as_ref().map_or(0..0, |c| c.own_workers())).map_err(out_err)?,
+            // A cluster's processes share the folder: each replaces its own workers' files (but
+            // those of the epochs the checkpoint it resumes from covers).
+            _ if cluster.is_some() => {
+                clear_table_of(&dir, name, cluster.as_ref().map_or(0..0, |c| c.own_workers()), committed_files).map_err(out_err)?
+            }
             // Files of epochs no checkpoint committed: the run writes them again.
             Some(keep) => clear_table_except(&dir, name, keep).map_err(out_err)?,
             None => clear_table(&dir).map_err(out_err)?,
@@ -425,21 +464,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         crate::serving::on_signal_thread(signalled.clone());
     }
 
-    // A cluster: counters gathered from every process, and the connections to the others
-    // (made last, so that a process that cannot start fails before its peers wait on it).
+    // A cluster: counters gathered from every process.
     let gather = cluster.as_ref().map(|c| {
         let ops = operator_stats(&pipeline, &dedup_stats).into_iter().map(|(_, _, s)| s).collect();
         Gather::new(c.clone(), source_stats.clone(), sink_stats.clone(), ops, watermarks.clone(), failure.clone())
     });
-    let sockets = match &cluster {
-        Some(c) => {
-            tracing::info!("cluster: process {} of {}, waiting for the others (up to {:?})", c.process, c.processes, c.timeout);
-            let s = c.connect(&pipeline.digest).map_err(RunError::Cluster)?;
-            tracing::info!("cluster: connected to {} other process(es)", c.processes - 1);
-            Some(s)
-        }
-        None => None,
-    };
 
     let pipeline = Arc::new(pipeline);
     let guards = {
@@ -529,6 +558,14 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 }
                 stopped_at = Some(c.committed());
                 failure.set(STOPPED.into());
+            }
+            // In a cluster a stop of one process (a signal to it) stops them all at the same
+            // checkpoint: the others hear of it as that process's failure.
+            if stopped_at.is_none()
+                && cluster.is_some()
+                && failure.get().is_some_and(|f| f.starts_with("process ") && f.ends_with(&format!(": {STOPPED}")))
+            {
+                stopped_at = Some(c.committed());
             }
         }
         // Without checkpoints a stop ends the HTTP sources: what they acknowledged is processed

@@ -191,3 +191,15 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// A little random number generator, seeded, for tests that pick moments or data at random
+/// yet must do the same on every run (a linear congruential generator: no dependency).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}

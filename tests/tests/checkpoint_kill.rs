@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Scratch, alertflow, bin, run_json, sorted_tables};
+use alertflow_tests::{Lcg, Scratch, alertflow, bin, run_json, sorted_tables};
 
 const METRIC_TABLES: [&str; 4] = ["per_minute", "hopping", "anomalies", "dead_letters"];
 const ALERT_TABLES: [&str; 4] = ["alerts", "storms", "incidents", "dead_letters"];
@@ -73,14 +73,6 @@ threshold = 0.999
     };
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("pipeline.toml"), format!("{head}{body}")).unwrap();
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 fn start(dir: &Path) -> std::process::Child {

@@ -14,20 +14,12 @@ use std::time::{Duration, Instant};
 
 use alertflow_model::decode::remote_write::encode::{TimeSeries, body};
 use alertflow_serve::client::request;
-use alertflow_tests::{Scratch, bin, free_port, query_csv};
+use alertflow_tests::{Lcg, Scratch, bin, free_port, query_csv};
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
 const SAMPLES: u64 = 10;
 const CLIENTS: u64 = 4;
-
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn pipeline(dir: &Path, port: u16, alerts: bool) {
     let source = if alerts {
@@ -92,10 +84,13 @@ fn start(dir: &Path, n: usize) -> Child {
 /// Per push: (answered 2xx, tries that were not).
 type Ledger = Arc<Mutex<Vec<(bool, u64)>>>;
 
-/// `CLIENTS` threads pushing `n` pushes, each re-sent until answered 2xx.
+/// `CLIENTS` threads pushing `n` pushes, each re-sent until answered 2xx, at most `rate`
+/// pushes a second in all (so that the pushes span several killed runs however fast the
+/// machine answers).
 fn pushers(
     url: &str,
     n: u64,
+    rate: f64,
     alerts: bool,
     ledger: &Ledger,
     done: &Arc<AtomicU64>,
@@ -104,8 +99,11 @@ fn pushers(
     (0..CLIENTS)
         .map(|c| {
             let (url, ledger, done, stop) = (url.to_string(), ledger.clone(), done.clone(), stop.clone());
+            let start = Instant::now();
             std::thread::spawn(move || {
                 for i in (c..n).step_by(CLIENTS as usize) {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     let (path, headers, payload): (&str, Vec<(&str, &str)>, Vec<u8>) = if alerts {
                         let a = format!(
                             r#"[{{"labels":{{"alertname":"A{i}","job":"wal"}},"startsAt":"2026-01-01T00:00:00Z","endsAt":"2999-01-01T00:00:00Z"}}]"#
@@ -160,7 +158,11 @@ fn push_through_kills(dir: &Path, alerts: bool, n: u64, kills: usize, seed: u64)
     let url = format!("http://127.0.0.1:{port}");
     let ledger: Ledger = Arc::new(Mutex::new(vec![(false, 0); n as usize]));
     let (done, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    let clients = pushers(&url, n, alerts, &ledger, &done, &stop);
+    // At most ~10 s of pushes for the alerts' runs of 1.5–4.5 s, ~5 s for the samples' of
+    // 0.4–2.4 s: each part's pushes outlast at least its first three runs (a faster machine
+    // once took all 60,000 alerts within two).
+    let rate = if alerts { 6_000.0 } else { 8_000.0 };
+    let clients = pushers(&url, n, rate, alerts, &ledger, &done, &stop);
     let mut r = Lcg(seed);
     let (mut runs, mut resumed, mut replayed_without_checkpoint) = (0, 0, 0);
     for _ in 0..kills {

@@ -126,24 +126,38 @@ pub fn file_source<'s, R: FileRecord>(
                 if let Some(t) = reader.hold_time(epoch).map(|t| t.max(reader.floor))
                     && t > *pcap.time()
                 {
-                    // Published before the downgrade: see `alertflow_checkpoint`.
-                    if let Some(p) = &ckpt {
-                        p.advance(t);
+                    // Published before the downgrade: see `alertflow_checkpoint`. In a cluster
+                    // the checkpoints may hold it back (at their horizon): asked again next time.
+                    let t = ckpt.as_ref().map_or(t, |p| p.advance(t));
+                    if t > *pcap.time() {
+                        pcap.downgrade(&t);
+                        dcap.downgrade(&t);
                     }
-                    pcap.downgrade(&t);
-                    dcap.downgrade(&t);
                 }
                 activator.activate();
             } else {
-                // Done (not cut short by a failure, which must not pass for the end of the
-                // input): later checkpoints get their replay positions from the log.
-                if let Some(p) = ckpt.as_mut().filter(|_| !failure.is_set()) {
-                    p.source_done(reader.emitted_max);
-                    p.finish(&reader.crossings, &ReplayPos::end(&reader));
+                // In a cluster, a source that is done drops its capability only once the
+                // checkpoints' horizon is past the last time it emitted at (see
+                // `alertflow_checkpoint`): until then it holds it as far as it may, and asks.
+                let end = reader.emitted_max.saturating_add(1);
+                let allowed = ckpt.as_ref().filter(|_| !failure.is_set()).map_or(end, |p| p.advance(end));
+                if allowed < end {
+                    if allowed > *pcap.time() {
+                        pcap.downgrade(&allowed);
+                        dcap.downgrade(&allowed);
+                    }
+                    activator.activate_after(std::time::Duration::from_millis(1));
+                } else {
+                    // Done (not cut short by a failure, which must not pass for the end of
+                    // the input): later checkpoints get their replay positions from the log.
+                    if let Some(p) = ckpt.as_mut().filter(|_| !failure.is_set()) {
+                        p.source_done(reader.emitted_max);
+                        p.finish(&reader.crossings, &ReplayPos::end(&reader));
+                    }
+                    points_cap = None;
+                    dead_cap = None;
+                    return;
                 }
-                points_cap = None;
-                dead_cap = None;
-                return;
             }
             if let Some(p) = ckpt.as_mut()
                 && let Some(b) = p.pending()

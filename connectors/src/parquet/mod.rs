@@ -87,15 +87,27 @@ pub fn clear_table_except(table_dir: &Path, table: &str, keep: &std::collections
 }
 
 /// Removes the data files of the workers in `workers` (global indices: a cluster's process
-/// clears only its own, the others' are theirs), and their partial files. Returns how many it
-/// removed.
-pub fn clear_table_of(table_dir: &Path, workers: std::ops::Range<usize>) -> io::Result<usize> {
+/// clears only its own, the others' are theirs) that are not in `keep` (as in
+/// [`clear_table_except`]: what the checkpoint a run resumes from covers), and their partial
+/// files. Returns how many it removed.
+pub fn clear_table_of(
+    table_dir: &Path,
+    table: &str,
+    workers: std::ops::Range<usize>,
+    keep: Option<&std::collections::HashSet<String>>,
+) -> io::Result<usize> {
     let worker_of = |p: &Path| {
         let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let digits = name.trim_start_matches('.').strip_prefix("part-").and_then(|r| r.split('-').next()).unwrap_or("");
         digits.parse::<usize>().ok()
     };
-    clear_files_where(table_dir, &|p: &Path| worker_of(p).is_some_and(|w| workers.contains(&w)))
+    let kept = |p: &Path| {
+        keep.is_some_and(|k| {
+            let rel = p.strip_prefix(table_dir).map(|r| format!("{table}/{}", r.to_string_lossy())).unwrap_or_default();
+            k.contains(&rel)
+        })
+    };
+    clear_files_where(table_dir, &|p: &Path| worker_of(p).is_some_and(|w| workers.contains(&w)) && !kept(p))
 }
 
 fn clear_files(table_dir: &Path, keep: &dyn Fn(&Path) -> bool) -> io::Result<usize> {
@@ -168,7 +180,11 @@ mod tests {
         }
         fs::write(other.join("part-0001-3.parquet"), b"x").unwrap();
         fs::write(dir.join("_schema.arrow"), b"x").unwrap();
-        assert_eq!(clear_table_of(&dir, 1..3).unwrap(), 4);
+        // What the checkpoint it resumes from covers stays (paths as a checkpoint lists them).
+        let keep: std::collections::HashSet<String> = ["t/date=2026-01-01/hour=00/part-0002-0-60000.parquet".to_string()].into();
+        assert_eq!(clear_table_of(&dir, "t", 1..3, Some(&keep)).unwrap(), 3);
+        assert!(part.join("part-0002-0-60000.parquet").exists());
+        assert_eq!(clear_table_of(&dir, "t", 1..3, None).unwrap(), 1);
         let mut left: Vec<String> = fs::read_dir(&part).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         left.sort();
         assert_eq!(left, vec![".part-0000-1.parquet.tmp", "part-0000-0.parquet"]);
@@ -176,7 +192,7 @@ mod tests {
         assert!(!other.parent().unwrap().exists());
         assert!(dir.join("_schema.arrow").exists());
         // A folder that is not there (another process cleared it) is not an error.
-        assert_eq!(clear_table_of(&dir.join("gone"), 0..1).unwrap(), 0);
+        assert_eq!(clear_table_of(&dir.join("gone"), "t", 0..1, None).unwrap(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -191,10 +191,9 @@ pub fn push_source<'s, R: PushRecord>(
                 log = None;
                 return;
             }
+            // (Held at the time the checkpoints allow: in one process, the time asked for.)
+            let floor = if floor > *rcap.time() { log.as_ref().map_or(floor, |l| l.p.advance(floor)) } else { floor };
             if floor > *rcap.time() {
-                if let Some(l) = &log {
-                    l.p.advance(floor);
-                }
                 rcap.downgrade(&floor);
                 dcap.downgrade(&floor);
             }
@@ -284,11 +283,9 @@ pub fn push_source<'s, R: PushRecord>(
                 queue.watermark()
             };
             let t = (floor_to(hold.max(0), epoch) as Time).max(floor);
+            // Published before the downgrade: see `alertflow_checkpoint`.
+            let t = if t > *rcap.time() { log.as_ref().map_or(t, |l| l.p.advance(t)) } else { t };
             if t > *rcap.time() {
-                // Published before the downgrade: see `alertflow_checkpoint`.
-                if let Some(l) = &log {
-                    l.p.advance(t);
-                }
                 rcap.downgrade(&t);
                 dcap.downgrade(&t);
             }

@@ -942,6 +942,7 @@ mod tests {
                 min_wall: std::time::Duration::from_secs(3600),
                 digest: "detect-test".into(),
                 workers,
+                processes: 1,
                 fsync: false,
             };
             let op = Detect::with_config(&config(DetectorKind::Ensemble, 0.9), "1s".parse().unwrap()).unwrap();
