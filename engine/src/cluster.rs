@@ -29,9 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use alertflow_connectors::Failure;
+use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::SourceStats;
 use alertflow_connectors::parquet::SinkStats;
+use alertflow_connectors::push::PushIngest;
+use alertflow_connectors::{Failure, Time};
 use alertflow_operators::OperatorStats;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -88,17 +90,6 @@ impl Plan {
         };
         let hostfile = pipeline.base_dir.join(file);
         let addresses = read_hostfile(&hostfile, processes)?;
-        // What cluster mode does not cover yet is refused before anything starts.
-        if let Some(k) = pipeline.kafka.first() {
-            return Err(format!(
-                "source `{}`: Kafka sources do not run in cluster mode yet (their offsets are committed behind this \
-                 process's sinks only); read the topic with one process",
-                k.name
-            ));
-        }
-        if let Some(s) = pipeline.push.first() {
-            return Err(format!("source `{}`: HTTP push sources do not run in cluster mode yet; run them in one process", s.name));
-        }
         Ok(Some(Plan { processes, process, threads, addresses, hostfile, timeout: Duration::from_millis(e.peer_timeout.millis()) }))
     }
 
@@ -431,7 +422,23 @@ struct Report {
     counters: Vec<u64>,
     watermarks: Vec<u64>,
     failure: Option<String>,
+    /// With Kafka sources: how far this process's own sinks are durable, and the resume floor
+    /// its sources settled on (once they have read the committed offsets).
+    durable: Option<u64>,
+    resume_floor: Option<u64>,
+    /// With HTTP sources: the sample source's watermark, and whether this process stopped
+    /// taking pushes (a signal): every process's sources then end.
+    push: Option<(Option<i64>, bool)>,
     last: bool,
+}
+
+/// What the processes' sources share through the reports besides counters.
+#[derive(Default)]
+pub struct SourceLinks {
+    /// With Kafka sources: the sinks' durable frontier.
+    pub durability: Option<Arc<Durability>>,
+    /// With HTTP sources: their queues.
+    pub ingest: Option<Arc<PushIngest>>,
 }
 
 /// How often a process reports while it runs.
@@ -447,6 +454,10 @@ pub struct Gather {
     /// Per global worker (the others' as last reported).
     watermarks: Arc<Vec<AtomicU64>>,
     failure: Failure,
+    /// With Kafka sources: the sinks' durable frontier (the others' reports feed it).
+    durability: Option<Arc<Durability>>,
+    /// With HTTP sources: their queues (only process 0 receives pushes).
+    ingest: Option<Arc<PushIngest>>,
     /// Set when the failure came from another process (it is not reported back).
     failure_is_remote: AtomicBool,
     /// Per process: its counters as last applied here; and their sum over the other processes.
@@ -466,7 +477,9 @@ impl Gather {
         operators: Vec<Arc<OperatorStats>>,
         watermarks: Arc<Vec<AtomicU64>>,
         failure: Failure,
+        links: SourceLinks,
     ) -> Arc<Gather> {
+        let SourceLinks { durability, ingest } = links;
         let mut g = Gather {
             plan,
             sources,
@@ -474,6 +487,8 @@ impl Gather {
             operators,
             watermarks,
             failure,
+            durability,
+            ingest,
             failure_is_remote: AtomicBool::new(false),
             applied: Mutex::new((Vec::new(), Vec::new())),
             done: AtomicUsize::new(0),
@@ -529,7 +544,10 @@ impl Gather {
         drop(lock);
         let watermarks = self.plan.own_workers().map(|w| self.watermarks[w].load(Ordering::Relaxed)).collect();
         let failure = self.failure.get().filter(|_| !self.failure_is_remote.load(Ordering::Acquire));
-        Report { to, from: self.plan.process, counters, watermarks, failure, last }
+        let durable = self.durability.as_ref().map(|d| d.local_frontier());
+        let resume_floor = self.durability.as_ref().and_then(|d| d.settled_floor());
+        let push = self.ingest.as_ref().map(|i| (i.samples_watermark(), i.is_closed()));
+        Report { to, from: self.plan.process, counters, watermarks, failure, durable, resume_floor, push, last }
     }
 
     fn apply(&self, r: Report) {
@@ -550,6 +568,38 @@ impl Gather {
         for (j, w) in r.watermarks.iter().enumerate() {
             if let Some(slot) = self.watermarks.get(r.from * self.plan.threads + j) {
                 slot.store(*w, Ordering::Relaxed);
+            }
+        }
+        if let Some(d) = &self.durability {
+            if let Some(t) = r.durable {
+                d.set_remote(r.from, self.plan.process, t);
+            }
+            // Spans the processes skip must be the same everywhere, or one process would
+            // rewrite (with part of their input) files that another's skip kept.
+            if let (Some(theirs), Some(ours)) = (r.resume_floor, d.settled_floor())
+                && theirs != ours
+                && !self.failure.is_set()
+            {
+                let at = |t: u64| if t == 0 { "the start".to_string() } else { alertflow_model::time::format_rfc3339(t as i64) };
+                self.failure.set(format!(
+                    "the processes disagree on where the output resumes from the committed Kafka offsets (process {}: {}, \
+                     process {}: {}): a process did not find the commit metadata of every partition. The broker keeps none, \
+                     and the journal in the output folder's `_kafka` is not shared between the processes: share the output \
+                     folder, or use a broker that keeps commit metadata",
+                    r.from,
+                    at(theirs),
+                    self.plan.process,
+                    at(ours)
+                ));
+            }
+        }
+        if let (Some(ingest), Some((wm, closed))) = (&self.ingest, r.push) {
+            if let Some(wm) = wm {
+                ingest.follow_samples_watermark(wm);
+            }
+            if closed && !ingest.is_closed() {
+                tracing::info!("cluster: process {} stopped taking pushes; so does this one", r.from);
+                ingest.close();
             }
         }
         if let Some(e) = r.failure
@@ -578,7 +628,11 @@ impl Gather {
                 let mut sent: Option<Instant> = None;
                 move |output| {
                     let Some(c) = cap.as_mut() else { return };
-                    let last = gather.done.load(Ordering::Acquire) >= threads;
+                    // The last report, once this process's pipeline has finished on every worker
+                    // (and, with Kafka sources, its sinks are all durable, so the others may
+                    // commit their end offsets).
+                    let last = gather.done.load(Ordering::Acquire) >= threads
+                        && gather.durability.as_ref().is_none_or(|d| d.local_frontier() == Time::MAX || gather.failure.is_set());
                     if last || sent.is_none_or(|s| s.elapsed() >= EVERY) {
                         sent = Some(Instant::now());
                         let mut session = output.session(&*c);
@@ -702,7 +756,15 @@ mod tests {
         let sources: Arc<Vec<Arc<SourceStats>>> = Arc::new(vec![Arc::default()]);
         let sinks: Arc<Vec<Arc<SinkStats>>> = Arc::new(vec![Arc::default(), Arc::default()]);
         let watermarks = Arc::new((0..processes).map(|_| AtomicU64::new(0)).collect());
-        Gather::new(plan(processes, process, loopback(processes), 100), sources, sinks, vec![Arc::default()], watermarks, Failure::new())
+        Gather::new(
+            plan(processes, process, loopback(processes), 100),
+            sources,
+            sinks,
+            vec![Arc::default()],
+            watermarks,
+            Failure::new(),
+            SourceLinks::default(),
+        )
     }
 
     #[test]
@@ -714,21 +776,61 @@ mod tests {
         let mut from1 = vec![0; n];
         from1[1] = 100; // records
         from1[5] = 7; // rows of the first sink
-        g.apply(Report { to: 0, from: 1, counters: from1.clone(), watermarks: vec![42], failure: None, last: false });
+        g.apply(Report {
+            to: 0,
+            from: 1,
+            counters: from1.clone(),
+            watermarks: vec![42],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: false,
+        });
         assert_eq!(g.sources[0].records.load(Ordering::Relaxed), 110);
         assert_eq!(g.sinks[0].rows.load(Ordering::Relaxed), 7);
         assert_eq!(g.watermarks[1].load(Ordering::Relaxed), 42);
         // A later report adds only what changed; a gauge may go down (the operator's state).
         from1[1] = 150;
         from1[n - 1] = 5;
-        g.apply(Report { to: 0, from: 1, counters: from1.clone(), watermarks: vec![43], failure: None, last: false });
+        g.apply(Report {
+            to: 0,
+            from: 1,
+            counters: from1.clone(),
+            watermarks: vec![43],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: false,
+        });
         from1[n - 1] = 2;
-        g.apply(Report { to: 0, from: 1, counters: from1.clone(), watermarks: vec![44], failure: None, last: false });
+        g.apply(Report {
+            to: 0,
+            from: 1,
+            counters: from1.clone(),
+            watermarks: vec![44],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: false,
+        });
         assert_eq!(g.sources[0].records.load(Ordering::Relaxed), 160);
         assert_eq!(g.operators[0].state(), 2);
         let mut from2 = vec![0; n];
         from2[1] = 1;
-        g.apply(Report { to: 0, from: 2, counters: from2, watermarks: vec![u64::MAX], failure: None, last: true });
+        g.apply(Report {
+            to: 0,
+            from: 2,
+            counters: from2,
+            watermarks: vec![u64::MAX],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: true,
+        });
         assert_eq!(g.sources[0].records.load(Ordering::Relaxed), 161);
         // What this process reports is its own share only.
         let own = g.own_report(1, false);
@@ -736,7 +838,17 @@ mod tests {
         assert_eq!(own.counters[n - 1], 0);
         assert_eq!((own.from, own.to), (0, 1));
         assert!(!g.complete());
-        g.apply(Report { to: 0, from: 1, counters: from1, watermarks: vec![u64::MAX], failure: None, last: true });
+        g.apply(Report {
+            to: 0,
+            from: 1,
+            counters: from1,
+            watermarks: vec![u64::MAX],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: true,
+        });
         assert!(g.complete());
     }
 
@@ -750,6 +862,9 @@ mod tests {
             counters: vec![0; n],
             watermarks: vec![0],
             failure: Some("sink `x`: disk full".into()),
+            durable: None,
+            resume_floor: None,
+            push: None,
             last: false,
         });
         assert_eq!(g.failure.get().as_deref(), Some("process 1: sink `x`: disk full"));
@@ -759,7 +874,57 @@ mod tests {
         assert_eq!(h.own_report(0, false).failure.as_deref(), Some("cannot write"));
         // A report of another shape (another build) fails the run instead of mixing counters.
         let k = gather(2, 0);
-        k.apply(Report { to: 0, from: 1, counters: vec![1; 3], watermarks: vec![], failure: None, last: false });
+        k.apply(Report {
+            to: 0,
+            from: 1,
+            counters: vec![1; 3],
+            watermarks: vec![],
+            failure: None,
+            durable: None,
+            resume_floor: None,
+            push: None,
+            last: false,
+        });
         assert!(k.failure.get().unwrap().contains("reports 3 counters"));
+    }
+
+    #[test]
+    fn kafka_commits_wait_for_every_process_and_the_resume_floors_must_agree() {
+        let with_kafka = |process: usize| {
+            let d = Durability::in_cluster(1, 1000, 2, 1);
+            let mut g = Arc::into_inner(gather(2, process)).unwrap();
+            g.durability = Some(d.clone());
+            (Arc::new(g), d)
+        };
+        let (g, d) = with_kafka(0);
+        let n = g.values().len();
+        let report = |durable, resume_floor, last| Report {
+            to: 0,
+            from: 1,
+            counters: vec![0; n],
+            watermarks: vec![0],
+            failure: None,
+            durable,
+            resume_floor,
+            push: None,
+            last,
+        };
+        d.slot().set(8000);
+        let own = g.own_report(1, false);
+        assert_eq!((own.durable, own.resume_floor), (Some(8000), None), "the floor is reported once the source settled it");
+        assert_eq!(d.frontier(), 0, "process 1 has not reported");
+        g.apply(report(Some(5000), None, false));
+        assert_eq!(d.frontier(), 5000, "the least over both processes");
+        d.settle();
+        d.raise_resume_floor(3000);
+        g.apply(report(Some(6000), Some(3000), false));
+        assert!(!g.failure.is_set());
+        assert_eq!(d.frontier(), 6000);
+        // A process that found other commit metadata would skip other spans: the run fails.
+        g.apply(report(Some(6000), Some(0), false));
+        let e = g.failure.get().unwrap();
+        assert!(e.contains("disagree") && e.contains("process 1: the start") && e.contains("share the output folder"), "{e}");
+        g.apply(report(Some(Time::MAX), Some(0), true));
+        assert_eq!(d.frontier(), 8000, "process 1 is all durable: this process's sinks decide");
     }
 }

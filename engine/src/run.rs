@@ -31,7 +31,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::vec::Map;
 
-use crate::cluster::{Gather, Plan};
+use crate::cluster::{Gather, Plan, SourceLinks};
 use crate::config::Pipeline;
 use crate::live::Live;
 use crate::serve_config::ServePlan;
@@ -380,8 +380,15 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Kafka: the sinks' durable frontier (offsets are committed behind it) and each source's
     // metadata/commit thread.
-    let durability = (!pipeline.kafka.is_empty())
-        .then(|| Durability::new((table_schemas.len() + pipeline.kafka_sinks.len()) * workers, pipeline.output.file_span.millis()));
+    // In a cluster the frontier is the least over every process (they report theirs).
+    let durability = (!pipeline.kafka.is_empty()).then(|| {
+        Durability::in_cluster(
+            (table_schemas.len() + pipeline.kafka_sinks.len()) * workers,
+            pipeline.output.file_span.millis(),
+            cluster.as_ref().map_or(1, |c| c.processes),
+            pipeline.kafka.len(),
+        )
+    });
     let kafka: Arc<Vec<Arc<KafkaShared>>> = Arc::new(match &durability {
         None => Vec::new(),
         Some(d) => {
@@ -460,14 +467,25 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         None => None,
     };
 
-    if checkpoints.is_some() && serving.is_none() {
-        crate::serving::on_signal_thread(signalled.clone());
+    // A process that does not serve (a cluster's others, or a run without `[serve]`) listens
+    // for signals itself: with checkpoints a signal stops at the next one; with HTTP sources
+    // (in a cluster) it ends their intake on every process.
+    if (checkpoints.is_some() || ingest.is_some()) && serving.is_none() {
+        crate::serving::on_signal_thread(signalled.clone(), checkpoints.is_some());
     }
 
     // A cluster: counters gathered from every process.
     let gather = cluster.as_ref().map(|c| {
         let ops = operator_stats(&pipeline, &dedup_stats).into_iter().map(|(_, _, s)| s).collect();
-        Gather::new(c.clone(), source_stats.clone(), sink_stats.clone(), ops, watermarks.clone(), failure.clone())
+        Gather::new(
+            c.clone(),
+            source_stats.clone(),
+            sink_stats.clone(),
+            ops,
+            watermarks.clone(),
+            failure.clone(),
+            SourceLinks { durability: durability.clone(), ingest: ingest.clone() },
+        )
     });
 
     let pipeline = Arc::new(pipeline);
@@ -584,10 +602,18 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     if let Some(e) = crate::cluster::comm_error() {
         return Err(RunError::Cluster(e));
     }
-    // Every sink has finished: commit the Kafka sources' end offsets if the run ended well.
+    // Every sink has finished: commit the Kafka sources' end offsets if the run ended well (in
+    // a cluster: once every process has reported all its output durable).
     let ended_well = results.as_ref().is_ok_and(|r| r.iter().all(|r| r.is_ok())) && !failure.is_set();
+    let all_durable = cluster.is_none() || durability.as_ref().is_none_or(|d| d.frontier() == alertflow_connectors::Time::MAX);
+    if ended_well && !all_durable {
+        tracing::warn!(
+            "cluster: not every process reported its output durable; the end offsets are not committed (the next run \
+             re-reads from the offsets committed while running)"
+        );
+    }
     for k in kafka.iter() {
-        k.finish(ended_well);
+        k.finish(ended_well && all_durable);
     }
     // A completed run leaves nothing to resume; any other keeps its last checkpoint.
     let checkpoint_summary = checkpoints.as_ref().map(|c| CheckpointSummary::of(c));
@@ -637,7 +663,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         f(&summary);
     }
     if let Some(serving) = serving {
-        if signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+        // HTTP sources end only when asked to stop (here, or in a cluster at another process).
+        let stopped_intake = ingest.as_ref().is_some_and(|i| i.is_closed());
+        if signalled.load(Ordering::Acquire) || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) || stopped_intake {
             // The signal (or stop) that ended the pipeline ends serving too.
             serving.stop();
         } else {

@@ -221,17 +221,25 @@ fn reply(o: PushOutcome) -> PushReply {
 
 /// Sets `flag` on the first SIGINT or SIGTERM and exits at once on the second, from a thread
 /// of its own (a run without `[serve]` has no runtime to listen on).
-pub(crate) fn on_signal_thread(flag: Arc<AtomicBool>) {
+pub(crate) fn on_signal_thread(flag: Arc<AtomicBool>, checkpoints: bool) {
     let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async move {
             signal().await;
             flag.store(true, Ordering::Release);
-            eprintln!(
-                "stopping at the next checkpoint (a second Ctrl-C or SIGTERM exits at once; the next run resumes from the last checkpoint)"
-            );
+            if checkpoints {
+                eprintln!(
+                    "stopping at the next checkpoint (a second Ctrl-C or SIGTERM exits at once; the next run resumes from the last checkpoint)"
+                );
+            } else {
+                eprintln!("stopping: finishing what was received (a second Ctrl-C or SIGTERM exits at once)");
+            }
             signal().await;
-            eprintln!("stopped at once: the next run resumes from the last checkpoint");
+            if checkpoints {
+                eprintln!("stopped at once: the next run resumes from the last checkpoint");
+            } else {
+                eprintln!("stopped at once");
+            }
             std::process::exit(130);
         });
     });

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+pub mod cluster;
+
 /// The `alertflow` binary: `$ALERTFLOW_BIN`, else the one next to the test executable's
 /// target folder. Panics with the fix when there is none.
 pub fn bin() -> PathBuf {

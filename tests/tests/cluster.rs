@@ -3,15 +3,17 @@
 //! tables of one process with as many worker threads; the first process serves live tables
 //! and `/metrics` for the whole cluster; a killed process stops the others with a clear error
 //! (never a hang); a missing or mismatched peer fails start-up clearly, and a bad cluster
-//! configuration touches nothing.
+//! configuration touches nothing; HTTP pushes to the first process reach every worker, and a
+//! signal to either process stops both; a cluster killed at random moments resumes from its
+//! checkpoints. (Kafka in a cluster: `kafka_e2e`.)
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use alertflow_tests::{Lcg, Running, Scratch, alertflow, bin, free_port, http, run_json, sorted_tables};
+use alertflow_tests::cluster::{finish, hostfile, start};
+use alertflow_tests::{Lcg, Running, Scratch, alertflow, free_port, http, query_csv, run_json, sorted_tables};
 
 const METRIC_TABLES: [&str; 5] = ["per_minute", "hopping", "sessions", "anomalies", "dead_letters"];
 const ALERT_TABLES: [&str; 4] = ["alerts", "storms", "incidents", "dead_letters"];
@@ -71,47 +73,6 @@ fn pipeline(dir: &Path, body: &str, extra: &str) -> PathBuf {
     let p = dir.join("pipeline.toml");
     std::fs::write(&p, format!("{extra}\n{body}\n[output]\npath = \"out\"\nfile_span = \"30m\"\nfsync = false\n")).unwrap();
     p
-}
-
-/// A hostfile of `n` loopback addresses on free ports.
-fn hostfile(dir: &Path, n: usize) -> PathBuf {
-    let p = dir.join("hosts.txt");
-    let lines: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}   # process {i}", free_port())).collect();
-    std::fs::write(&p, format!("# the cluster\n\n{}\n", lines.join("\n"))).unwrap();
-    p
-}
-
-/// Starts process `i` of `n` (one worker unless `workers` says otherwise).
-fn start(pipeline: &Path, hosts: &Path, n: usize, i: usize, workers: usize) -> Child {
-    Command::new(bin())
-        .args(["run", &pipeline.to_string_lossy(), "--workers", &workers.to_string(), "--json"])
-        .args(["--processes", &n.to_string(), "--process-id", &i.to_string(), "--hostfile", &hosts.to_string_lossy()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a child up to `limit`; kills it and panics past it. Returns (success, stdout, stderr).
-fn finish(mut child: Child, limit: Duration, what: &str) -> (bool, String, String) {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut out, mut err) = (String::new(), String::new());
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.success(), out, err);
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("{what}: still running after {limit:?} (a hang)\nstderr: {err}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs a pipeline as a cluster of `n` one-worker processes; returns each process's summary.
@@ -368,13 +329,86 @@ fn start_up_waits_for_peers_up_to_a_timeout_and_names_what_does_not_match() {
     let out = alertflow(&["run", p.to_str().unwrap(), "--processes", "2", "--process-id", "0", "--hostfile", &hosts.to_string_lossy()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && err.contains("line 2: `localhost` is not host:port"), "{err}");
-    // What cluster mode does not cover yet is refused by name.
-    let hosts = hostfile(&bad, 2);
-    let kafka = "[[source]]\nname = \"points\"\ntype = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\ngroup_id = \"g\"\nrecords = \"metrics\"\n";
-    let p = pipeline(&dir.join("kafka"), kafka, "");
-    let out = alertflow(&["run", p.to_str().unwrap(), "--processes", "2", "--process-id", "0", "--hostfile", &hosts.to_string_lossy()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.code() == Some(2) && err.contains("Kafka sources do not run in cluster mode yet"), "{err}");
+}
+
+const PUSH: &str = r#"
+[[source]]
+type = "http"
+name = "rw"
+records = "metrics"
+listen = "127.0.0.1:PORT"
+max_out_of_orderness = "1m"
+# The samples are from January: the watermark must not follow today's wall clock.
+idle_timeout = "1h"
+
+[[aggregate]]
+name = "per_req"
+input = "rw"
+window = { type = "tumbling", size = "1m" }
+group_by = ["req"]
+functions = ["count", "sum"]
+"#;
+
+/// HTTP push sources in a cluster: clients push to the first process's `listen` address, the
+/// samples are exchanged by key to the workers of both processes, and a signal to either
+/// process ends the intake of both (the process that receives none follows the other's
+/// watermark and its stop). Every acknowledged push is in the table exactly once.
+#[test]
+fn pushes_to_the_first_process_reach_every_worker_and_a_signal_to_either_stops_both() {
+    use alertflow_model::decode::remote_write::encode::{TimeSeries, body};
+    use alertflow_serve::client::request;
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const N: u64 = 3_000;
+    const SAMPLES: u64 = 10;
+    let dir = Scratch::new("cluster-push");
+    for signalled in [0usize, 1] {
+        let c = dir.join(&format!("signal-{signalled}"));
+        let port = free_port();
+        let p = pipeline(&c, &PUSH.replace("PORT", &port.to_string()), "");
+        let hosts = hostfile(&c, 2);
+        let mut children: Vec<Child> = (0..2).rev().map(|i| start(&p, &hosts, 2, i, 1)).collect();
+        children.reverse();
+        let url = format!("http://127.0.0.1:{port}");
+        let t = Instant::now();
+        for i in 0..N {
+            let req = i.to_string();
+            let samples = (0..SAMPLES).map(|k| (T0 + i as i64 * 10 + k as i64, (i * SAMPLES + k) as f64)).collect();
+            let payload = body(&[TimeSeries { labels: vec![("__name__", "push_test"), ("req", &req)], samples }]);
+            loop {
+                match request("POST", &url, "/api/v1/write", &[("Content-Encoding", "snappy")], &payload) {
+                    Ok(r) if r.status / 100 == 2 => break,
+                    Ok(r) => panic!("push {i}: {} {}", r.status, r.text()),
+                    // The cluster is still forming (only before the first push is answered).
+                    Err(e) => assert!(i == 0 && t.elapsed() < Duration::from_secs(60), "push {i}: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let pid = children[signalled].id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let mut summaries = Vec::new();
+        for (i, child) in children.into_iter().enumerate() {
+            let (ok, out, err) = finish(child, Duration::from_secs(60), "a process after SIGTERM to one");
+            assert!(ok, "signal to process {signalled}: process {i} failed:\nstdout: {out}\nstderr: {err}");
+            summaries.push(serde_json::from_str::<serde_json::Value>(&out).unwrap());
+        }
+        for (i, s) in summaries.iter().enumerate() {
+            assert_eq!(s["records_in"], N * SAMPLES, "process {i}'s summary covers the cluster");
+        }
+        let csv = query_csv(&c.join("out"), "SELECT req, SUM(count) AS n, SUM(sum) AS s FROM per_req GROUP BY req ORDER BY req");
+        let mut seen = 0;
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let i: u64 = f[0].parse().unwrap();
+            let one: f64 = (0..SAMPLES).map(|k| (i * SAMPLES + k) as f64).sum();
+            assert_eq!((f[1], f[2].parse::<f64>().unwrap()), ("10", one), "request {i}");
+            seen += 1;
+        }
+        assert_eq!(seen, N, "every acknowledged push is in the table");
+        assert_eq!(file_workers(&c.join("out/per_req")), [0, 1].into(), "rows were counted by the workers of both processes");
+        let dead = query_csv(&c.join("out"), "SELECT COUNT(*) FROM dead_letters");
+        assert_eq!(dead.lines().nth(1), Some("0"), "{dead}");
+    }
 }
 
 const CHECKPOINTS: &str =

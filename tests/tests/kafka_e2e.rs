@@ -3,6 +3,7 @@
 //! 2,000,000 points into a 4-partition topic, the release binary runs W1 from it with
 //! `stop_at_end = true` at 1, 2 and 4 workers, and the `per_minute` table must equal the file
 //! run's; then a run killed with `kill -9` mid-way and restarted must end with the same table.
+//! The same again as a cluster of two processes (one killed, both restarted).
 //!
 //! Without a broker the tests skip with a reason; with `CI=true` they fail.
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alertflow_tests::cluster::{finish, hostfile, start};
 use alertflow_tests::{Scratch, alertflow, bin, in_ci, python, query_csv, run_json};
 use alertflow_tools::datagen::{MetricsGen, generate_metrics};
 
@@ -156,6 +158,72 @@ fn w1_from_kafka_equals_the_file_run_and_survives_kill_9() {
     assert!(resumed < POINTS, "the restart read everything again: no offsets were committed before the kill");
     assert!(table(&d.join("out")) == want, "after kill -9 and restart: per_minute differs from the uninterrupted run");
     eprintln!("kill -9 after {} window file(s); the restart read {resumed} of {POINTS} points", written(&d));
+
+    in_a_cluster(&dir, &brokers, &topic, &want);
+}
+
+/// The same topic read by a cluster of two one-worker processes on loopback (issue 8): the
+/// partitions are spread over both, and the table equals the file run's. Then a cluster reading
+/// from committed offsets loses process 1 to `kill -9` once commits have been made (each
+/// process commits its own partitions, behind the output of both); process 0 stops with a
+/// clear error, and a restart of both resumes from the committed offsets to the same table.
+fn in_a_cluster(dir: &Scratch, brokers: &str, topic: &str, want: &str) {
+    let d = dir.join("cluster");
+    kafka_pipeline(&d, brokers, topic, &format!("{topic}-cluster"), "earliest");
+    let p = d.join("pipeline.toml");
+    let hosts = hostfile(&d, 2);
+    let children: Vec<_> = (0..2).rev().map(|i| start(&p, &hosts, 2, i, 1)).collect();
+    for (i, c) in children.into_iter().rev().enumerate() {
+        let (ok, out, err) = finish(c, Duration::from_secs(600), "a cluster process");
+        assert!(ok, "process {i} failed:\nstdout: {out}\nstderr: {err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(s["records_in"], POINTS, "process {i}'s summary covers the cluster");
+    }
+    assert!(table(&d.join("out")) == want, "2 processes: per_minute differs from the file run");
+
+    let d = dir.join("cluster-killed");
+    kafka_pipeline(&d, brokers, topic, &format!("{topic}-cluster-killed"), "committed");
+    let p = d.join("pipeline.toml");
+    let hosts = hostfile(&d, 2);
+    let mut children: Vec<_> = (0..2).rev().map(|i| Some(start(&p, &hosts, 2, i, 1))).collect();
+    children.reverse();
+    let t = Instant::now();
+    // Commits from both processes (each journals its own partitions), and window files.
+    let journals = |d: &Path| {
+        let Ok(rd) = std::fs::read_dir(d.join("out/_kafka")) else { return 0 };
+        let done = |f: &std::fs::DirEntry| !f.file_name().to_string_lossy().ends_with(".tmp");
+        rd.flatten().map(|g| std::fs::read_dir(g.path()).map_or(0, |f| f.flatten().filter(done).count())).sum::<usize>()
+    };
+    while walk_count(&d.join("out/per_minute")) < 3 || journals(&d) < 4 {
+        assert!(t.elapsed() < Duration::from_secs(180), "no window files and commits of all 4 partitions after 3 minutes");
+        for c in children.iter_mut().flatten() {
+            assert!(c.try_wait().unwrap().is_none(), "a process ended before it could be killed; make the input larger");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // let the journaled commits reach the broker
+    let mut victim = children[1].take().unwrap();
+    assert!(Command::new("kill").args(["-9", &victim.id().to_string()]).status().unwrap().success());
+    let _ = victim.wait();
+    let (ok, _, err) = finish(children[0].take().unwrap(), Duration::from_secs(30), "process 0 after process 1 was killed");
+    assert!(
+        !ok && (err.contains("lost the connection to process 1") || err.contains("process 1 closed the connection")),
+        "process 0 must stop naming the lost process: {err}"
+    );
+    assert!(!err.contains("panicked"), "no panic is shown: {err}");
+
+    let hosts = hostfile(&d, 2);
+    let children: Vec<_> = (0..2).rev().map(|i| start(&p, &hosts, 2, i, 1)).collect();
+    let mut resumed = 0;
+    for (i, c) in children.into_iter().rev().enumerate() {
+        let (ok, out, err) = finish(c, Duration::from_secs(600), "a restarted cluster process");
+        assert!(ok, "restarted process {i} failed:\nstdout: {out}\nstderr: {err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        resumed = s["records_in"].as_u64().unwrap();
+    }
+    assert!(resumed < POINTS, "the restarted cluster read everything again: no offsets were committed before the kill");
+    assert!(table(&d.join("out")) == want, "2 processes, after kill -9 and restart: per_minute differs from the uninterrupted run");
+    eprintln!("cluster: kill -9 of process 1; the restart read {resumed} of {POINTS} points");
 }
 
 #[test]

@@ -22,6 +22,15 @@
 //! windows are written) and its sinks drop rows before `F` (whole spans already on disk); spans
 //! from `F` on are recomputed from complete input and overwrite the files of the same name.
 //! See the README ("From Kafka") for what is not guaranteed yet.
+//!
+//! **In a cluster** partitions are spread over the workers of every process (the worker index
+//! is global), each process commits the offsets of the partitions its workers read, and `F` is
+//! the least durable frontier over every process's sinks (each reports its own to the others),
+//! since a record read here may land in a row another process writes. Every process reads the
+//! committed offsets of *all* partitions at start, so all of them skip the same spans; the
+//! engine checks that they agree (a broker that drops commit metadata leaves only the journal
+//! in the output folder, which processes on different machines do not share). End offsets are
+//! committed only once every process has reported all its output durable.
 
 mod context;
 pub mod journal;
@@ -521,6 +530,10 @@ impl KafkaShared {
                 match self.refresh(&consumer) {
                     Ok(()) => {
                         if !self.ready.swap(true, Ordering::AcqRel) {
+                            // The committed offsets of every partition (all of them, not only
+                            // this process's: in a cluster every process must skip the same
+                            // spans) have raised the resume floor.
+                            self.durability.settle();
                             tracing::info!("source `{}`: {} partition(s) found", src.name, self.lock().partitions.len());
                         }
                         backoff = Duration::from_millis(250);

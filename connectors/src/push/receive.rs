@@ -66,6 +66,20 @@ impl PushIngest {
         self.alerts.as_ref().is_some_and(|q| q.is_closed()) || self.metrics.as_ref().is_some_and(|q| q.is_closed())
     }
 
+    /// The sample source's watermark (ms), if there is one.
+    pub fn samples_watermark(&self) -> Option<i64> {
+        self.metrics.as_ref().map(|q| q.watermark())
+    }
+
+    /// Raises the sample source's watermark to `wm`: in a cluster, the processes that receive
+    /// no pushes follow the one that does, so their (empty) sources hold the cluster's
+    /// frontier where that one's does, not at the wall clock.
+    pub fn follow_samples_watermark(&self, wm: i64) {
+        if let Some(q) = &self.metrics {
+            q.raise_watermark(wm);
+        }
+    }
+
     /// An Alertmanager `POST /api/v2/alerts` body.
     pub async fn alerts(&self, tenant: Arc<str>, body: Bytes) -> PushOutcome {
         let Some(q) = &self.alerts else { return refused(Refused::Closed, "no source takes alerts") };
