@@ -68,11 +68,31 @@ impl Store {
         self.counts[k] += n;
     }
 
+    /// Adds every count of `o`. The union of both ranges is made once and the counts added
+    /// slice to slice: hopping windows merge every pane's sketch into each of their windows,
+    /// and adding `o`'s bins one `add` at a time (a bounds check and a possible grow per bin)
+    /// was a fifth of a hopping window's time with quantiles.
     fn merge(&mut self, o: &Store) {
-        for (k, &n) in o.counts.iter().enumerate() {
-            if n > 0 {
-                self.add(o.offset + k as i32, n);
-            }
+        if o.counts.is_empty() {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.offset = o.offset;
+            self.counts.extend_from_slice(&o.counts);
+            return;
+        }
+        if o.offset < self.offset {
+            let grow = (self.offset - o.offset) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = o.offset;
+        }
+        let start = (o.offset - self.offset) as usize;
+        let end = start + o.counts.len();
+        if self.counts.len() < end {
+            self.counts.resize(end, 0);
+        }
+        for (a, b) in self.counts[start..end].iter_mut().zip(&o.counts) {
+            *a += b;
         }
     }
 
@@ -225,5 +245,27 @@ mod tests {
         }
         assert_eq!(forward.count(), 5000);
         assert!(Sketch::new().quantile(0.5).is_nan());
+        // The bins themselves, also for parts whose ranges are disjoint, nested or overlap,
+        // merged upwards and downwards (the store grows at either end).
+        assert!(forward == whole && backward == whole);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut ranges: Vec<Sketch> = sorted
+            .chunks(700)
+            .chain([&sorted[1000..4000], &sorted[2500..2600]])
+            .map(|c| {
+                let mut s = Sketch::new();
+                c.iter().for_each(|&v| s.add(v));
+                s
+            })
+            .collect();
+        let mut want = Sketch::new();
+        sorted.iter().chain(&sorted[1000..4000]).chain(&sorted[2500..2600]).for_each(|&v| want.add(v));
+        for _ in 0..2 {
+            let mut got = Sketch::new();
+            ranges.iter().for_each(|p| got.merge(p));
+            assert!(got == want, "merged bins differ from the bins of adding every value");
+            ranges.reverse();
+        }
     }
 }

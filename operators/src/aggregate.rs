@@ -805,7 +805,28 @@ impl Merge {
             } else {
                 let (end, cap) = self.ends.pop_first().expect("non-empty");
                 let mut groups: HashMap<GroupKey, Acc> = HashMap::new();
-                for (_, pane_groups) in self.closed.range(end - p.size..end) {
+                // Panes no later window needs (without revisions: later windows start at
+                // `end + slide - size` or after) are moved in rather than cloned: the oldest
+                // pane's accumulators become the window's. Panes are folded in order of start
+                // either way, so sums are the same to the bit.
+                let revisable = self.lateness.is_some();
+                let kept = if revisable { end - p.size } else { end + p.slide - p.size };
+                while let Some(entry) = self.closed.first_entry().filter(|e| !revisable && *e.key() < kept) {
+                    let start = *entry.key();
+                    let pane_groups = entry.remove();
+                    if start < end - p.size {
+                        continue;
+                    }
+                    for (key, acc) in pane_groups {
+                        match groups.get_mut(&key) {
+                            Some(a) => a.merge(&acc),
+                            None => {
+                                groups.insert(key, acc);
+                            }
+                        }
+                    }
+                }
+                for (_, pane_groups) in self.closed.range(kept.max(end - p.size)..end) {
                     for (key, acc) in pane_groups {
                         match groups.get_mut(key) {
                             Some(a) => a.merge(acc),
@@ -820,12 +841,6 @@ impl Merge {
                 }
                 rows.extend(groups.into_iter().map(|(key, acc)| WindowRow { start: end - p.size, end, key, acc, revision: 0 }));
                 emit(&cap, &mut rows);
-                if self.lateness.is_none() {
-                    // Later windows start at `end + slide - size` or after.
-                    while self.closed.first_key_value().is_some_and(|(&s, _)| s < end + p.slide - p.size) {
-                        self.closed.pop_first();
-                    }
-                }
             }
         }
         if let Some(lateness) = self.lateness {

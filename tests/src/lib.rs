@@ -42,6 +42,27 @@ pub fn python() -> Option<PathBuf> {
     }
 }
 
+/// A pipeline's HTTP source of remote-written samples on its own `listen` address (the caller
+/// replaces `PORT`), counted and summed per minute by the `req` label: how the push tests tell
+/// each push in the table (its count and sum) from a lost or a doubled one.
+pub const PUSHED_SAMPLES: &str = r#"
+[[source]]
+type = "http"
+name = "rw"
+records = "metrics"
+listen = "127.0.0.1:PORT"
+max_out_of_orderness = "1m"
+# The samples are from January: the watermark must not follow today's wall clock.
+idle_timeout = "1h"
+
+[[aggregate]]
+name = "per_req"
+input = "rw"
+window = { type = "tumbling", size = "1m" }
+group_by = ["req"]
+functions = ["count", "sum"]
+"#;
+
 /// A scratch folder, removed when dropped (kept when the test panics, for inspection).
 pub struct Scratch(pub PathBuf);
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use alertflow_tests::cluster::{finish, hostfile, start};
-use alertflow_tests::{Lcg, Running, Scratch, alertflow, free_port, http, query_csv, run_json, sorted_tables};
+use alertflow_tests::{Lcg, PUSHED_SAMPLES, Running, Scratch, alertflow, free_port, http, query_csv, run_json, sorted_tables};
 
 const METRIC_TABLES: [&str; 5] = ["per_minute", "hopping", "sessions", "anomalies", "dead_letters"];
 const ALERT_TABLES: [&str; 4] = ["alerts", "storms", "incidents", "dead_letters"];
@@ -331,24 +331,6 @@ fn start_up_waits_for_peers_up_to_a_timeout_and_names_what_does_not_match() {
     assert!(out.status.code() == Some(2) && err.contains("line 2: `localhost` is not host:port"), "{err}");
 }
 
-const PUSH: &str = r#"
-[[source]]
-type = "http"
-name = "rw"
-records = "metrics"
-listen = "127.0.0.1:PORT"
-max_out_of_orderness = "1m"
-# The samples are from January: the watermark must not follow today's wall clock.
-idle_timeout = "1h"
-
-[[aggregate]]
-name = "per_req"
-input = "rw"
-window = { type = "tumbling", size = "1m" }
-group_by = ["req"]
-functions = ["count", "sum"]
-"#;
-
 /// HTTP push sources in a cluster: clients push to the first process's `listen` address, the
 /// samples are exchanged by key to the workers of both processes, and a signal to either
 /// process ends the intake of both (the process that receives none follows the other's
@@ -364,7 +346,7 @@ fn pushes_to_the_first_process_reach_every_worker_and_a_signal_to_either_stops_b
     for signalled in [0usize, 1] {
         let c = dir.join(&format!("signal-{signalled}"));
         let port = free_port();
-        let p = pipeline(&c, &PUSH.replace("PORT", &port.to_string()), "");
+        let p = pipeline(&c, &PUSHED_SAMPLES.replace("PORT", &port.to_string()), "");
         let hosts = hostfile(&c, 2);
         let mut children: Vec<Child> = (0..2).rev().map(|i| start(&p, &hosts, 2, i, 1)).collect();
         children.reverse();

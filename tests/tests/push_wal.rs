@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use alertflow_model::decode::remote_write::encode::{TimeSeries, body};
 use alertflow_serve::client::request;
-use alertflow_tests::{Lcg, Scratch, bin, free_port, query_csv};
+use alertflow_tests::{Lcg, PUSHED_SAMPLES, Scratch, bin, free_port, query_csv};
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
@@ -47,24 +47,9 @@ epoch = "1s"
 state_dir = "state"
 checkpoint_interval = "10s"
 checkpoint_min_wall_interval = "100ms"
-
-[[source]]
-type = "http"
-name = "rw"
-records = "metrics"
-listen = "127.0.0.1:PORT"
-max_out_of_orderness = "1m"
-# The samples are from January: the watermark must not follow today's wall clock.
-idle_timeout = "1h"
-
-[[aggregate]]
-name = "per_req"
-input = "rw"
-window = { type = "tumbling", size = "1m" }
-group_by = ["req"]
-functions = ["count", "sum"]
 "#
     };
+    let source = if alerts { source.to_string() } else { format!("{source}\n{PUSHED_SAMPLES}") };
     let text = format!("{}\n[output]\npath = \"out\"\nfsync = false\n", source.replace("PORT", &port.to_string()));
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("pipeline.toml"), text).unwrap();
