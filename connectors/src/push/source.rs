@@ -191,11 +191,12 @@ pub fn push_source<'s, R: PushRecord>(
                 log = None;
                 return;
             }
-            // (Held at the time the checkpoints allow: in one process, the time asked for.)
-            let floor = if floor > *rcap.time() { log.as_ref().map_or(floor, |l| l.p.advance(floor)) } else { floor };
-            if floor > *rcap.time() {
-                rcap.downgrade(&floor);
-                dcap.downgrade(&floor);
+            // Held at the time the checkpoints allow (in one process, the floor itself; in a
+            // cluster maybe less for now). The floor still decides what is dropped.
+            let held = if floor > *rcap.time() { log.as_ref().map_or(floor, |l| l.p.advance(floor)) } else { floor };
+            if held > *rcap.time() {
+                rcap.downgrade(&held);
+                dcap.downgrade(&held);
             }
             let src = queue.source.clone();
             let mut work = Work::<R> { floor, ..Work::default() };
