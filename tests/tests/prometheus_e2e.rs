@@ -187,9 +187,14 @@ groups:
                 "--config.file=prometheus.yml".to_string(),
                 format!("--storage.tsdb.path={}", scratch.join("tsdb").display()),
                 format!("--web.listen-address=127.0.0.1:{prom_port}"),
-                // Firing alerts re-sent every second (not every minute): the restart below must
-                // see re-sends reach a restored dedup.
-                "--rules.alert.resend-delay=1s".to_string(),
+                // Firing alerts re-sent every few seconds (not every minute): the restart below
+                // must see re-sends reach a restored dedup. Prometheus sends an alert valid for
+                // 4 x max(resend delay, evaluation interval) and re-sends it on the first
+                // evaluation strictly after the delay: at 1 s that is every 2 s valid for 4 s, and
+                // one send refused during the restart let the alert expire 3 ms before the next
+                // arrived (seen in CI: an `expired` row, then a second `opened`). At 3 s: every
+                // 4 s, valid for 12 s, so a restart may miss two sends.
+                "--rules.alert.resend-delay=3s".to_string(),
             ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
