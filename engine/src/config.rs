@@ -525,7 +525,7 @@ impl Pipeline {
         }
 
         if engine.state_dir.is_some() {
-            checkpoint_problems(&engine, &kafka_cfgs, &sink_cfgs, &mut p);
+            checkpoint_problems(&engine, &mut p);
         }
 
         let serve = serve_cfg.and_then(|c| c.plan(&mut p));
@@ -822,32 +822,13 @@ fn rule_sections(
     rules
 }
 
-/// What checkpoints cannot cover yet, as problems of the sections that need it.
-fn checkpoint_problems(
-    engine: &EngineConfig,
-    kafka: &[(usize, KafkaSourceConfig)],
-    sinks: &[(usize, KafkaSinkConfig)],
-    p: &mut Vec<ConfigProblem>,
-) {
+/// What checkpoints need of the pipeline.
+fn checkpoint_problems(engine: &EngineConfig, p: &mut Vec<ConfigProblem>) {
     let (interval, epoch) = (engine.checkpoint_interval.millis(), engine.epoch.millis().max(1));
     if interval == 0 || interval % epoch != 0 {
         p.push(problem(
             "engine.checkpoint_interval",
             format!("must be a positive multiple of engine.epoch ({epoch} ms), not {interval} ms: a checkpoint falls between epochs"),
-        ));
-    }
-    for (i, _) in kafka {
-        p.push(problem(
-            &format!("source[{i}]"),
-            "a Kafka source resumes from its committed offsets, not from checkpoints: remove engine.state_dir \
-             (checkpoints cover file and HTTP sources so far)",
-        ));
-    }
-    for (i, _) in sinks {
-        p.push(problem(
-            &format!("sink[{i}]"),
-            "checkpoints do not cover Kafka sinks yet (a restored run would send rows after the checkpoint again): \
-             remove engine.state_dir",
         ));
     }
 }

@@ -381,26 +381,28 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     // Kafka: the sinks' durable frontier (offsets are committed behind it) and each source's
     // metadata/commit thread.
     // In a cluster the frontier is the least over every process (they report theirs).
-    let durability = (!pipeline.kafka.is_empty()).then(|| {
+    // With checkpoints the sources resume from them instead: no sink reports a frontier (the
+    // sources get one that nothing reports to, and commit what checkpoints cover).
+    let frontier = || {
         Durability::in_cluster(
             (table_schemas.len() + pipeline.kafka_sinks.len()) * workers,
             pipeline.output.file_span.millis(),
             cluster.as_ref().map_or(1, |c| c.processes),
             pipeline.kafka.len(),
         )
-    });
-    let kafka: Arc<Vec<Arc<KafkaShared>>> = Arc::new(match &durability {
-        None => Vec::new(),
-        Some(d) => {
-            let n = pipeline.sources.len();
-            let journal = pipeline.output_dir.join("_kafka");
-            pipeline
-                .kafka
-                .iter()
-                .enumerate()
-                .map(|(j, k)| KafkaShared::start(k.clone(), d.clone(), pipeline.horizon(n + j), &journal))
-                .collect()
-        }
+    };
+    let durability = (!pipeline.kafka.is_empty() && checkpoints.is_none()).then(frontier);
+    let kafka: Arc<Vec<Arc<KafkaShared>>> = Arc::new({
+        let n = pipeline.sources.len();
+        let journal = pipeline.output_dir.join("_kafka");
+        let d = durability.clone().unwrap_or_else(|| Durability::new(0, pipeline.output.file_span.millis()));
+        let checkpointed = checkpoints.is_some();
+        pipeline
+            .kafka
+            .iter()
+            .enumerate()
+            .map(|(j, k)| KafkaShared::start(k.clone(), d.clone(), pipeline.horizon(n + j), &journal, checkpointed))
+            .collect()
     });
     let sink_stats: Arc<Vec<Arc<SinkStats>>> = Arc::new(table_schemas.iter().map(|_| Arc::default()).collect());
     let dedup_stats: Arc<OperatorStats> = Arc::default();

@@ -3,7 +3,8 @@
 //! 2,000,000 points into a 4-partition topic, the release binary runs W1 from it with
 //! `stop_at_end = true` at 1, 2 and 4 workers, and the `per_minute` table must equal the file
 //! run's; then a run killed with `kill -9` mid-way and restarted must end with the same table.
-//! The same again as a cluster of two processes (one killed, both restarted).
+//! The same again as a cluster of two processes (one killed, both restarted), and with
+//! checkpoints (killed once one is committed, resumed from it).
 //!
 //! Without a broker the tests skip with a reason; with `CI=true` they fail.
 
@@ -160,6 +161,38 @@ fn w1_from_kafka_equals_the_file_run_and_survives_kill_9() {
     eprintln!("kill -9 after {} window file(s); the restart read {resumed} of {POINTS} points", written(&d));
 
     in_a_cluster(&dir, &brokers, &topic, &want);
+    with_checkpoints(&dir, &brokers, &topic, &want);
+}
+
+/// The same run with checkpoints (issue 7): `kill -9` once a checkpoint is committed, and the
+/// restart resumes from it — the partitions' offsets and state in the checkpoint, not the
+/// group's committed offsets — to the file run's table.
+fn with_checkpoints(dir: &Scratch, brokers: &str, topic: &str, want: &str) {
+    let d = dir.join("checkpointed");
+    kafka_pipeline(&d, brokers, topic, &format!("{topic}-checkpointed"), "earliest");
+    let p = d.join("pipeline.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("[engine]\nstate_dir = \"state\"\ncheckpoint_interval = \"1m\"\n\n{text}")).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", &p.to_string_lossy(), "--workers", "2", "--json"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !d.join("state/CURRENT").exists() || walk_count(&d.join("out/per_minute")) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed; make the input larger");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap().success());
+    let _ = child.wait();
+    let s = run_json(&p, 2);
+    let resumed = s["records_in"].as_u64().unwrap();
+    assert!(resumed < POINTS, "the restart read everything again: it did not resume from the checkpoint");
+    assert!(table(&d.join("out")) == want, "with checkpoints, after kill -9 and restart: per_minute differs from the file run");
+    assert!(!d.join("state/CURRENT").exists(), "a completed run leaves no checkpoint");
+    eprintln!("checkpoints: kill -9 after a checkpoint; the restart read {resumed} of {POINTS} points");
 }
 
 /// The same topic read by a cluster of two one-worker processes on loopback (issue 8): the

@@ -180,8 +180,6 @@ pub(crate) struct Work<R> {
     /// activation. Small batches keep allocations in the allocator's reusable size classes
     /// (large fresh buffers cost page faults, which dominated an early profile).
     pub(crate) points: Vec<(Time, Vec<R>)>,
-    /// Dead letters, sent at the source's capability (Kafka and HTTP sources).
-    pub(crate) dead: Vec<DeadLetter>,
     /// Dead letters with the time of their line (the file source: a time that depends only
     /// on the data, so a restored source gives each the same time).
     pub(crate) timed_dead: Vec<(Time, DeadLetter)>,
@@ -199,18 +197,7 @@ pub(crate) struct Work<R> {
 
 impl<R> Default for Work<R> {
     fn default() -> Self {
-        Work {
-            points: Vec::new(),
-            dead: Vec::new(),
-            timed_dead: Vec::new(),
-            floor: 0,
-            line_max: 0,
-            records: 0,
-            emitted: 0,
-            bad: 0,
-            late: 0,
-            bytes: 0,
-        }
+        Work { points: Vec::new(), timed_dead: Vec::new(), floor: 0, line_max: 0, records: 0, emitted: 0, bad: 0, late: 0, bytes: 0 }
     }
 }
 

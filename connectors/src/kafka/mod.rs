@@ -31,6 +31,12 @@
 //! engine checks that they agree (a broker that drops commit metadata leaves only the journal
 //! in the output folder, which processes on different machines do not share). End offsets are
 //! committed only once every process has reported all its output durable.
+//!
+//! **With checkpoints** (`engine.state_dir`) a source resumes from the checkpoint instead: its
+//! part of a checkpoint holds, per partition, the offset to read again and the partition's state
+//! before it (see [`source`]). The offsets of each committed checkpoint are committed to the
+//! group too (metadata `alertflow:checkpoint=B`), so consumer-lag tools see the progress, and
+//! the end offsets when a `stop_at_end` run completes (it leaves no checkpoint to resume from).
 
 mod context;
 pub mod journal;
@@ -373,6 +379,8 @@ pub struct PartitionPlan {
     pub display: Arc<str>,
     /// First offset to read.
     pub start: i64,
+    /// The partition's first offset when it was found (its low watermark).
+    pub low: i64,
     /// With `stop_at_end`: the offset to stop before.
     pub end: Option<i64>,
     /// On a resumed run: records with an event time before this are already in durable output.
@@ -412,6 +420,9 @@ pub struct KafkaShared {
     /// The event-time span a window row depends on (largest window size), or `None` when no
     /// offset can be justified (the source feeds state without a time bound: the alert chain).
     pub horizon: Option<i64>,
+    /// The run checkpoints: the source resumes from its checkpoint parts, and commits the
+    /// offsets of committed checkpoints (no `F`, `K`, journal or resume floor).
+    pub checkpointed: bool,
     /// Where every commit's `F` and `K` are also written (see [`journal`]).
     journal: CommitJournal,
     state: Mutex<SharedState>,
@@ -430,9 +441,17 @@ impl std::fmt::Debug for KafkaShared {
 
 impl KafkaShared {
     /// Starts the metadata/commit thread of `source`; `journal_root` is where commits are
-    /// journalled (the output folder's `_kafka`).
-    pub fn start(source: Arc<KafkaSource>, durability: Arc<Durability>, horizon: Option<i64>, journal_root: &std::path::Path) -> Arc<Self> {
-        if horizon.is_none() {
+    /// journalled (the output folder's `_kafka`). `checkpointed`: the run checkpoints (then
+    /// `horizon` is not used).
+    pub fn start(
+        source: Arc<KafkaSource>,
+        durability: Arc<Durability>,
+        horizon: Option<i64>,
+        journal_root: &std::path::Path,
+        checkpointed: bool,
+    ) -> Arc<Self> {
+        let horizon = horizon.filter(|_| !checkpointed);
+        if horizon.is_none() && !checkpointed {
             tracing::warn!(
                 "source `{}`: offsets are not committed: its records feed state without a time bound (the alert chain, session windows) \
                  (committing needs checkpoints); a restart re-reads from `start`",
@@ -441,6 +460,7 @@ impl KafkaShared {
         }
         let shared = Arc::new(KafkaShared {
             journal: CommitJournal::new(journal_root, &source.group_id),
+            checkpointed,
             source,
             durability,
             horizon,
@@ -569,11 +589,18 @@ impl KafkaShared {
     fn commit_now(&self, consumer: &BaseConsumer<KafkaContext>, commits: &Commits) -> Result<(), String> {
         let mut tpl = TopicPartitionList::with_capacity(commits.len());
         for (&(t, p), &(off, (f, k))) in commits {
-            // Journalled first: a broker may drop the metadata (see `journal`).
-            self.journal.record(&self.source.topics[t], p, off, (f, k))?;
+            // Checkpointed: `f` is the checkpoint, for the record only (a restart reads the
+            // checkpoint, not this).
+            let meta = if self.checkpointed {
+                if f == u64::MAX { "alertflow:end".to_string() } else { format!("alertflow:checkpoint={f}") }
+            } else {
+                // Journalled first: a broker may drop the metadata (see `journal`).
+                self.journal.record(&self.source.topics[t], p, off, (f, k))?;
+                commit_metadata(f, k)
+            };
             tpl.add_partition_offset(&self.source.topics[t], p, Offset::Offset(off)).map_err(|e| e.to_string())?;
             if let Some(mut e) = tpl.find_partition(&self.source.topics[t], p) {
-                e.set_metadata(commit_metadata(f, k));
+                e.set_metadata(meta);
             }
         }
         consumer.commit(&tpl, CommitMode::Sync).map_err(|e| e.to_string())?;
@@ -634,6 +661,12 @@ impl KafkaShared {
             let mut m = HashMap::new();
             for e in got.elements() {
                 if let Offset::Offset(o) = e.offset() {
+                    if self.checkpointed {
+                        // A partition the checkpoint does not know (or a run with none yet):
+                        // where the group left it, nothing skipped.
+                        m.insert((e.topic().to_string(), e.partition()), (o, None));
+                        continue;
+                    }
                     let meta = match parse_metadata(e.metadata()) {
                         Some(fk) => Some(fk),
                         // The broker kept no metadata (Tansu): the journal has it, if this
@@ -692,6 +725,7 @@ impl KafkaShared {
                 topic,
                 partition: p,
                 start,
+                low,
                 end: src.stop_at_end.then_some(high),
                 resume_k,
             });

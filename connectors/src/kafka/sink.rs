@@ -1,6 +1,11 @@
 //! The Kafka sink operator: an output table's rows as JSON messages, keyed by tenant and the
 //! row's id, sent span by span of timely time like the Parquet files; a span counts as durable
 //! (and Kafka source offsets may be committed past it) once every message of it is delivered.
+//!
+//! **With checkpoints** a checkpoint at `B` the frontier has passed sends the rows before `B`
+//! at once (the span it falls in is sent in two parts), and the sink acknowledges it only once
+//! every message sent before it is delivered: a committed checkpoint never lacks a row, and a
+//! restored run sends again only rows at or after its checkpoint — at least once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -96,7 +101,8 @@ impl KafkaSink {
     }
 }
 
-/// Delivery bookkeeping: messages in flight per span, and the first failure.
+/// Delivery bookkeeping: messages in flight per batch (a span, or the part of one before a
+/// checkpoint), and the first failure.
 #[derive(Default)]
 struct Deliveries {
     in_flight: HashMap<u64, u64>,
@@ -120,17 +126,17 @@ impl ClientContext for SinkContext {
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, span: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         let mut d = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
         if let Err((e, _)) = result
             && d.failed.is_none()
         {
             d.failed = Some(e.to_string());
         }
-        if let Some(n) = d.in_flight.get_mut(&(span as u64)) {
+        if let Some(n) = d.in_flight.get_mut(&(batch as u64)) {
             *n -= 1;
             if *n == 0 {
-                d.in_flight.remove(&(span as u64));
+                d.in_flight.remove(&(batch as u64));
             }
         }
     }
@@ -164,6 +170,7 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
         let scope = self.scope();
         let slot = durability.as_ref().map(|d| d.slot());
         let keys = key_columns(&builder.schema());
+        let mut ckpt = alertflow_checkpoint::register(&format!("kafka-sink:{}:{}", sink.table, sink.topic), scope.index());
         self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, &name, move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             let producer = match sink.producer() {
@@ -173,7 +180,12 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
                     None
                 }
             };
+            // Rows by their time; batches sent (numbered in order) with the least time of each.
             let mut pending: BTreeMap<u64, Vec<R>> = BTreeMap::new();
+            let mut sent: BTreeMap<u64, Time> = BTreeMap::new();
+            let mut next_batch = 0u64;
+            // Checkpoints acknowledged once every batch before them is delivered.
+            let mut marks: Vec<(alertflow_checkpoint::Deferred, u64)> = Vec::new();
             let mut line = Vec::new();
             let mut key = String::new();
             move |(input, frontier), _output| {
@@ -181,31 +193,46 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 input.for_each_stamp(|cap, data| {
                     let Some(t) = cap.least().copied() else { return };
                     if t >= floor {
-                        let rows = pending.entry(t / span).or_default();
+                        let rows = pending.entry(t).or_default();
                         for batch in data {
                             rows.append(batch);
                         }
                     }
                 });
                 let Some(producer) = &producer else { return };
-                while let Some(entry) = pending.first_entry() {
-                    let end = (*entry.key() + 1).saturating_mul(span);
-                    if frontier.less_than(&end) || failure.is_set() {
-                        break;
+                // Sends a batch; returns how many batches have been sent.
+                let mut send = |rows: Vec<R>, start: Time| -> Result<u64, String> {
+                    if rows.is_empty() || failure.is_set() {
+                        return Ok(next_batch);
                     }
-                    let index = *entry.key();
-                    let mut rows = entry.remove();
+                    let mut rows = rows;
                     builder.sort(&mut rows);
-                    let batch = match builder.build(&rows) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            failure.set(format!("internal error building a batch of `{}` (a bug): {e}", sink.table));
-                            return;
+                    let batch = builder.build(&rows).map_err(|e| format!("internal error building a batch (a bug): {e}"))?;
+                    sent.insert(next_batch, start);
+                    send_batch(producer, &sink.topic, &batch, &keys, next_batch, &mut line, &mut key)?;
+                    next_batch += 1;
+                    Ok(next_batch)
+                };
+                loop {
+                    // A checkpoint the frontier has passed: the rows before it go first.
+                    let cut = ckpt.as_ref().and_then(|p| p.pending()).filter(|&b| frontier.frontier().iter().all(|f| *f >= b));
+                    while let Some((&first, _)) = pending.first_key_value() {
+                        let start = first - first % span;
+                        let end = start.saturating_add(span);
+                        if frontier.less_than(&end) || cut.is_some_and(|b| end > b) {
+                            break;
                         }
+                        if let Err(e) = send(take_before(&mut pending, end), start) {
+                            return failure.set(format!("kafka sink `{}`: {e}", sink.table));
+                        }
+                    }
+                    let (Some(b), Some(p)) = (cut, ckpt.as_mut()) else { break };
+                    let before = match send(take_before(&mut pending, b), b - b % span) {
+                        Ok(n) => n,
+                        Err(e) => return failure.set(format!("kafka sink `{}`: {e}", sink.table)),
                     };
-                    if let Err(e) = send_batch(producer, &sink.topic, &batch, &keys, index, &mut line, &mut key) {
-                        failure.set(format!("kafka sink `{}`: {e}", sink.table));
-                        return;
+                    if let Some(mark) = p.hand_off(b) {
+                        marks.push((mark, before));
                     }
                 }
                 if frontier.is_empty() && !failure.is_set() {
@@ -222,10 +249,26 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
                     failure.set(format!("kafka sink `{}`: a message was not delivered: {e}", sink.table));
                     return;
                 }
+                sent.retain(|b, _| d.in_flight.contains_key(b));
+                // Every batch numbered below a mark's is delivered: the checkpoint may count.
+                let oldest = sent.keys().next().copied().unwrap_or(u64::MAX);
+                for (mark, _) in marks.extract_if(.., |(_, before)| *before <= oldest) {
+                    mark.ack(Vec::new());
+                }
                 if let Some(slot) = &slot {
                     let f = frontier.frontier().iter().copied().min().unwrap_or(Time::MAX);
-                    let waiting = pending.keys().chain(d.in_flight.keys()).min().map_or(Time::MAX, |k| k * span);
+                    let waiting = pending.keys().chain(sent.values()).min().map_or(Time::MAX, |w| w - w % span);
                     slot.set(f.min(waiting));
+                }
+                // The input has ended and everything is delivered: later checkpoints count this
+                // sink as done.
+                if frontier.is_empty()
+                    && pending.is_empty()
+                    && marks.is_empty()
+                    && !failure.is_set()
+                    && let Some(p) = ckpt.take()
+                {
+                    p.finisher().finish(Vec::new());
                 }
                 if !d.in_flight.is_empty() {
                     activator.activate_after(Duration::from_millis(5));
@@ -286,6 +329,12 @@ fn send_batch(
         }
     }
     Ok(())
+}
+
+/// The rows of `pending` before `end`, in time order.
+fn take_before<R>(pending: &mut BTreeMap<u64, Vec<R>>, end: u64) -> Vec<R> {
+    let later = pending.split_off(&end);
+    std::mem::replace(pending, later).into_values().flatten().collect()
 }
 
 fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch, String> {
