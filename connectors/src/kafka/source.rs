@@ -17,19 +17,18 @@
 //! capability has passed `B`.
 
 use std::collections::VecDeque;
-
-use alertflow_checkpoint::Participant;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use alertflow_checkpoint::Participant;
 use alertflow_model::dead_letter::{DeadLetter, MAX_RAW_BYTES};
 use alertflow_model::decode::{is_blank, trim_line};
 use alertflow_model::time::{DurationMs, floor_to, wall_now};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -301,7 +300,7 @@ struct Part {
     /// is of, while its capability was before the checkpoint.
     replay_until: i64,
     /// Read from inside the partition: until a message at or before `next` arrives, how far
-    /// before `next` the consumer was last sent (see [`KafkaReader::gap`]).
+    /// before `next` the consumer was last sent (see [`gap`]).
     probe: Option<i64>,
 }
 
