@@ -29,6 +29,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::{FieldProblem, KafkaContext, OWN_PROPERTIES, librdkafka_message, quote_key};
 use crate::durable::Durability;
+use crate::parquet::take_before;
 use crate::{Failure, Time};
 
 /// A `[[sink]]` section of `type = "kafka"`: one output table to a topic.
@@ -329,12 +330,6 @@ fn send_batch(
         }
     }
     Ok(())
-}
-
-/// The rows of `pending` before `end`, in time order.
-fn take_before<R>(pending: &mut BTreeMap<u64, Vec<R>>, end: u64) -> Vec<R> {
-    let later = pending.split_off(&end);
-    std::mem::replace(pending, later).into_values().flatten().collect()
 }
 
 fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch, String> {

@@ -16,6 +16,7 @@ use arrow::datatypes::Schema;
 use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use sink::take_before;
 pub use sink::{ParquetSink, ParquetSinkExt, SinkStats};
 
 /// The file a table folder's schema is kept in (an Arrow IPC file with no batches), so an

@@ -288,7 +288,7 @@ impl<R> Drop for WriterThread<R> {
 }
 
 /// Takes the pending rows before `end`, in time order.
-fn take_before<R>(pending: &mut BTreeMap<u64, Vec<R>>, end: u64) -> Vec<R> {
+pub(crate) fn take_before<R>(pending: &mut BTreeMap<u64, Vec<R>>, end: u64) -> Vec<R> {
     let later = pending.split_off(&end);
     let mut rows = Vec::new();
     for (_, mut r) in std::mem::replace(pending, later) {
