@@ -429,8 +429,11 @@ impl Checkpoints {
         let f = s.in_flight.as_mut().expect("just decided");
         f.files.extend(files);
         for (id, part) in done {
-            f.parts[id] = Some(part);
-            f.missing -= 1;
+            // A participant is in `finished` once; guard anyway, the count must stay exact.
+            if f.parts[id].is_none() {
+                f.parts[id] = Some(part);
+                f.missing -= 1;
+            }
         }
         // (A single process whose every participant is done decides nothing: its sources are
         // all done. A cluster's process told of a checkpoint then has it complete at once.)
@@ -445,10 +448,14 @@ impl Checkpoints {
 
     fn deliver(&self, id: usize, at: Time, part: Vec<u8>, files: Vec<String>) {
         let mut s = lock(&self.state);
-        let Some(f) = s.in_flight.as_mut().filter(|f| f.at == at) else { return };
+        // Once handed to the committer (`sent`), the parts are taken and read `None` again, so
+        // `sent` is what says a late delivery has nothing to fill. (A sink's `Finisher` that
+        // had acknowledged this checkpoint used to count twice here.)
+        let Some(f) = s.in_flight.as_mut().filter(|f| f.at == at && !f.sent) else { return };
         if f.parts[id].is_some() {
             return;
         }
+        debug_assert!(f.missing > 0, "checkpoint {at}: part {id} delivered with none missing");
         f.parts[id] = Some(part);
         f.files.extend(files);
         f.missing -= 1;
@@ -582,7 +589,7 @@ impl Finisher {
         s.late_files.extend(files);
         // A checkpoint in flight that this sink had not acknowledged yet takes them now.
         let files = std::mem::take(&mut s.late_files);
-        let pending = s.in_flight.as_ref().filter(|f| f.parts[self.id].is_none()).map(|f| f.at);
+        let pending = s.in_flight.as_ref().filter(|f| !f.sent && f.parts[self.id].is_none()).map(|f| f.at);
         match pending {
             Some(at) => {
                 drop(s);

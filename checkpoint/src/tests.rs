@@ -202,6 +202,44 @@ fn a_finished_participant_counts_for_every_later_checkpoint() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A sink that finishes after acknowledging a checkpoint the committer has in hand (complete,
+/// not committed yet) counts once: its last files go into the next checkpoint. It used to be
+/// counted again, which underflowed the count of missing parts.
+#[test]
+fn a_sink_finishing_while_its_acknowledged_checkpoint_commits_counts_once() {
+    let dir = tmpdir("finish-race");
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let mut src = c.source("source:a", 0);
+    let mut sink = c.participant("sink:t", 0);
+    let mut other = c.participant("sink:u", 0);
+    c.built();
+    src.advance(5);
+    assert_eq!(src.pending(), Some(10));
+    // Holding the error slot stops the committer before it writes: checkpoint 10 stays in
+    // flight, complete and handed over.
+    let held = lock(&c.error);
+    src.save(10, &1u8);
+    sink.ack(10, vec!["t/a.parquet".into()]);
+    other.ack(10, Vec::new());
+    assert!(lock(&c.state).in_flight.as_ref().is_some_and(|f| f.sent && f.missing == 0));
+    sink.finisher().finish(vec!["t/b.parquet".into()]);
+    assert_eq!(lock(&c.state).in_flight.as_ref().map(|f| f.missing), Some(0));
+    drop(held);
+    wait_committed(&c, 10);
+    // The next checkpoint takes the finished sink as acknowledged, with its last file.
+    src.advance(15);
+    assert_eq!(src.pending(), Some(20));
+    src.save(20, &2u8);
+    other.ack(20, Vec::new());
+    wait_committed(&c, 20);
+    c.finish(false).unwrap();
+    let c = Checkpoints::open(cfg(&dir, 1)).unwrap();
+    let files = c.committed_files().unwrap();
+    assert!(files.contains("t/a.parquet") && files.contains("t/b.parquet"), "{files:?}");
+    c.finish(false).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An idle source's poll decides beyond every source's capability (no frontier change follows
 /// a polled decision, so each source must move past it); a handed-off part counts once its
 /// `Deferred` is delivered; `is_current` says when a stop need not wait; a completed run

@@ -8,6 +8,7 @@
 //! restored run sends again only rows at or after its checkpoint — at least once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,11 +95,19 @@ impl KafkaSink {
     }
 
     fn producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
-        self.config.create_with_context(SinkContext { log: KafkaContext::new(&self.table), deliveries: Mutex::default() })
+        self.config.create_with_context(SinkContext {
+            log: KafkaContext::new(&self.table),
+            deliveries: Mutex::default(),
+            served: AtomicU64::new(0),
+        })
     }
 
     fn quiet_producer(&self) -> Result<BaseProducer<SinkContext>, KafkaError> {
-        self.config.create_with_context(SinkContext { log: KafkaContext::quiet(&self.table), deliveries: Mutex::default() })
+        self.config.create_with_context(SinkContext {
+            log: KafkaContext::quiet(&self.table),
+            deliveries: Mutex::default(),
+            served: AtomicU64::new(0),
+        })
     }
 }
 
@@ -113,6 +122,8 @@ struct Deliveries {
 struct SinkContext {
     log: KafkaContext,
     deliveries: Mutex<Deliveries>,
+    /// Delivery reports served so far (see [`serve_deliveries`]).
+    served: AtomicU64,
 }
 
 impl ClientContext for SinkContext {
@@ -128,6 +139,7 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let mut d = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
         if let Err((e, _)) = result
             && d.failed.is_none()
@@ -244,7 +256,7 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
                         return;
                     }
                 }
-                producer.poll(Duration::ZERO);
+                serve_deliveries(producer);
                 let d = producer.context().deliveries.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(e) = &d.failed {
                     failure.set(format!("kafka sink `{}`: a message was not delivered: {e}", sink.table));
@@ -276,6 +288,20 @@ impl<R: TableRow> KafkaSinkExt<R> for Stream<'_, Time, Vec<R>> {
                 }
             }
         });
+    }
+}
+
+/// Serves every delivery report librdkafka has ready. A poll without waiting serves a single
+/// event (the reports of one produce request), and the sink runs once per worker step: one poll
+/// per step left thousands of messages counted in flight for seconds once a step was slow,
+/// and held back the checkpoints waiting for them.
+fn serve_deliveries(producer: &BaseProducer<SinkContext>) {
+    loop {
+        let before = producer.context().served.load(Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if producer.context().served.load(Ordering::Relaxed) == before {
+            return;
+        }
     }
 }
 
