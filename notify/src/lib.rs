@@ -8,24 +8,35 @@
 //! - [`inhibit`]: inhibition rules and an incremental index of the firing source alerts;
 //! - [`silence`]: silences active over an event-time interval;
 //! - [`group`]: an aggregation group's notification timing (group_wait, group_interval,
-//!   repeat_interval) and the notifications it sends.
+//!   repeat_interval) and the notifications it sends;
+//! - [`payload`], [`template`], [`receiver`]: what a notification says and the request it
+//!   becomes for a webhook (Alertmanager's payload, version 4), Slack or PagerDuty;
+//! - [`deliver`]: sending, with retries, backoff and a rate limit per receiver.
 //!
-//! Nothing here does I/O or reads a clock: callers pass event times (ms since the epoch).
+//! Only [`deliver`] does I/O or reads a clock; the rest takes event times (ms since the
+//! epoch), so routing and timing are the same on every replay.
 
 #![warn(missing_docs)]
 
+pub mod deliver;
 pub mod error;
 pub mod group;
 pub mod inhibit;
 pub mod labels;
 pub mod matcher;
+pub mod payload;
+pub mod receiver;
 pub mod route;
 pub mod silence;
+pub mod template;
 
+pub use deliver::{Deliverer, Outcome, Status};
 pub use error::{ConfigError, ConfigErrors, ConfigProblem};
 pub use group::{AlertState, Group, Notification, NotifiedAlert, NotifyReason};
 pub use inhibit::{InhibitRule, InhibitRuleConfig, Inhibitor};
 pub use labels::Labels;
 pub use matcher::{MatchOp, Matcher, MatcherError, Matchers};
+pub use payload::{AlertInfo, Message};
+pub use receiver::{Receiver, ReceiverConfig, ReceiverKind};
 pub use route::{GroupBy, ResolvedRoute, Route, RouteConfig, Timings, group_key};
 pub use silence::{Silence, SilenceError, SilenceState, Silences};
