@@ -178,14 +178,20 @@ impl Worker {
             let now = Instant::now();
             // Wait for new work until the next due attempt (rate limit included).
             let next = self.due.peek().map(|Reverse((t, _))| (*t).max(self.next_allowed));
+            if closing.is_some_and(|deadline| next.is_none() || now >= deadline) {
+                return self.pending.into_values().map(|p| p.msg).collect();
+            }
             let job = match (closing, next) {
-                (Some(deadline), _) if self.due.is_empty() || now >= deadline => {
-                    return self.pending.into_values().map(|p| p.msg).collect();
-                }
                 (_, Some(t)) if t <= now => None,
-                (c, Some(t)) => recv(&rx, t.min(c.unwrap_or(t)) - now),
-                (Some(deadline), None) => recv(&rx, deadline - now),
-                (None, None) => rx.recv().ok().or(Some(Job::Close(now))),
+                // Closing: nothing more can arrive (the queue's sender is gone), so wait for
+                // the next retry or the deadline without the queue.
+                (Some(deadline), Some(t)) => {
+                    std::thread::sleep(t.min(deadline) - now);
+                    None
+                }
+                (None, Some(t)) => recv(&rx, t - now),
+                // (Closing with nothing due returned above.)
+                (_, None) => rx.recv().ok().or(Some(Job::Close(now))),
             };
             match job {
                 Some(Job::Send(m)) => self.enqueue(*m),

@@ -250,4 +250,13 @@ fn closing_returns_what_was_not_delivered() {
     assert!(t.elapsed() < Duration::from_secs(2), "close waits at most about its bound");
     left.sort_by_key(|m| m.at);
     assert_eq!(left.iter().map(|m| m.at).collect::<Vec<_>>(), [1, 2]);
+
+    // A retry due within the bound still goes out while closing.
+    let rec = Recorder::start(|n| (if n == 0 { 503 } else { 200 }, Duration::ZERO));
+    let out = Outcomes::default();
+    let d = Deliverer::start(vec![receiver("team", &rec.addr, "")], out.sink());
+    d.deliver(message("team", 1)).unwrap();
+    out.wait("first attempt", |o| o.len() == 1);
+    assert!(d.close(Duration::from_secs(5)).is_empty(), "delivered while closing");
+    assert_eq!(out.0.lock().unwrap().last().map(|o| o.status), Some(Status::Delivered));
 }
