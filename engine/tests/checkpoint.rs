@@ -19,23 +19,12 @@ use std::time::Duration;
 mod common;
 
 use alertflow_engine::{Pipeline, RunError, RunOptions, run};
-use common::{Table, read_table, same, temp_dir};
+use common::{Lcg, Table, read_table, same, temp_dir};
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
 const METRIC_LINES: usize = 60_000;
 const ALERT_LINES: usize = 20_000;
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Metric points of 12 series over ~4 hours, a point a quarter second apart per series on
 /// average, shuffled up to 3 s (within the 5 s disorder allowed), with late points (30 s

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use alertflow_engine::{Pipeline, RunError, RunOptions, run};
-use common::{Table, read_table, same, temp_dir};
+use common::{Lcg, Table, read_table, same, temp_dir};
 use rdkafka::ClientConfig;
 use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -36,17 +36,6 @@ const ALERT_PARTITIONS: i32 = 3;
 const SINK_PARTITIONS: i32 = 8;
 /// Each fetch waits this long: a run lasts a few seconds.
 const ROUND_TRIP: Duration = Duration::from_millis(40);
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// (partition, line) pairs: metric points of 12 series over ~4 hours, shuffled up to 3 s
 /// (within the 5 s allowed), late points (30 s behind) and broken lines now and then, a host's

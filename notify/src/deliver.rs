@@ -19,9 +19,9 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver as Rx, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use alertflow_model::time::Millis;
+use alertflow_model::time::{Millis, wall_now};
 use serde::{Deserialize, Serialize};
 
 use crate::payload::Message;
@@ -153,10 +153,6 @@ struct Worker {
     next_allowed: Instant,
 }
 
-fn wall_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
-}
-
 impl Worker {
     fn new(receiver: Receiver, report: Arc<dyn Fn(Outcome) + Send + Sync>) -> Worker {
         let timeout = Duration::from_millis(receiver.config.timeout.millis());
@@ -210,7 +206,7 @@ impl Worker {
     }
 
     fn enqueue(&mut self, msg: Message) {
-        let first = wall_ms();
+        let first = wall_now();
         match self.receiver.request(&msg) {
             Ok(request) => {
                 let digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&request.body));
@@ -272,7 +268,7 @@ impl Worker {
             http_status: http,
             error,
             first_attempt: p.first,
-            last_attempt: wall_ms(),
+            last_attempt: wall_now(),
         });
         if status == Status::Retrying {
             let backoff = cfg.retry_initial.millis().saturating_mul(1 << (p.attempts - 1).min(30)).min(cfg.retry_max.millis());

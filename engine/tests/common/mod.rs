@@ -93,3 +93,18 @@ pub fn same(got: &Table, want: &Table, what: &str) {
         only(want, got)
     );
 }
+
+/// A seeded generator (a 64-bit LCG, the high bits): the same inputs for a seed on every run.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next value (31 bits).
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    /// A value below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
