@@ -11,8 +11,10 @@ use alertflow_connectors::kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, Kafka
 use alertflow_connectors::parquet::Compression;
 use alertflow_connectors::push::{PushSource, PushSourceConfig};
 use alertflow_connectors::topology::TopologyFile;
-use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, STORMS};
+use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, NOTIFICATIONS, STORMS};
 use alertflow_model::time::DurationMs;
+use alertflow_notify::{NotifyConfig, NotifyPlan, Receiver, ReceiverConfig};
+use alertflow_operators::Notify;
 use alertflow_operators::dedup::{Dedup, DedupConfig};
 use alertflow_operators::suppress::{Suppress, SuppressConfig};
 use alertflow_operators::{Aggregate, AggregateConfig, ConfigError, Correlate, CorrelateConfig, Detect, DetectConfig, Rule, RuleConfig};
@@ -189,6 +191,15 @@ pub struct AlertChain {
     pub topology: Option<Arc<TopologyFile>>,
 }
 
+/// The notification stage: the operator and the receivers it delivers to.
+#[derive(Clone, Debug)]
+pub struct NotifyStage {
+    /// The notify operator (routes, inhibition, silences).
+    pub op: Notify,
+    /// The receivers, validated.
+    pub receivers: Vec<ReceiverConfig>,
+}
+
 /// A validated pipeline, its sources planned: ready to run.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -214,6 +225,8 @@ pub struct Pipeline {
     pub rules: Vec<(Rule, usize)>,
     /// The alert chain, when there are alert sources (or anomaly or rule alerts).
     pub alerts: Option<AlertChain>,
+    /// Notifications (`[notify]` and `[[receiver]]`), on the alert chain's rows.
+    pub notify: Option<NotifyStage>,
     /// `[output]`.
     pub output: OutputConfig,
     /// The output folder, resolved.
@@ -254,6 +267,8 @@ impl Pipeline {
         let mut suppress_cfg: Option<SuppressConfig> = None;
         let mut correlate_cfg: Option<CorrelateConfig> = None;
         let mut serve_cfg: Option<ServeSection> = None;
+        let mut notify_cfg: Option<NotifyConfig> = None;
+        let mut receiver_cfgs: Vec<(usize, ReceiverConfig)> = Vec::new();
         // Source names as written, even of sources that fail to parse (for better messages).
         let mut declared: Vec<String> = Vec::new();
 
@@ -345,9 +360,18 @@ impl Pipeline {
                 "suppress" => suppress_cfg = section::<SuppressConfig>("suppress", value, &mut p),
                 "correlate" => correlate_cfg = section::<CorrelateConfig>("correlate", value, &mut p),
                 "serve" => serve_cfg = section::<ServeSection>("serve", value, &mut p),
+                "notify" => notify_cfg = section::<NotifyConfig>("notify", value, &mut p),
+                "receiver" => {
+                    for (i, v) in array("receiver", value, &mut p).iter().enumerate() {
+                        if let Some(c) = section::<ReceiverConfig>(&format!("receiver[{i}]"), v, &mut p) {
+                            receiver_cfgs.push((i, c));
+                        }
+                    }
+                }
                 other => p.push(problem(
                     other,
-                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, sink, output, serve",
+                    "unknown section; expected one of engine, source, aggregate, detect, rule, dedup, suppress, correlate, \
+                     notify, receiver, sink, output, serve",
                 )),
             }
         }
@@ -506,6 +530,8 @@ impl Pipeline {
             &mut p,
         );
 
+        let notify = notify_stage(notify_cfg.as_ref(), &receiver_cfgs, alerts.as_ref(), &engine, &mut p);
+
         let mut kafka_sinks = Vec::new();
         let mut all_tables: Vec<String> = aggregate_cfgs.iter().map(|(_, c)| c.name.clone()).collect();
         all_tables.extend(detects.iter().map(|(d, _)| d.name().to_string()));
@@ -560,6 +586,7 @@ impl Pipeline {
             detects,
             rules,
             alerts,
+            notify,
             output,
             output_dir,
             serve,
@@ -593,6 +620,9 @@ impl Pipeline {
         if self.alerts.is_some() {
             v.extend([ALERTS, STORMS, INCIDENTS].map(String::from));
         }
+        if self.notify.is_some() {
+            v.push(NOTIFICATIONS.to_string());
+        }
         v.push(DEAD_LETTERS.to_string());
         v
     }
@@ -613,6 +643,57 @@ fn check_source_name(at: &str, name: &str, names: &mut HashSet<String>, p: &mut 
 /// topology file. `sources_ok` says whether every source parsed (otherwise a missing alert
 /// source may just be a broken one, already reported); `derived_alerts` whether a `[[detect]]`
 /// or a `[[rule]]` feeds the chain (then it runs without an alert source too).
+/// `[notify]` and `[[receiver]]`: receivers validated one by one (names unique), then the
+/// routes against their names. Notifications need the alert chain.
+fn notify_stage(
+    cfg: Option<&NotifyConfig>,
+    receivers: &[(usize, ReceiverConfig)],
+    alerts: Option<&AlertChain>,
+    engine: &EngineConfig,
+    p: &mut Vec<ConfigProblem>,
+) -> Option<NotifyStage> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut ok = true;
+    for (i, r) in receivers {
+        if let Err(errs) = Receiver::new(r.clone()) {
+            ok = false;
+            for (field, msg) in errs {
+                p.push(problem(&format!("receiver[{i}].{field}"), msg));
+            }
+        }
+        if names.contains(&r.name.as_str()) {
+            ok = false;
+            p.push(problem(&format!("receiver[{i}].name"), format!("`{}` is declared twice", r.name)));
+        }
+        names.push(&r.name);
+    }
+    let Some(cfg) = cfg else {
+        if !receivers.is_empty() {
+            p.push(problem("receiver", "no [notify] section routes alerts to these receivers: add [notify.route]"));
+        }
+        return None;
+    };
+    let Some(chain) = alerts else {
+        p.push(problem(
+            "notify",
+            "notifications are about alerts: add an alert source (records = \"alerts\"), a [[rule]], or a [[detect]] with raise_alerts",
+        ));
+        return None;
+    };
+    match NotifyPlan::new(cfg, &names, chain.suppress.group_by()) {
+        Ok(plan) if ok => {
+            Some(NotifyStage { op: Notify::new(plan, engine.epoch), receivers: receivers.iter().map(|(_, r)| r.clone()).collect() })
+        }
+        Ok(_) => None,
+        Err(errs) => {
+            for (field, msg) in errs {
+                p.push(problem(&format!("notify.{field}"), msg));
+            }
+            None
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn alert_chain(
     base: &Path,
@@ -902,6 +983,41 @@ mod tests {
         let p = Pipeline::parse(CONTRACT, &d).unwrap();
         assert_eq!(p.table_names(), vec!["per_minute", "dead_letters"]);
         assert_eq!(p.sources[0].out_of_orderness, 5000);
+    }
+
+    #[test]
+    fn notify_sections_validate_and_report_every_problem_with_its_path() {
+        let d = dir_with_points();
+        std::fs::write(d.join("alerts.ndjson"), "").unwrap();
+        let alerts =
+            "[[source]]\nname = \"a\"\ntype = \"file\"\npath = \"alerts.ndjson\"\nrecords = \"alerts\"\n[output]\npath = \"out\"\n";
+        let ok = format!(
+            "{alerts}[notify.route]\nreceiver = \"oncall\"\ngroup_by = [\"incident_id\"]\n\
+             [[receiver]]\nname = \"oncall\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\n"
+        );
+        let p = Pipeline::parse(&ok, &d).unwrap();
+        assert_eq!(p.notify.as_ref().unwrap().receivers.len(), 1);
+        assert!(p.table_names().contains(&NOTIFICATIONS.to_string()));
+
+        let bad = format!(
+            "{alerts}[notify.route]\nreceiver = \"nobody\"\n\
+             [[notify.silences]]\nmatchers = ['a=\"b\"']\nstarts_at = \"soon\"\nends_at = \"2026-01-01T00:00:00Z\"\n\
+             [[receiver]]\nname = \"oncall\"\ntype = \"webhook\"\nurl = \"ftp://x\"\n\
+             [[receiver]]\nname = \"oncall\"\ntype = \"pagerduty\"\n"
+        );
+        let e = Pipeline::parse(&bad, &d).unwrap_err();
+        let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        for f in ["notify.route.receiver", "notify.silences[0].starts_at", "receiver[0].url", "receiver[1].name", "receiver[1].routing_key"]
+        {
+            assert!(fields.contains(&f), "{f} missing from {e}");
+        }
+
+        // Notifications need alerts; receivers need routes.
+        let points = "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\n[output]\npath = \"out\"\n";
+        let e = Pipeline::parse(&format!("{points}[notify.route]\nreceiver = \"x\"\n"), &d).unwrap_err();
+        assert_eq!(e.problems[0].field, "notify", "{e}");
+        let e = Pipeline::parse(&format!("{alerts}[[receiver]]\nname = \"x\"\ntype = \"slack\"\nurl = \"http://s\"\n"), &d).unwrap_err();
+        assert_eq!(e.problems[0].field, "receiver", "{e}");
     }
 
     #[test]

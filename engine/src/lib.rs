@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod config;
 pub mod live;
+pub mod notifications;
 pub mod run;
 pub mod serve_config;
 mod serving;

@@ -18,11 +18,13 @@ use alertflow_connectors::parquet::{
 use alertflow_connectors::push::{PushIngest, PushQueue, check_log, push_source};
 use alertflow_connectors::topology::topology_source;
 use alertflow_model::tables::{
-    ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, STORMS, StormsTable, TableBuilder,
-    TableRow, WindowTable,
+    ALERTS, AlertsTable, AnomaliesTable, DEAD_LETTERS, DeadLetterTable, INCIDENTS, IncidentsTable, NOTIFICATIONS, NotificationsTable,
+    STORMS, StormsTable, TableBuilder, TableRow, WindowTable,
 };
 use alertflow_model::{Alert, Metric};
-use alertflow_operators::{AggregateExt, CorrelateExt, DedupExt, DetectExt, EnrichExt, OperatorStats, RuleExt, SuppressExt, Time};
+use alertflow_operators::{
+    AggregateExt, CorrelateExt, DedupExt, DetectExt, EnrichExt, NotifyExt, OperatorStats, RuleExt, SuppressExt, Time,
+};
 use serde::Serialize;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline as Pipelined;
@@ -34,6 +36,7 @@ use timely::dataflow::operators::vec::Map;
 use crate::cluster::{Gather, Plan, SourceLinks};
 use crate::config::Pipeline;
 use crate::live::Live;
+use crate::notifications::{Delivery, NotifySummary};
 use crate::serve_config::ServePlan;
 use crate::serving::{Serving, Telemetry};
 
@@ -142,6 +145,9 @@ pub struct RunSummary {
     /// Per stateful operator whose state bounds acted (keys expired, evicted or rejected).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub state_bounds: Vec<StateBoundsSummary>,
+    /// Notifications handed to delivery and how they fared (this process), with `[notify]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotifySummary>,
 }
 
 /// What one operator's state bounds (`state = { ttl, max_keys, on_full }`) did in a run.
@@ -241,6 +247,9 @@ pub enum RunError {
     #[error("internal error (a bug): {0}")]
     Internal(String),
 }
+
+/// How long the end of a run waits for queued notifications to go out.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(30);
 
 /// Runs a validated pipeline to completion (bounded sources).
 pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError> {
@@ -360,6 +369,22 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         }
         write_schema_file(&dir, schema).map_err(out_err)?;
     }
+    // Notifications: a delivery log outside the dataflow (no sink of its own), kept when the
+    // run continues an earlier one.
+    let delivery = match &pipeline.notify {
+        None => None,
+        Some(n) => {
+            let dir = out.join(NOTIFICATIONS);
+            let continues = resumes || checkpoints.as_ref().is_some_and(|c| c.resumed_at() > 0);
+            if !continues && cluster.as_ref().is_none_or(|c| c.process == 0) {
+                clear_table(&dir).map_err(out_err)?;
+            }
+            write_schema_file(&dir, &NotificationsTable::default().schema()).map_err(out_err)?;
+            let process = cluster.as_ref().map_or(0, |c| c.process);
+            let d = Delivery::start(&n.receivers, dir, process, pipeline.output.compression, NOTIFY_DRAIN).map_err(RunError::Failed)?;
+            Some(Arc::new(d))
+        }
+    };
 
     let source_stats: Arc<Vec<Arc<SourceStats>>> =
         Arc::new((0..pipeline.sources.len() + pipeline.kafka.len() + pipeline.push.len()).map(|_| Arc::default()).collect());
@@ -496,13 +521,15 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let (dedup_stats, kafka, durability) = (dedup_stats.clone(), kafka.clone(), durability.clone());
         let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
         let ingest = ingest.clone();
+        let delivery = delivery.clone();
         let checkpoints = checkpoints.clone();
         let gather = gather.clone();
         let work = move |worker: &mut timely::worker::Worker| {
             let index = worker.index();
             let main = worker.next_dataflow_index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
-            let kafka = KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref() };
+            let kafka =
+                KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref(), delivery: delivery.as_ref() };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
             alertflow_checkpoint::building(checkpoints.as_ref(), || {
                 build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index)
@@ -643,9 +670,23 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         return Err(RunError::Failed(e));
     }
 
+    // Notifications: what did not go out within the drain time is counted (and named in the
+    // log); the next run does not send it again on its own.
+    let notify_summary = match &delivery {
+        Some(d) => {
+            let (summary, left, written) = d.close();
+            if !left.is_empty() {
+                tracing::warn!("{} notification(s) were not delivered before the run ended (receiver down or slow)", left.len());
+            }
+            written.map_err(RunError::Failed)?;
+            Some(summary)
+        }
+        None => None,
+    };
     let table_names: Vec<String> = table_schemas.iter().map(|(n, _)| n.clone()).collect();
     let mut summary = summarize(&pipeline, workers, start, &source_stats, &table_names, &sink_stats, &dedup_stats, probe);
     summary.checkpoints = checkpoint_summary;
+    summary.notifications = notify_summary;
     summary.cluster = cluster.as_ref().map(|c| ClusterSummary { processes: c.processes, process_id: c.process, workers_total: c.peers() });
     if gather.as_ref().is_some_and(|g| !g.complete()) {
         tracing::warn!("cluster: not every process's final counters arrived; the summary covers part of the cluster");
@@ -694,6 +735,9 @@ fn operator_stats(pipeline: &Pipeline, dedup: &Arc<OperatorStats>) -> Vec<(&'sta
         ops.push(("dedup", "dedup".to_string(), dedup.clone()));
         ops.push(("suppress", "suppress".to_string(), chain.suppress.stats().clone()));
         ops.push(("correlate", "correlate".to_string(), chain.correlate.stats().clone()));
+    }
+    if let Some(n) = &pipeline.notify {
+        ops.push(("notify", "notify".to_string(), n.op.stats().clone()));
     }
     ops
 }
@@ -744,6 +788,7 @@ fn summarize(
         checkpoints: None,
         cluster: None,
         state_bounds: Vec::new(),
+        notifications: None,
     }
 }
 
@@ -792,6 +837,8 @@ struct KafkaParts<'a> {
     shared: &'a [Arc<KafkaShared>],
     durability: Option<&'a Arc<Durability>>,
     push: Option<&'a PushIngest>,
+    /// The process's notification delivery, with `[notify]`.
+    delivery: Option<&'a Arc<Delivery>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -944,6 +991,16 @@ fn build_dataflow(
             replay.measure(&correlated.incidents, INCIDENTS);
             if let Some(live) = live {
                 live.alerts(&correlated.events, &correlated.incidents, &suppressed.storms, failure);
+            }
+            if let (Some(n), Some(delivery)) = (&pipeline.notify, kafka.delivery) {
+                let delivery = delivery.clone();
+                correlated.events.clone().notify(suppressed.storms.clone(), &n.op).sink(Pipelined, "deliver", move |(input, _)| {
+                    input.for_each(|_, data| {
+                        for m in data.drain(..) {
+                            delivery.deliver(m);
+                        }
+                    });
+                });
             }
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
             suppressed.storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());

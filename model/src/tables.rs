@@ -557,3 +557,86 @@ mod tests {
         assert_eq!(rows[0].partition().path(), "source=points");
     }
 }
+
+/// The name of the notification table.
+pub const NOTIFICATIONS: &str = "notifications";
+
+/// One delivery attempt's outcome: a row of the `notifications` table (the delivery log;
+/// an id's latest row is where that notification stands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRow {
+    /// The notification's id (its idempotency key).
+    pub id: String,
+    /// The receiver.
+    pub receiver: String,
+    /// The group it is about.
+    pub group_key: String,
+    /// The event time of the tick that decided it.
+    pub at: i64,
+    /// XXH3-64 of the request body, 16 hex digits.
+    pub digest: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// `delivered`, `retrying` or `failed`.
+    pub status: &'static str,
+    /// The last answer's HTTP status.
+    pub http_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Wall-clock time of the first attempt.
+    pub first_attempt: i64,
+    /// Wall-clock time of this attempt.
+    pub last_attempt: i64,
+}
+
+/// The `notifications` table: one row per delivery attempt's outcome.
+#[derive(Clone, Debug)]
+pub struct NotificationsTable {
+    schema: SchemaRef,
+}
+
+impl Default for NotificationsTable {
+    fn default() -> Self {
+        let f = |n: &str, t: DataType, null: bool| Field::new(n, t, null);
+        NotificationsTable {
+            schema: Arc::new(Schema::new(vec![
+                f("id", DataType::Utf8, false),
+                f("receiver", DataType::Utf8, false),
+                f("group_key", DataType::Utf8, false),
+                f("at", time_type(), false),
+                f("digest", DataType::Utf8, false),
+                f("attempts", DataType::Int32, false),
+                f("status", DataType::Utf8, false),
+                f("http_status", DataType::Int32, true),
+                f("error", DataType::Utf8, true),
+                f("first_attempt", time_type(), false),
+                f("last_attempt", time_type(), false),
+            ])),
+        }
+    }
+}
+
+impl TableBuilder<NotificationRow> for NotificationsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn sort(&self, rows: &mut [NotificationRow]) {
+        rows.sort_by(|a, b| (a.last_attempt, &a.id, a.attempts).cmp(&(b.last_attempt, &b.id, b.attempts)));
+    }
+    fn build(&self, rows: &[NotificationRow]) -> Result<RecordBatch, ArrowError> {
+        let cols: Vec<ArrayRef> = vec![
+            str_col(rows.iter().map(|r| r.id.as_str())),
+            str_col(rows.iter().map(|r| r.receiver.as_str())),
+            str_col(rows.iter().map(|r| r.group_key.as_str())),
+            ts_col(rows.iter().map(|r| r.at)),
+            str_col(rows.iter().map(|r| r.digest.as_str())),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.attempts.min(i32::MAX as u32) as i32))),
+            str_col(rows.iter().map(|r| r.status)),
+            Arc::new(rows.iter().map(|r| r.http_status.map(i32::from)).collect::<Int32Array>()),
+            opt_str_col(rows.iter().map(|r| r.error.as_deref())),
+            ts_col(rows.iter().map(|r| r.first_attempt)),
+            ts_col(rows.iter().map(|r| r.last_attempt)),
+        ];
+        RecordBatch::try_new(self.schema.clone(), cols)
+    }
+}

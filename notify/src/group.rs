@@ -154,6 +154,13 @@ impl Group {
         }
     }
 
+    /// Takes alert `fingerprint` out without reporting it resolved: it moved to another group
+    /// (its incident merged into another), or a storm now speaks for it. Returns whether it
+    /// was there.
+    pub fn remove(&mut self, fingerprint: u64) -> bool {
+        self.alerts.remove(&fingerprint).is_some()
+    }
+
     /// When the next tick is due; `None` when the group holds no alerts (remove it).
     pub fn next_due(&self) -> Option<Millis> {
         (!self.alerts.is_empty()).then_some(self.next_tick)
@@ -164,13 +171,22 @@ impl Group {
     /// `group_interval` after it). Returns the notification to send, if any; `None` also when
     /// nothing is due.
     pub fn flush(&mut self, t: Millis) -> Option<Notification> {
+        self.flush_with(t, |_| true)
+    }
+
+    /// [`flush`](Self::flush) with the alerts for which `shown` is false left out, as
+    /// Alertmanager's mute stages (inhibition, silences) drop alerts before its dedup stage:
+    /// they are neither in the notification nor in what it remembers as sent, and when every
+    /// alert is left out nothing is sent and nothing remembered. The tick happens anyway, and
+    /// resolved alerts go whether shown or not.
+    pub fn flush_with(&mut self, t: Millis, shown: impl Fn(u64) -> bool) -> Option<Notification> {
         if t < self.next_tick || self.alerts.is_empty() {
             return None;
         }
         self.next_tick = t.saturating_add(ms(self.timings.group_interval));
         self.has_flushed = true;
         let (mut firing, mut resolved) = (Vec::new(), Vec::new());
-        for (&fingerprint, a) in &self.alerts {
+        for (&fingerprint, a) in self.alerts.iter().filter(|(fp, _)| shown(**fp)) {
             if a.is_resolved_at(t) {
                 resolved.push(NotifiedAlert { fingerprint, starts_at: a.starts_at, ends_at: a.ends_at });
             } else {
@@ -179,10 +195,14 @@ impl Group {
         }
         let firing_set: BTreeSet<u64> = firing.iter().map(|a| a.fingerprint).collect();
         let resolved_set: BTreeSet<u64> = resolved.iter().map(|a| a.fingerprint).collect();
+        let all_muted = firing.is_empty() && resolved.is_empty();
         let reason = self.reason(&firing_set, &resolved_set, t);
         // Resolved alerts go after every tick, sent or deduplicated (Alertmanager deletes
         // them once the pipeline ran without error, and dedup is not an error).
         self.alerts.retain(|_, a| !a.is_resolved_at(t));
+        if all_muted {
+            return None;
+        }
         let reason = reason?;
         self.last = Some(Sent { at: t, firing: firing_set, resolved: resolved_set });
         Some(Notification { group_key: self.key.clone(), at: t, firing, resolved, reason })

@@ -11,31 +11,37 @@
 //!   repeat_interval) and the notifications it sends;
 //! - [`payload`], [`template`], [`receiver`]: what a notification says and the request it
 //!   becomes for a webhook (Alertmanager's payload, version 4), Slack or PagerDuty;
-//! - [`deliver`]: sending, with retries, backoff and a rate limit per receiver.
+//! - [`deliver`]: sending, with retries, backoff and a rate limit per receiver;
+//! - [`config`] and [`notifier`]: the `[notify]` section, and the state machine that turns the
+//!   alert chain's rows (lifecycle and storms) into notifications.
 //!
 //! Only [`deliver`] does I/O or reads a clock; the rest takes event times (ms since the
 //! epoch), so routing and timing are the same on every replay.
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod deliver;
 pub mod error;
 pub mod group;
 pub mod inhibit;
 pub mod labels;
 pub mod matcher;
+pub mod notifier;
 pub mod payload;
 pub mod receiver;
 pub mod route;
 pub mod silence;
 pub mod template;
 
+pub use config::{NotifyConfig, NotifyPlan, SilenceConfig};
 pub use deliver::{Deliverer, Outcome, Status};
 pub use error::{ConfigError, ConfigErrors, ConfigProblem};
 pub use group::{AlertState, Group, Notification, NotifiedAlert, NotifyReason};
 pub use inhibit::{InhibitRule, InhibitRuleConfig, Inhibitor};
 pub use labels::Labels;
 pub use matcher::{MatchOp, Matcher, MatcherError, Matchers};
+pub use notifier::{Notifier, NotifyInput, NotifyState, TimerChange};
 pub use payload::{AlertInfo, Message};
 pub use receiver::{Receiver, ReceiverConfig, ReceiverKind};
 pub use route::{GroupBy, ResolvedRoute, Route, RouteConfig, Timings, group_key};

@@ -100,6 +100,12 @@ impl<T: Timed> Ordered<T> {
         self.limit
     }
 
+    /// Whether records are held or being handled: with an empty frontier and none left, no
+    /// record will ever come again (only timers remain).
+    pub fn has_records(&self) -> bool {
+        !self.ready.is_empty() || !self.held.is_empty()
+    }
+
     /// Pending timers.
     pub fn timers(&self) -> usize {
         self.timers.len()

@@ -89,6 +89,11 @@ impl Suppress {
         &self.stats
     }
 
+    /// The labels a storm's group is keyed by (with the tenant).
+    pub fn group_by(&self) -> &[String] {
+        &self.group_by
+    }
+
     /// Validates a config.
     pub fn with_config(cfg: &SuppressConfig, epoch: DurationMs) -> Result<Suppress, Vec<ConfigError>> {
         let mut errs = Vec::new();

@@ -131,6 +131,8 @@ pub struct AlertOutputs {
     pub storms: Vec<alertflow_model::alert::StormRow>,
     /// Incident rows.
     pub incidents: Vec<alertflow_model::alert::IncidentRow>,
+    /// Notifications (with [`run_alert_chain_with`] and a notify operator).
+    pub notifications: Vec<alertflow_notify::Message>,
     /// Dedup's counters (suppress and correlate keep theirs in their configs).
     pub dedup_stats: Arc<crate::OperatorStats>,
     /// The state sizes of dedup, suppress and correlate once the input's last watermark was
@@ -149,8 +151,22 @@ pub fn run_alert_chain(
     suppress: crate::suppress::Suppress,
     correlate: crate::correlate::Correlate,
 ) -> AlertOutputs {
+    run_alert_chain_with(workers, alerts, topology, dedup, suppress, correlate, None)
+}
+
+/// [`run_alert_chain`], then the notify operator on the alerts and storm rows when given.
+pub fn run_alert_chain_with(
+    workers: usize,
+    alerts: Vec<alertflow_model::Alert>,
+    topology: Vec<crate::correlate::TopologyChange>,
+    dedup: crate::dedup::Dedup,
+    suppress: crate::suppress::Suppress,
+    correlate: crate::correlate::Correlate,
+    notify: Option<crate::notify::Notify>,
+) -> AlertOutputs {
     use crate::correlate::CorrelateExt;
     use crate::dedup::DedupExt;
+    use crate::notify::NotifyExt;
     use crate::suppress::SuppressExt;
     let alerts = Arc::new(alerts);
     let topology = Arc::new(topology);
@@ -162,8 +178,8 @@ pub fn run_alert_chain(
         let mut input = InputHandle::<Time, CapacityContainerBuilder<Vec<alertflow_model::Alert>>>::new();
         let mut topo_in = InputHandle::<Time, CapacityContainerBuilder<Vec<crate::correlate::TopologyChange>>>::new();
         let probe = timely::dataflow::ProbeHandle::new();
-        let (o1, o2, o3, o4) = (out2.clone(), out2.clone(), out2.clone(), out2.clone());
-        let (dedup, suppress, correlate) = (dedup.clone(), suppress.clone(), correlate.clone());
+        let (o1, o2, o3, o4, o5) = (out2.clone(), out2.clone(), out2.clone(), out2.clone(), out2.clone());
+        let (dedup, suppress, correlate, notify) = (dedup.clone(), suppress.clone(), correlate.clone(), notify.clone());
         let held = [dedup_stats.clone(), suppress.stats().clone(), correlate.stats().clone()];
         worker.dataflow::<Time, _, _>(|scope| {
             let a = scope.input_from(&mut input);
@@ -171,11 +187,13 @@ pub fn run_alert_chain(
             let events = a.dedup(&dedup, dedup_stats.clone());
             let s = events.suppress(&suppress);
             let storms = s.storms.inspect(move |r| o3.lock().expect("poisoned").storms.push(r.clone()));
-            let _ = storms;
             let sup = s.events.inspect(move |r| o2.lock().expect("poisoned").suppressed.push(r.clone()));
             let c = sup.correlate(&correlate, s.members, t);
-            c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&probe);
+            let events = c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&probe);
             c.incidents.inspect(move |r| o4.lock().expect("poisoned").incidents.push(r.clone()));
+            if let Some(notify) = &notify {
+                events.notify(storms, notify).inspect(move |m| o5.lock().expect("poisoned").notifications.push(m.clone()));
+            }
         });
         let mine: Vec<&alertflow_model::Alert> = alerts.iter().filter(|a| a.part as usize % peers == index).collect();
         let mut pending_topo: std::collections::VecDeque<&crate::correlate::TopologyChange> =

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use datafusion::arrow::record_batch::RecordBatch;
 
 pub mod cluster;
+pub mod receiver;
 
 /// The `alertflow` binary: `$ALERTFLOW_BIN`, else the one next to the test executable's
 /// target folder. Panics with the fix when there is none.

@@ -159,6 +159,45 @@ fn clear_files_where(table_dir: &Path, remove: &dyn Fn(&Path) -> bool) -> io::Re
     Ok(n)
 }
 
+/// Writes `rows` as one Parquet file at `path` (under a temporary name, renamed when
+/// complete, so readers never see half a file); returns its size. For tables written outside
+/// the dataflow (the `notifications` delivery log).
+pub fn write_file<R, B: alertflow_model::tables::TableBuilder<R>>(
+    path: &Path,
+    builder: &B,
+    mut rows: Vec<R>,
+    compression: Compression,
+    fsync: bool,
+) -> Result<u64, String> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    builder.sort(&mut rows);
+    let written = (|| {
+        let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
+        let file = fs::File::create(&tmp).map_err(|e| io(&e))?;
+        let props = WriterProperties::builder().set_compression(compression.codec()).build();
+        let mut w = ArrowWriter::try_new(&file, builder.schema(), Some(props)).map_err(|e| io(&e))?;
+        for chunk in rows.chunks(64 * 1024) {
+            let batch = builder.build(chunk).map_err(|e| format!("internal error building a batch (a bug): {e}"))?;
+            w.write(&batch).map_err(|e| io(&e))?;
+        }
+        w.close().map_err(|e| io(&e))?;
+        if fsync {
+            file.sync_all().map_err(|e| io(&e))?;
+        }
+        fs::rename(&tmp, path).map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
+        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,17 @@ pub fn print_summary(s: &RunSummary) {
         let overflow = if a.overflow > 0 { format!(", {} dropped over max_open_per_tenant", thousands(a.overflow)) } else { String::new() };
         println!("{:<14} {} notices → {} lifecycle rows{overflow}", "alerts", thousands(a.notices), thousands(a.lifecycle_rows));
     }
+    if let Some(n) = &s.notifications {
+        println!(
+            "{:<14} {} sent: {} delivered, {} failed, {} undelivered ({} retries)",
+            "notifications",
+            thousands(n.sent),
+            thousands(n.delivered),
+            thousands(n.failed),
+            thousands(n.undelivered),
+            thousands(n.retries)
+        );
+    }
     for b in &s.state_bounds {
         println!(
             "{:<14} {} {}: {} expired, {} evicted, {} rejected at the cap",

@@ -1,0 +1,293 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::config::NotifyConfig;
+use alertflow_model::alert::Status;
+
+const T0: Millis = 1_767_225_600_000;
+const S: Millis = 1000;
+
+fn plan(text: &str) -> Arc<NotifyPlan> {
+    let cfg: NotifyConfig = toml::from_str(text).unwrap();
+    Arc::new(NotifyPlan::new(&cfg, &["oncall", "pager"], &["alertname".to_string()]).unwrap())
+}
+
+fn ev(kind: EventKind, labels: &[(&str, &str)], ts: Millis, incident: u64) -> NotifyInput {
+    let status = if matches!(kind, EventKind::Resolved | EventKind::Expired) { Status::Resolved } else { Status::Firing };
+    NotifyInput::Event(AlertEvent {
+        event: kind,
+        labels: LabelSet::new("t0", labels),
+        annotations: LabelSet::new("", &[("summary", "it broke")]),
+        status,
+        starts_at: ts,
+        ends_at: (status == Status::Resolved).then_some(ts),
+        last_seen: ts,
+        occurrences: 1,
+        revision: 0,
+        ts,
+        suppressed: false,
+        storm_id: None,
+        incident_id: Some(incident),
+        team: None,
+        tier: None,
+        generator_url: None,
+        part: 0,
+        pos: ts as u64,
+    })
+}
+
+fn suppressed(labels: &[(&str, &str)], ts: Millis, storm: u64, incident: u64) -> NotifyInput {
+    let NotifyInput::Event(mut e) = ev(EventKind::Opened, labels, ts, incident) else { unreachable!() };
+    e.suppressed = true;
+    e.storm_id = Some(storm);
+    NotifyInput::Event(e)
+}
+
+fn storm(id: u64, open: bool, opened_at: Millis, at: Millis, count: u64) -> NotifyInput {
+    NotifyInput::Storm(StormRow {
+        storm_id: id,
+        tenant: "t0".into(),
+        group_key: "alertname=HostDown".into(),
+        open,
+        opened_at,
+        updated_at: at,
+        closed_at: (!open).then_some(at),
+        alert_count: count,
+        distinct_fingerprints: count,
+        top_labels: format!(r#"{{"severity":[["critical",{count}]],"host":[["a",1],["b",1]]}}"#),
+        sample_fingerprints: vec![],
+        revision: 1,
+    })
+}
+
+/// Runs rows (already in event-time order) and the ticks they ask for, in order, ticks at
+/// an instant after its rows; then, the input ended, the remaining ticks.
+fn run(n: &mut Notifier, rows: &[NotifyInput]) -> Vec<Message> {
+    let mut timers: BTreeSet<(Millis, u64)> = n.state().timers().collect();
+    let mut out = Vec::new();
+    let mut changes = Vec::new();
+    let apply = |timers: &mut BTreeSet<(Millis, u64)>, changes: &mut Vec<TimerChange>| {
+        for (g, old, new) in changes.drain(..) {
+            if let Some(o) = old {
+                timers.remove(&(o, g));
+            }
+            if let Some(t) = new {
+                timers.insert((t, g));
+            }
+        }
+    };
+    for r in rows {
+        while let Some(&(at, g)) = timers.first().filter(|(at, _)| *at < r.ts()) {
+            timers.pop_first();
+            n.tick(at, g, false, &mut out, &mut changes);
+            apply(&mut timers, &mut changes);
+        }
+        n.apply(r, &mut changes);
+        apply(&mut timers, &mut changes);
+    }
+    while let Some((at, g)) = timers.pop_first() {
+        n.tick(at, g, true, &mut out, &mut changes);
+        apply(&mut timers, &mut changes);
+    }
+    out
+}
+
+/// A notification as the tests compare it: (seconds after T0, group label, names).
+type Sent = (Millis, String, Vec<(String, &'static str)>);
+
+/// (host, status) of a message's alerts, sorted (firing before resolved).
+fn names(m: &Message) -> Vec<(String, &'static str)> {
+    let mut v: Vec<(String, &'static str)> = m.alerts.iter().map(|a| (a.labels["host"].clone(), a.status())).collect();
+    v.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    v
+}
+
+const BY_INCIDENT: &str = r#"
+    [route]
+    receiver = "oncall"
+    group_by = ["incident_id"]
+    group_wait = "30s"
+    group_interval = "5m"
+    repeat_interval = "4h"
+"#;
+
+#[test]
+fn alerts_of_one_incident_notify_together_after_group_wait_then_resolve() {
+    let mut n = Notifier::new(plan(BY_INCIDENT));
+    let rows = [
+        ev(EventKind::Opened, &[("alertname", "Down"), ("host", "a")], T0, 7),
+        ev(EventKind::Opened, &[("alertname", "Slow"), ("host", "b")], T0 + 10 * S, 7),
+        ev(EventKind::Opened, &[("alertname", "Down"), ("host", "c")], T0 + 12 * S, 8),
+        ev(EventKind::Resolved, &[("alertname", "Down"), ("host", "a")], T0 + 100 * S, 7),
+        ev(EventKind::Resolved, &[("alertname", "Slow"), ("host", "b")], T0 + 100 * S, 7),
+    ];
+    let out = run(&mut n, &rows);
+    let of7: Vec<&Message> = out.iter().filter(|m| m.group_labels["incident_id"] == fingerprint_hex(7)).collect();
+    assert_eq!(of7.len(), 2, "{out:#?}");
+    assert_eq!(of7[0].at, T0 + 30 * S);
+    assert_eq!(names(of7[0]), [("a".to_string(), "firing"), ("b".to_string(), "firing")]);
+    // The next tick after the resolution: group_interval after the first.
+    assert_eq!(of7[1].at, T0 + 330 * S);
+    assert_eq!(of7[1].status(), "resolved");
+    assert_eq!(of7[0].alerts[0].labels["tenant"], "t0");
+    // Incident 8 fires on: its first notification, then (input ended) no repeats for ever.
+    let of8: Vec<&Message> = out.iter().filter(|m| m.group_labels["incident_id"] == fingerprint_hex(8)).collect();
+    assert_eq!(of8.len(), 1);
+    assert_eq!(of8[0].at, T0 + 42 * S);
+    assert_eq!(n.size(), 2, "the firing alert and its group stay");
+}
+
+#[test]
+fn a_regrouped_alert_moves_to_its_new_incident_without_a_resolution() {
+    let mut n = Notifier::new(plan(BY_INCIDENT));
+    let rows = [
+        ev(EventKind::Opened, &[("alertname", "Down"), ("host", "a")], T0, 7),
+        ev(EventKind::Opened, &[("alertname", "Slow"), ("host", "b")], T0, 9),
+        ev(EventKind::Regrouped, &[("alertname", "Slow"), ("host", "b")], T0 + 60 * S, 7),
+        ev(EventKind::Resolved, &[("alertname", "Down"), ("host", "a")], T0 + 3600 * S, 7),
+        ev(EventKind::Resolved, &[("alertname", "Slow"), ("host", "b")], T0 + 3600 * S, 7),
+    ];
+    let out = run(&mut n, &rows);
+    let mut by: Vec<Sent> = out.iter().map(|m| ((m.at - T0) / S, m.group_labels["incident_id"].clone(), names(m))).collect();
+    by.sort();
+    let (i7, i9) = (fingerprint_hex(7), fingerprint_hex(9));
+    let fire = |h: &str| (h.to_string(), "firing");
+    let gone = |h: &str| (h.to_string(), "resolved");
+    assert_eq!(
+        by,
+        [
+            (30, i7.clone(), vec![fire("a")]),
+            (30, i9, vec![fire("b")]),
+            // b joined 7 at 60 s: reported as new at 7's next tick; 9 went quietly.
+            (330, i7.clone(), vec![fire("a"), fire("b")]),
+            (3630, i7, vec![gone("a"), gone("b")]),
+        ]
+    );
+    assert_eq!(n.size(), 0);
+}
+
+#[test]
+fn a_storm_notifies_once_for_its_suppressed_members() {
+    let mut n = Notifier::new(plan(BY_INCIDENT));
+    let mut rows = vec![ev(EventKind::Opened, &[("alertname", "HostDown"), ("host", "first")], T0, 5)];
+    rows.push(storm(42, true, T0 + 5 * S, T0 + 5 * S, 101));
+    for i in 0..200 {
+        rows.push(suppressed(&[("alertname", "HostDown"), ("host", &format!("h{i}"))], T0 + 5 * S + i, 42, 5));
+    }
+    rows.push(storm(42, false, T0 + 5 * S, T0 + 900 * S, 301));
+    rows.push(ev(EventKind::Resolved, &[("alertname", "HostDown"), ("host", "first")], T0 + 900 * S, 5));
+    let out = run(&mut n, &rows);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let storm_alert = out[0].alerts.iter().find(|a| a.labels.contains_key("storm_id")).expect("the storm's alert");
+    assert_eq!(storm_alert.labels["storm_id"], fingerprint_hex(42));
+    assert_eq!(storm_alert.labels["alertname"], "HostDown");
+    assert_eq!(storm_alert.labels["severity"], "critical", "shared by every member");
+    assert!(!storm_alert.labels.contains_key("host"), "not shared");
+    assert_eq!(storm_alert.labels["incident_id"], fingerprint_hex(5));
+    assert_eq!(out[0].alerts.len(), 2, "the alert notified before the storm, and the storm");
+    assert_eq!(out[1].status(), "resolved");
+    let closed = out[1].alerts.iter().find(|a| a.labels.contains_key("storm_id")).expect("the storm's alert");
+    assert!(closed.annotations["summary"].contains("301 alerts"), "{closed:?}");
+    assert_eq!(n.size(), 0);
+}
+
+#[test]
+fn silences_and_inhibition_mute_at_the_tick() {
+    let p = plan(
+        r#"
+        [route]
+        receiver = "oncall"
+        group_by = ["alertname"]
+        group_wait = "10s"
+        group_interval = "1m"
+        [[inhibit_rules]]
+        source_matchers = ['severity="critical"']
+        target_matchers = ['severity="warning"']
+        equal = ["cluster"]
+        [[silences]]
+        matchers = ['alertname="Maint"']
+        starts_at = "2026-01-01T00:00:00Z"
+        ends_at = "2026-01-01T00:05:00Z"
+        "#,
+    );
+    let mut n = Notifier::new(p);
+    let rows = [
+        ev(EventKind::Opened, &[("alertname", "Maint"), ("host", "m")], T0, 1),
+        ev(EventKind::Opened, &[("alertname", "Disk"), ("severity", "warning"), ("cluster", "eu"), ("host", "w")], T0, 2),
+        ev(EventKind::Opened, &[("alertname", "Down"), ("severity", "critical"), ("cluster", "eu"), ("host", "c")], T0 + 5 * S, 3),
+        ev(EventKind::Resolved, &[("alertname", "Down"), ("severity", "critical"), ("cluster", "eu"), ("host", "c")], T0 + 200 * S, 3),
+        ev(EventKind::Resolved, &[("alertname", "Maint"), ("host", "m")], T0 + 900 * S, 1),
+        ev(EventKind::Resolved, &[("alertname", "Disk"), ("severity", "warning"), ("cluster", "eu"), ("host", "w")], T0 + 900 * S, 2),
+    ];
+    let out = run(&mut n, &rows);
+    let mut by: Vec<Sent> = out.iter().map(|m| ((m.at - T0) / S, m.group_labels["alertname"].clone(), names(m))).collect();
+    by.sort();
+    assert_eq!(
+        by,
+        [
+            // Disk is inhibited by Down from its first tick on; Maint is silenced until 300 s.
+            (15, "Down".into(), vec![("c".into(), "firing")]),
+            // Down resolved at 200 s: Disk's next tick shows it.
+            (250, "Disk".into(), vec![("w".into(), "firing")]),
+            (255, "Down".into(), vec![("c".into(), "resolved")]),
+            // The silence ended at 300 s.
+            (310, "Maint".into(), vec![("m".into(), "firing")]),
+            (910, "Disk".into(), vec![("w".into(), "resolved")]),
+            (910, "Maint".into(), vec![("m".into(), "resolved")]),
+        ]
+    );
+}
+
+#[test]
+fn a_restored_state_goes_on_exactly_as_the_original() {
+    let p = plan(
+        r#"
+        [route]
+        receiver = "oncall"
+        group_by = ["incident_id"]
+        group_wait = "10s"
+        group_interval = "1m"
+        repeat_interval = "10m"
+        [[inhibit_rules]]
+        source_matchers = ['alertname="Down"']
+        target_matchers = ['alertname="Slow"']
+        equal = ["incident_id"]
+        "#,
+    );
+    let mut rows = Vec::new();
+    for i in 0..40i64 {
+        let host = format!("h{}", i % 7);
+        let name = if i % 3 == 0 { "Down" } else { "Slow" };
+        let kind = if i % 5 == 4 { EventKind::Resolved } else { EventKind::Opened };
+        rows.push(ev(kind, &[("alertname", name), ("host", &host)], T0 + i * 40 * S, (i % 4) as u64));
+    }
+    let whole = run(&mut Notifier::new(p.clone()), &rows);
+    // Cut between rows, through serde as a checkpoint does, at every position.
+    for cut in [1, 9, 20, 33] {
+        let mut first = Notifier::new(p.clone());
+        let mut out = Vec::new();
+        let mut timers: BTreeSet<(Millis, u64)> = BTreeSet::new();
+        let mut changes = Vec::new();
+        for r in &rows[..cut] {
+            while let Some(&(at, g)) = timers.first().filter(|(at, _)| *at < r.ts()) {
+                timers.pop_first();
+                first.tick(at, g, false, &mut out, &mut changes);
+                for (g, o, nw) in changes.drain(..) {
+                    o.map(|o| timers.remove(&(o, g)));
+                    nw.map(|t| timers.insert((t, g)));
+                }
+            }
+            first.apply(r, &mut changes);
+            for (g, o, nw) in changes.drain(..) {
+                o.map(|o| timers.remove(&(o, g)));
+                nw.map(|t| timers.insert((t, g)));
+            }
+        }
+        let saved = serde_json::to_string(first.state()).unwrap();
+        let mut second = Notifier::restore(p.clone(), serde_json::from_str(&saved).unwrap());
+        // The restored timers are the state's; rows from the cut on, ticks before the next row.
+        let mut rest = run(&mut second, &rows[cut..]);
+        out.append(&mut rest);
+        assert_eq!(out, whole, "cut at {cut}");
+    }
+}
