@@ -357,6 +357,13 @@ impl Checkpoints {
         self.cfg.dir.join(store::WAL)
     }
 
+    /// Where notification delivery keeps its journal (`state_dir/notify`): like the push
+    /// logs it outlives the checkpoints, and the notify stage clears it itself once nothing
+    /// in it is pending.
+    pub fn notify_dir(&self) -> PathBuf {
+        self.cfg.dir.join("notify")
+    }
+
     fn set_error(&self, e: String) {
         let mut err = lock(&self.error);
         if err.is_none() {

@@ -22,6 +22,7 @@ use alertflow_model::tables::{
     STORMS, StormsTable, TableBuilder, TableRow, WindowTable,
 };
 use alertflow_model::{Alert, Metric};
+use alertflow_operators::checkpoint::Saver;
 use alertflow_operators::{
     AggregateExt, CorrelateExt, DedupExt, DetectExt, EnrichExt, NotifyExt, OperatorStats, RuleExt, SuppressExt, Time,
 };
@@ -381,7 +382,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             }
             write_schema_file(&dir, &NotificationsTable::default().schema()).map_err(out_err)?;
             let process = cluster.as_ref().map_or(0, |c| c.process);
-            let d = Delivery::start(&n.receivers, dir, process, pipeline.output.compression, NOTIFY_DRAIN).map_err(RunError::Failed)?;
+            let journal = checkpoints.as_ref().map(|c| (c.notify_dir(), pipeline.output.fsync));
+            let d = Delivery::start(&n.receivers, dir, process, pipeline.output.compression, NOTIFY_DRAIN, journal)
+                .map_err(RunError::Failed)?;
             Some(Arc::new(d))
         }
     };
@@ -993,13 +996,20 @@ fn build_dataflow(
                 live.alerts(&correlated.events, &correlated.incidents, &suppressed.storms, failure);
             }
             if let (Some(n), Some(delivery)) = (&pipeline.notify, kafka.delivery) {
-                let delivery = delivery.clone();
-                correlated.events.clone().notify(suppressed.storms.clone(), &n.op).sink(Pipelined, "deliver", move |(input, _)| {
-                    input.for_each(|_, data| {
-                        for m in data.drain(..) {
-                            delivery.deliver(m);
-                        }
-                    });
+                let (delivery, failure) = (delivery.clone(), failure.clone());
+                // A checkpoint is acknowledged once every notification before it is journalled.
+                let mut saver = Saver::register("deliver", index);
+                let notes = correlated.events.clone().notify(suppressed.storms.clone(), &n.op);
+                notes.sink(Pipelined, "deliver", move |(input, frontier)| {
+                    let mut batch = Vec::new();
+                    input.for_each(|_, data| batch.append(data));
+                    if !batch.is_empty()
+                        && let Err(e) = delivery.deliver(batch)
+                    {
+                        failure.set(e);
+                    }
+                    while saver.save_if_passed(frontier, saver.pending(), || ()) {}
+                    saver.finish_if_done(frontier, || ());
                 });
             }
             correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());

@@ -112,6 +112,9 @@ struct Sent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     key: String,
+    /// As milliseconds in checkpoints: `DurationMs` reads text or numbers (`deserialize_any`),
+    /// which bincode cannot.
+    #[serde(with = "timings_ms")]
     timings: Timings,
     /// The next tick (kept while the group is empty, as Alertmanager's timer keeps running).
     next_tick: Millis,
@@ -238,6 +241,22 @@ impl Group {
     /// The alerts held, by fingerprint.
     pub fn alerts(&self) -> impl Iterator<Item = (u64, AlertState)> + '_ {
         self.alerts.iter().map(|(&k, &v)| (k, v))
+    }
+}
+
+mod timings_ms {
+    use alertflow_model::time::DurationMs;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::route::Timings;
+
+    pub fn serialize<S: Serializer>(t: &Timings, s: S) -> Result<S::Ok, S::Error> {
+        [t.group_wait.millis(), t.group_interval.millis(), t.repeat_interval.millis()].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timings, D::Error> {
+        let [w, i, r] = <[u64; 3]>::deserialize(d)?;
+        Ok(Timings { group_wait: DurationMs(w), group_interval: DurationMs(i), repeat_interval: DurationMs(r) })
     }
 }
 

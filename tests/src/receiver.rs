@@ -1,10 +1,12 @@
 //! A recording HTTP/1.1 receiver for notification tests: it answers every request with 200
-//! and keeps the path, headers and JSON body.
+//! (after a delay the test may change) and keeps the path, headers and JSON body.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A request as received.
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct Recorder {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     got: Arc<Mutex<Vec<Got>>>,
+    /// How long each answer waits (ms), read per request.
+    pub delay_ms: Arc<AtomicU64>,
 }
 
 impl Recorder {
@@ -30,15 +34,16 @@ impl Recorder {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let url = format!("http://{}", l.local_addr().expect("its address"));
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
-        let g = got.clone();
+        let delay_ms: Arc<AtomicU64> = Arc::default();
+        let (g, d) = (got.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { return };
-                let g = g.clone();
-                std::thread::spawn(move || connection(conn, &g));
+                let (g, d) = (g.clone(), d.clone());
+                std::thread::spawn(move || connection(conn, &g, &d));
             }
         });
-        Recorder { url, got }
+        Recorder { url, got, delay_ms }
     }
 
     /// Every request so far.
@@ -47,7 +52,7 @@ impl Recorder {
     }
 }
 
-fn connection(conn: TcpStream, got: &Mutex<Vec<Got>>) {
+fn connection(conn: TcpStream, got: &Mutex<Vec<Got>>, delay_ms: &AtomicU64) {
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     loop {
@@ -76,7 +81,10 @@ fn connection(conn: TcpStream, got: &Mutex<Vec<Got>>) {
             return;
         }
         let body = serde_json::from_slice(&body).unwrap_or_else(|e| serde_json::json!({ "not_json": e.to_string() }));
+        // Recorded before the answer: a request the sender was killed while waiting on counts
+        // as received (it was, and it is the one a restart may send again).
         got.lock().expect("poisoned").push(Got { path, headers, body });
+        std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::Relaxed)));
         let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     }
 }

@@ -8,6 +8,10 @@
 //! notified through its own alert, firing then resolved; a group notifies no more often than
 //! its `group_interval`, and there are no more groups than incidents; and the `notifications`
 //! table records every request as delivered.
+//!
+//! And effectively once: `kill -9` while notifications are being delivered (mid-run, and while
+//! the run drains its queue at the end), then a restart: the receiver misses no notification,
+//! gets no other, and sees an id twice only for the one request in flight at the kill.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -19,9 +23,19 @@ use alertflow_tests::{Scratch, alertflow, query_csv, run_json};
 const GROUP_INTERVAL_MS: i64 = 5 * 60_000;
 
 fn pipeline(dir: &Path, url: &str) -> std::path::PathBuf {
-    let generated = std::fs::read_to_string(dir.join("pipeline.toml")).expect("the generated pipeline");
+    with_notify(dir, url, "", "notify.toml")
+}
+
+/// The generated pipeline with a `[notify]` section sending to `url`; `engine` adds an
+/// `[engine]` section and `replay_rate` paces the source.
+fn with_notify(dir: &Path, url: &str, engine: &str, name: &str) -> std::path::PathBuf {
+    let mut generated = std::fs::read_to_string(dir.join("pipeline.toml")).expect("the generated pipeline");
+    if let Some(rate) = engine.lines().find_map(|l| l.strip_prefix("# replay_rate ")) {
+        generated = generated.replace("records = \"alerts\"", &format!("records = \"alerts\"\nreplay_rate = {rate}"));
+    }
     let text = format!(
         r#"{generated}
+{engine}
 [notify]
 external_url = "http://alertflow.test:9094"
 [notify.route]
@@ -38,7 +52,7 @@ url = "{url}/hook"
 retry_initial = "100ms"
 "#
     );
-    let p = dir.join("notify.toml");
+    let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -50,10 +64,7 @@ fn run(dir: &Path, workers: usize) -> (Vec<Got>, serde_json::Value) {
     (rec.got(), summary)
 }
 
-#[test]
-fn the_storm_scenario_notifies_once_per_incident_and_update_never_per_suppressed_alert() {
-    let s = Scratch::new("notify-e2e");
-    let dir = s.join("g");
+fn generate(dir: &Path) {
     let out = alertflow(&[
         "gen",
         "alerts",
@@ -69,6 +80,13 @@ fn the_storm_scenario_notifies_once_per_incident_and_update_never_per_suppressed
         "300",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_storm_scenario_notifies_once_per_incident_and_update_never_per_suppressed_alert() {
+    let s = Scratch::new("notify-e2e");
+    let dir = s.join("g");
+    generate(&dir);
 
     let (got, summary) = run(&dir, 2);
     let n = got.len();
@@ -161,4 +179,63 @@ fn the_storm_scenario_notifies_once_per_incident_and_update_never_per_suppressed
         per_group.len(),
         storms.len()
     );
+}
+
+#[test]
+fn a_kill_during_delivery_loses_no_notification_and_repeats_only_the_one_in_flight() {
+    let s = Scratch::new("notify-kill");
+    let dir = s.join("g");
+    generate(&dir);
+    let (reference, _) = run(&dir, 2);
+    let reference: BTreeMap<String, serde_json::Value> =
+        reference.iter().map(|g| (g.headers["idempotency-key"].clone(), g.body.clone())).collect();
+
+    // Kill 1.5 s in (the dataflow is still reading: checkpoints are being taken) and 8 s in
+    // (it has finished and the run is draining its queue to a slow receiver).
+    for (cut, kill_after) in [(0, 1500), (1, 8000)] {
+        let rec = Recorder::start();
+        rec.delay_ms.store(60, std::sync::atomic::Ordering::Relaxed);
+        let engine = "[engine]\nstate_dir = \"state\"\ncheckpoint_min_wall_interval = \"200ms\"\n# replay_rate 4000\n";
+        let name = format!("kill-{cut}.toml");
+        let p = with_notify(&dir, &rec.url, engine, &name);
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        let mut child = std::process::Command::new(alertflow_tests::bin())
+            .args(["run", &p.to_string_lossy(), "--workers", "2"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(kill_after));
+        let running = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(running, "cut {cut}: the run ended before the kill at {kill_after} ms");
+        let before = rec.got().len();
+        assert!(before > 0 && before < reference.len(), "cut {cut}: {before} of {} went out before the kill", reference.len());
+        assert!(dir.join("state/notify").exists(), "cut {cut}: no journal");
+
+        rec.delay_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+        let summary = run_json(&p, 2);
+        let got = rec.got();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for g in &got {
+            let id = g.headers["idempotency-key"].clone();
+            assert_eq!(reference.get(&id), Some(&g.body), "cut {cut}: {id} is not a notification of the uninterrupted run");
+            *seen.entry(id).or_default() += 1;
+        }
+        let missing: Vec<&String> = reference.keys().filter(|id| !seen.contains_key(*id)).collect();
+        assert!(missing.is_empty(), "cut {cut}: {} notification(s) never arrived, e.g. {:?}", missing.len(), missing.first());
+        let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.len() <= 1, "cut {cut}: sent again although answered: {twice:?}");
+        assert!(twice.iter().all(|(_, n)| **n == 2), "{twice:?}");
+        assert_eq!(summary["notifications"]["undelivered"], 0);
+        assert!(!dir.join("state/notify").exists(), "cut {cut}: the journal outlived a run with nothing pending");
+        eprintln!(
+            "notify kill {cut} at {kill_after} ms: {before} before the kill, {} after ({} resent, {} skipped), {} twice",
+            got.len() - before,
+            summary["notifications"]["resent"],
+            summary["notifications"]["skipped"],
+            twice.len()
+        );
+    }
 }

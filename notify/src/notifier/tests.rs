@@ -283,8 +283,9 @@ fn a_restored_state_goes_on_exactly_as_the_original() {
                 nw.map(|t| timers.insert((t, g)));
             }
         }
-        let saved = serde_json::to_string(first.state()).unwrap();
-        let mut second = Notifier::restore(p.clone(), serde_json::from_str(&saved).unwrap());
+        // bincode, as checkpoints encode it.
+        let saved = bincode::serialize(first.state()).unwrap();
+        let mut second = Notifier::restore(p.clone(), bincode::deserialize(&saved).unwrap());
         // The restored timers are the state's; rows from the cut on, ticks before the next row.
         let mut rest = run(&mut second, &rows[cut..]);
         out.append(&mut rest);

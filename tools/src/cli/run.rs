@@ -205,6 +205,14 @@ pub fn print_summary(s: &RunSummary) {
             thousands(n.undelivered),
             thousands(n.retries)
         );
+        if n.resent + n.skipped > 0 {
+            println!(
+                "{:<14} {} sent again from an interrupted run, {} decided again and skipped (already sent)",
+                "",
+                thousands(n.resent),
+                thousands(n.skipped)
+            );
+        }
     }
     for b in &s.state_bounds {
         println!(
