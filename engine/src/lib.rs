@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod live;
 pub mod notifications;
 pub mod run;

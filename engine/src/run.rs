@@ -36,10 +36,13 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::cluster::{Gather, Plan, SourceLinks};
 use crate::config::Pipeline;
+use crate::control::{ControlDesk, control_source};
 use crate::live::Live;
 use crate::notifications::{Delivery, NotifySummary};
 use crate::serve_config::ServePlan;
 use crate::serving::{Serving, Telemetry};
+use alertflow_notify::SilenceSpec;
+use alertflow_serve::NotifyHandle;
 
 /// A progress callback.
 pub type ProgressFn = Box<dyn Fn(&Progress)>;
@@ -388,6 +391,11 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             Some(Arc::new(d))
         }
     };
+    let desk = pipeline.notify.as_ref().map(|n| {
+        let configured = n.op.plan().silences.iter().map(SilenceSpec::of).collect();
+        let journal = checkpoints.as_ref().map(|c| c.notify_dir().join("control.ndjson"));
+        ControlDesk::new(configured, journal, pipeline.output.fsync)
+    });
 
     let source_stats: Arc<Vec<Arc<SourceStats>>> =
         Arc::new((0..pipeline.sources.len() + pipeline.kafka.len() + pipeline.push.len()).map(|_| Arc::default()).collect());
@@ -482,7 +490,8 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 watermarks: &watermarks,
                 checkpoints: checkpoints.clone(),
             };
-            let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry, ingest.clone())?;
+            let notify = desk.as_ref().map(|d| NotifyHandle(Arc::new(crate::control::Api(d.clone()))));
+            let serving = Serving::start(plan, &pipeline.output_dir, live, telemetry, ingest.clone(), notify)?;
             if ingest.is_some() || checkpoints.is_some() {
                 // Push sources never end by themselves: a signal ends the run normally. With
                 // checkpoints, a signal ends the run at the next checkpoint.
@@ -525,14 +534,21 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let (origin, probe, live, watermarks) = (origin.clone(), probe.clone(), live.clone(), watermarks.clone());
         let ingest = ingest.clone();
         let delivery = delivery.clone();
+        let desk = desk.clone();
+        let resumed_at = checkpoints.as_ref().map_or(0, |c| c.resumed_at());
         let checkpoints = checkpoints.clone();
         let gather = gather.clone();
         let work = move |worker: &mut timely::worker::Worker| {
             let index = worker.index();
             let main = worker.next_dataflow_index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
-            let kafka =
-                KafkaParts { shared: &kafka, durability: durability.as_ref(), push: ingest.as_deref(), delivery: delivery.as_ref() };
+            let kafka = KafkaParts {
+                shared: &kafka,
+                durability: durability.as_ref(),
+                push: ingest.as_deref(),
+                delivery: delivery.as_ref(),
+                control: desk.as_ref().map(|d| (d, resumed_at)),
+            };
             let replay = Replay { origin: &origin, probe: probe.as_ref() };
             alertflow_checkpoint::building(checkpoints.as_ref(), || {
                 build_dataflow(worker, &pipeline, stats, kafka, replay, live.as_ref(), &failure, index)
@@ -842,6 +858,8 @@ struct KafkaParts<'a> {
     push: Option<&'a PushIngest>,
     /// The process's notification delivery, with `[notify]`.
     delivery: Option<&'a Arc<Delivery>>,
+    /// The notify stage's control desk, and the time the run resumes at.
+    control: Option<(&'a Arc<ControlDesk>, Time)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -999,7 +1017,14 @@ fn build_dataflow(
                 let (delivery, failure) = (delivery.clone(), failure.clone());
                 // A checkpoint is acknowledged once every notification before it is journalled.
                 let mut saver = Saver::register("deliver", index);
-                let notes = correlated.events.clone().notify(suppressed.storms.clone(), &n.op);
+                let controls = match kafka.control {
+                    Some((desk, resumed_at)) => {
+                        let frontier = scope.concatenate(chain.inputs.iter().chain(&derived_feeds).map(|&i| dead[i].clone()));
+                        control_source(scope, desk.clone(), frontier, resumed_at)
+                    }
+                    None => empty(scope),
+                };
+                let notes = correlated.events.clone().notify(suppressed.storms.clone(), controls, &n.op);
                 notes.sink(Pipelined, "deliver", move |(input, frontier)| {
                     let mut batch = Vec::new();
                     input.for_each(|_, data| batch.append(data));

@@ -51,6 +51,7 @@ impl Serving {
         live: &Live,
         t: Telemetry<'_>,
         ingest: Option<Arc<PushIngest>>,
+        notify: Option<alertflow_serve::NotifyHandle>,
     ) -> Result<Serving, RunError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -84,6 +85,7 @@ impl Serving {
             tokens: plan.tokens.iter().map(|(token, access)| Token { token: token.clone(), access: access.clone() }).collect(),
             push: ingest.map(|i| PushHandle(Arc::new(Ingest(i)))),
             push_listeners,
+            notify,
         };
         let server = Server::start(&cfg, catalog.clone(), metrics, health, runtime.handle()).map_err(|e| RunError::Serve(e.to_string()))?;
         for (l, a) in cfg.push_listeners.iter().zip(server.push_addrs()) {

@@ -44,6 +44,34 @@ pub struct NotifyConfig {
     /// The link back to alertflow in payloads (Alertmanager's `externalURL`).
     #[serde(default)]
     pub external_url: Option<String>,
+    /// Escalation levels: a group still firing and not acknowledged `after` its first
+    /// notification is sent to the level's receiver too.
+    #[serde(default)]
+    pub escalation: Vec<EscalationConfig>,
+}
+
+/// One escalation level as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// How long after a group's first notification (event time).
+    pub after: alertflow_model::time::DurationMs,
+    /// Who is told then.
+    pub receiver: String,
+    /// Which groups: matchers on the labels all their firing alerts share (none: every group).
+    #[serde(default)]
+    pub matchers: Vec<String>,
+}
+
+/// A validated escalation level.
+#[derive(Clone, Debug)]
+pub struct Escalation {
+    /// After this long (ms).
+    pub after: Millis,
+    /// To this receiver.
+    pub receiver: String,
+    /// For groups whose common labels match.
+    pub matchers: Matchers,
 }
 
 /// One silence as written: times as RFC 3339 text.
@@ -80,6 +108,8 @@ pub struct NotifyPlan {
     pub external_url: String,
     /// The storm operator's `group_by`: the labels a storm's own alert carries.
     pub storm_group_by: Vec<String>,
+    /// Escalation levels, by `after`.
+    pub escalation: Vec<Escalation>,
 }
 
 impl NotifyPlan {
@@ -129,6 +159,25 @@ impl NotifyPlan {
                 Err((field, msg)) => errs.push((format!("{at}.{field}"), msg)),
             }
         }
+        let mut escalation = Vec::new();
+        for (i, e) in cfg.escalation.iter().enumerate() {
+            let at = format!("escalation[{i}]");
+            if !receivers.contains(&e.receiver.as_str()) {
+                errs.push((format!("{at}.receiver"), format!("no receiver `{}` (receivers: {})", e.receiver, receivers.join(", "))));
+            }
+            if e.after.millis() == 0 {
+                errs.push((format!("{at}.after"), "must be greater than 0".into()));
+            }
+            let mut matchers = Vec::new();
+            for (j, m) in e.matchers.iter().enumerate() {
+                match m.parse::<Matchers>() {
+                    Ok(p) => matchers.extend(p.0),
+                    Err(err) => errs.push((format!("{at}.matchers[{j}]"), err.to_string())),
+                }
+            }
+            escalation.push(Escalation { after: e.after.millis() as Millis, receiver: e.receiver.clone(), matchers: Matchers(matchers) });
+        }
+        escalation.sort_by_key(|e| e.after);
         if let Some(u) = &cfg.external_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
@@ -141,6 +190,7 @@ impl NotifyPlan {
                 silences,
                 external_url: cfg.external_url.clone().unwrap_or_default(),
                 storm_group_by: storm_group_by.to_vec(),
+                escalation,
             }),
             _ => Err(errs),
         }

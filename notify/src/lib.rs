@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod error;
 pub mod group;
@@ -34,7 +35,8 @@ pub mod route;
 pub mod silence;
 pub mod template;
 
-pub use config::{NotifyConfig, NotifyPlan, SilenceConfig};
+pub use config::{EscalationConfig, NotifyConfig, NotifyPlan, SilenceConfig};
+pub use control::{Control, SilenceSpec};
 pub use deliver::{Deliverer, Outcome, Status};
 pub use error::{ConfigError, ConfigErrors, ConfigProblem};
 pub use group::{AlertState, Group, Notification, NotifiedAlert, NotifyReason};

@@ -23,7 +23,7 @@
 //! is keyed by tenant, so one notifier per tenant gives the same notifications as one for
 //! all. The state is serde: it is checkpointed; inhibition indexes are rebuilt on restore.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use alertflow_model::LabelSet;
@@ -33,10 +33,12 @@ use alertflow_model::time::Millis;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NotifyPlan;
-use crate::group::{AlertState, Group, Notification};
+use crate::control::{Control, SilenceSpec};
+use crate::group::{AlertState, Group, Notification, NotifiedAlert};
 use crate::inhibit::Inhibitor;
 use crate::payload::{AlertInfo, Message};
 use crate::route::{GroupBy, ResolvedRoute, group_key};
+use crate::silence::Silences;
 
 /// What the notifier reads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,6 +47,18 @@ pub enum NotifyInput {
     Event(AlertEvent),
     /// A row of the `storms` table.
     Storm(StormRow),
+    /// A control record for one worker (every worker gets its own copy): `seq` orders the
+    /// records of one instant.
+    Control {
+        /// The worker it is for.
+        worker: u32,
+        /// Its event time.
+        ts: Millis,
+        /// Its place among the control records.
+        seq: u64,
+        /// What it says.
+        control: Control,
+    },
 }
 
 impl NotifyInput {
@@ -53,6 +67,7 @@ impl NotifyInput {
         match self {
             NotifyInput::Event(e) => e.tenant(),
             NotifyInput::Storm(s) => &s.tenant,
+            NotifyInput::Control { .. } => "",
         }
     }
     /// Its event time.
@@ -60,6 +75,7 @@ impl NotifyInput {
         match self {
             NotifyInput::Event(e) => e.ts,
             NotifyInput::Storm(s) => s.updated_at,
+            NotifyInput::Control { ts, .. } => *ts,
         }
     }
 }
@@ -85,6 +101,10 @@ struct GroupEntry {
     receiver: String,
     group_labels: BTreeMap<String, String>,
     timer: Option<Millis>,
+    /// The first notification while something fires: escalation counts from it.
+    first_notified: Option<Millis>,
+    /// Escalation levels passed since.
+    escalated: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +128,13 @@ pub struct NotifyState {
     /// Firing alerts that match an inhibition rule's source side (tenant, labels): the
     /// inhibitors' index is rebuilt from these on restore.
     sources: BTreeMap<u64, (String, BTreeMap<String, String>)>,
+    /// Silences, configured and added since (by id).
+    silences: BTreeMap<String, SilenceSpec>,
+    /// Incidents acknowledged (16 hex digits): they escalate no further.
+    acked: BTreeSet<String>,
+    /// Episodes `(fingerprint, starts_at)` resolved by hand: their rows are ignored until
+    /// the sources end them too.
+    manual: BTreeSet<(u64, Millis)>,
 }
 
 impl NotifyState {
@@ -122,19 +149,28 @@ pub struct Notifier {
     plan: Arc<NotifyPlan>,
     state: NotifyState,
     inhibitors: HashMap<String, Inhibitor>,
+    /// `state.silences`, parsed.
+    silences: Silences,
 }
 
 impl Notifier {
     /// An empty notifier.
     pub fn new(plan: Arc<NotifyPlan>) -> Notifier {
-        Notifier::restore(plan, NotifyState::default())
+        let silences = plan.silences.iter().map(|s| (s.id.clone(), SilenceSpec::of(s))).collect();
+        Notifier::restore(plan, NotifyState { silences, ..NotifyState::default() })
     }
 
     /// A notifier continuing from a checkpointed state.
     pub fn restore(plan: Arc<NotifyPlan>, state: NotifyState) -> Notifier {
-        let mut n = Notifier { plan, state: NotifyState::default(), inhibitors: HashMap::new() };
+        let mut n = Notifier { plan, state: NotifyState::default(), inhibitors: HashMap::new(), silences: Silences::new() };
         for (fp, (tenant, labels)) in &state.sources {
             n.inhibitor(tenant).set_firing(*fp, labels, true);
+        }
+        for spec in state.silences.values() {
+            // Validated when they came in.
+            if let Ok(s) = spec.to_silence() {
+                let _ = n.silences.add(s);
+            }
         }
         n.state = state;
         n
@@ -162,13 +198,59 @@ impl Notifier {
         match input {
             NotifyInput::Event(e) => self.event(e, timers),
             NotifyInput::Storm(s) => self.storm(s, timers),
+            NotifyInput::Control { ts, control, .. } => self.control(control, *ts, timers),
+        }
+    }
+
+    fn control(&mut self, c: &Control, ts: Millis, timers: &mut Vec<TimerChange>) {
+        match c {
+            Control::AddSilence(spec) => {
+                if let Ok(s) = spec.to_silence()
+                    && self.silences.add(s).is_ok()
+                {
+                    self.state.silences.insert(spec.id.clone(), spec.clone());
+                }
+            }
+            Control::ExpireSilence(id) => {
+                if self.silences.expire(id, ts).is_ok()
+                    && let Some(s) = self.silences.get(id)
+                {
+                    self.state.silences.insert(id.clone(), SilenceSpec::of(s));
+                }
+            }
+            Control::Ack { incident, .. } => {
+                self.state.acked.insert(incident.clone());
+            }
+            Control::Resolve { incident, .. } => {
+                let firing: Vec<u64> = self
+                    .state
+                    .alerts
+                    .iter()
+                    .filter(|(_, a)| a.labels.get("incident_id") == Some(incident) && a.state.ends_at.is_none())
+                    .map(|(fp, _)| *fp)
+                    .collect();
+                for fp in firing {
+                    let a = self.state.alerts[&fp].clone();
+                    self.state.manual.insert((fp, a.state.starts_at));
+                    self.set_source(fp, &a.tenant, &a.labels, false);
+                    let state = AlertState::resolved(a.state.starts_at, ts);
+                    self.place(fp, &a.tenant, a.labels, a.annotations, a.generator_url, state, ts, timers);
+                }
+            }
         }
     }
 
     fn event(&mut self, e: &AlertEvent, timers: &mut Vec<TimerChange>) {
         let fp = e.fingerprint();
-        let labels = route_labels(e);
         let ended = matches!(e.event, EventKind::Resolved | EventKind::Expired);
+        // An episode resolved by hand stays so; the sources' own end of it closes the matter.
+        if self.state.manual.contains(&(fp, e.starts_at)) {
+            if ended {
+                self.state.manual.remove(&(fp, e.starts_at));
+            }
+            return;
+        }
+        let labels = route_labels(e);
         // Every alert can inhibit, suppressed or not: a storm of outages still mutes what
         // its rules say it mutes.
         if e.event != EventKind::Regrouped {
@@ -270,6 +352,8 @@ impl Notifier {
                 receiver: r.receiver().to_string(),
                 group_labels: group_labels(r, &labels),
                 timer: None,
+                first_notified: None,
+                escalated: 0,
             });
             entry.group.upsert(fp, state, ts);
             reschedule(h, entry, timers);
@@ -298,14 +382,50 @@ impl Notifier {
         }
         entry.timer = None;
         let resolved: Vec<u64> = entry.group.alerts().filter(|(_, s)| s.is_resolved_at(at)).map(|(fp, _)| fp).collect();
-        let (alerts, inhibitors, silences) = (&self.state.alerts, &self.inhibitors, &self.plan.silences);
+        let (alerts, inhibitors, silences) = (&self.state.alerts, &self.inhibitors, &self.silences);
         let shown = |fp: u64| {
             alerts.get(&fp).is_none_or(|a| {
                 !(silences.is_silenced(&a.labels, at) || inhibitors.get(&a.tenant).is_some_and(|i| i.is_inhibited(fp, &a.labels)))
             })
         };
+        let firing: Vec<NotifiedAlert> = entry
+            .group
+            .alerts()
+            .filter(|(fp, s)| !s.is_resolved_at(at) && shown(*fp))
+            .map(|(fingerprint, s)| NotifiedAlert { fingerprint, starts_at: s.starts_at, ends_at: None })
+            .collect();
         if let Some(n) = entry.group.flush_with(at, shown) {
+            if entry.first_notified.is_none() && !n.firing.is_empty() {
+                entry.first_notified = Some(at);
+            }
             out.push(message(&self.plan, entry, &n, alerts));
+        }
+        // Escalation: still firing, not acknowledged, and a level's time has come.
+        if firing.is_empty() {
+            (entry.first_notified, entry.escalated) = (None, 0);
+        } else if let Some(first) = entry.first_notified {
+            let incident = |a: &Tracked| a.labels.get("incident_id").is_some_and(|i| self.state.acked.contains(i));
+            let acked = entry.group_labels.get("incident_id").is_some_and(|i| self.state.acked.contains(i))
+                || firing.iter().all(|f| alerts.get(&f.fingerprint).is_some_and(incident));
+            let common = common_labels(firing.iter().filter_map(|f| alerts.get(&f.fingerprint)));
+            while !acked
+                && let Some(level) = self.plan.escalation.get(entry.escalated)
+                && first.saturating_add(level.after) <= at
+            {
+                entry.escalated += 1;
+                if level.matchers.matches(&common) {
+                    let n = Notification {
+                        group_key: entry.group.key().to_string(),
+                        at,
+                        firing: firing.clone(),
+                        resolved: Vec::new(),
+                        reason: crate::group::NotifyReason::Repeat,
+                    };
+                    let mut m = message(&self.plan, entry, &n, alerts);
+                    m.receiver = level.receiver.clone();
+                    out.push(m);
+                }
+            }
         }
         for fp in resolved {
             if let Some(a) = self.state.alerts.get_mut(&fp) {
@@ -324,6 +444,16 @@ impl Notifier {
             reschedule(group, entry, timers);
         }
     }
+}
+
+/// The labels every alert has with the same value.
+fn common_labels<'a>(mut alerts: impl Iterator<Item = &'a Tracked>) -> BTreeMap<String, String> {
+    let Some(first) = alerts.next() else { return BTreeMap::new() };
+    let mut common = first.labels.clone();
+    for a in alerts {
+        common.retain(|k, v| a.labels.get(k) == Some(v));
+    }
+    common
 }
 
 fn reschedule(h: u64, entry: &mut GroupEntry, timers: &mut Vec<TimerChange>) {

@@ -60,31 +60,49 @@ impl Timed for NotifyInput {
         match self {
             NotifyInput::Event(e) => (e.part, e.pos),
             NotifyInput::Storm(s) => (u32::MAX, s.storm_id),
+            NotifyInput::Control { seq, .. } => (u32::MAX - 1, *seq),
         }
     }
-    /// A storm's row comes before the alert rows of its instant: the member row that opened
-    /// it then finds it.
+    /// Control records first, then a storm's row before the alert rows of its instant (the
+    /// member row that opened it then finds it).
     fn rank(&self) -> u8 {
         match self {
-            NotifyInput::Storm(_) => 0,
-            NotifyInput::Event(_) => 1,
+            NotifyInput::Control { .. } => 0,
+            NotifyInput::Storm(_) => 1,
+            NotifyInput::Event(_) => 2,
         }
     }
 }
 
 /// Builds the notify operator.
 pub trait NotifyExt<'s> {
-    /// The notifications of lifecycle rows (after correlate) and storm rows.
-    fn notify(self, storms: Stream<'s, Time, Vec<StormRow>>, op: &Notify) -> Stream<'s, Time, Vec<Message>>;
+    /// The notifications of lifecycle rows (after correlate) and storm rows. `controls` are
+    /// [`NotifyInput::Control`] records, one copy per worker (each goes to its `worker`).
+    fn notify(
+        self,
+        storms: Stream<'s, Time, Vec<StormRow>>,
+        controls: Stream<'s, Time, Vec<NotifyInput>>,
+        op: &Notify,
+    ) -> Stream<'s, Time, Vec<Message>>;
 }
 
 impl<'s> NotifyExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
-    fn notify(self, storms: Stream<'s, Time, Vec<StormRow>>, op: &Notify) -> Stream<'s, Time, Vec<Message>> {
+    fn notify(
+        self,
+        storms: Stream<'s, Time, Vec<StormRow>>,
+        controls: Stream<'s, Time, Vec<NotifyInput>>,
+        op: &Notify,
+    ) -> Stream<'s, Time, Vec<Message>> {
         let op = op.clone();
         let worker = self.scope().index();
-        let rows = self.map(NotifyInput::Event).concat(storms.map(NotifyInput::Storm));
+        let rows = self.map(NotifyInput::Event).concat(storms.map(NotifyInput::Storm)).concat(controls);
         rows.unary_frontier::<CapacityContainerBuilder<Vec<Message>>, _, _, _>(
-            Exchange::new(|r: &NotifyInput| xxhash_rust::xxh3::xxh3_64(r.tenant().as_bytes())),
+            // By tenant; a control record to the worker it names (the exchange takes a key
+            // below the worker count as the worker's index).
+            Exchange::new(|r: &NotifyInput| match r {
+                NotifyInput::Control { worker, .. } => *worker as u64,
+                _ => xxhash_rust::xxh3::xxh3_64(r.tenant().as_bytes()),
+            }),
             "notify",
             move |cap, _info| {
                 let mut ordered: Ordered<NotifyInput> = Ordered::new(cap, op.epoch);

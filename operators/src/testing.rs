@@ -192,7 +192,8 @@ pub fn run_alert_chain_with(
             let events = c.events.inspect(move |r| o1.lock().expect("poisoned").alerts.push(r.clone())).probe_with(&probe);
             c.incidents.inspect(move |r| o4.lock().expect("poisoned").incidents.push(r.clone()));
             if let Some(notify) = &notify {
-                events.notify(storms, notify).inspect(move |m| o5.lock().expect("poisoned").notifications.push(m.clone()));
+                let none = timely::dataflow::operators::generic::operator::empty(scope);
+                events.notify(storms, none, notify).inspect(move |m| o5.lock().expect("poisoned").notifications.push(m.clone()));
             }
         });
         let mine: Vec<&alertflow_model::Alert> = alerts.iter().filter(|a| a.part as usize % peers == index).collect();

@@ -18,6 +18,8 @@ pub struct ServeConfig {
     /// Push ingest (the engine's `type = "http"` sources), if any: on the HTTP port, but for
     /// the routes that `push_listeners` serve.
     pub push: Option<crate::PushHandle>,
+    /// The notify stage's silences and incident actions (the HTTP port serves them).
+    pub notify: Option<crate::NotifyHandle>,
     /// Push sources on listeners of their own (`[[source]] listen`).
     pub push_listeners: Vec<crate::push::PushListener>,
 }

@@ -47,11 +47,13 @@ pub(crate) struct HttpState {
     pub(crate) health: HealthFn,
     pub(crate) stats: QueryStats,
     pub(crate) push: Option<crate::PushHandle>,
+    pub(crate) notify: Option<crate::NotifyHandle>,
 }
 
 /// The routes, with the push routes `push` (those no listener of their own serves).
 pub(crate) fn router(state: Arc<HttpState>, push: crate::push::PushRoutes) -> Router {
     let routes = crate::push::routes(Router::new(), push);
+    let routes = if state.notify.is_some() { crate::notify_api::routes(routes) } else { routes };
     routes
         .route("/sql", post(sql))
         .route("/tables", get(tables))

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod notify_api;
 mod pg;
 pub mod push;
 mod stats;
@@ -25,6 +26,7 @@ use alertflow_queries::{Catalog, Metrics};
 use tokio::sync::watch;
 
 pub use config::{Health, ServeConfig, ServeError, Token};
+pub use notify_api::{ApiReply, NotifyApi, NotifyHandle};
 pub use push::{Push, PushHandle, PushListener, PushReply, PushRoutes};
 
 /// The engine's health report, read at each `GET /health`.
@@ -86,6 +88,7 @@ impl Server {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 push: cfg.push.clone(),
+                notify: cfg.notify.clone(),
             })
         };
         let mut spawn_http = |l: std::net::TcpListener, addr: SocketAddr, field: &str, app: axum::Router| -> Result<(), ServeError> {

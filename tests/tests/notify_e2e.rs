@@ -239,3 +239,105 @@ fn a_kill_during_delivery_loses_no_notification_and_repeats_only_the_one_in_flig
         );
     }
 }
+
+/// Silences and incident actions over HTTP while a paced run routes: an acknowledged
+/// incident escalates no further, a silence mutes its alerts from the time the notifier took
+/// it until it is expired, and `GET /silences` shows both states.
+#[test]
+fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered() {
+    use alertflow_tests::{Running, free_port, http};
+    let s = Scratch::new("notify-api");
+    let dir = s.join("g");
+    generate(&dir);
+    let (oncall, lead) = (Recorder::start(), Recorder::start());
+    let port = free_port();
+    let engine = format!(
+        "[serve]\nhttp = \"127.0.0.1:{port}\"\n[[receiver]]\nname = \"lead\"\ntype = \"webhook\"\nurl = \"{}/lead\"\n\
+         [[notify.escalation]]\nafter = \"10m\"\nreceiver = \"lead\"\n# replay_rate 2000\n",
+        lead.url
+    );
+    let p = with_notify(&dir, &oncall.url, &engine, "api.toml");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let run = Running::start(&p, 2);
+    let wait = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "waited too long for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait("the first notification", Box::new(|| !oncall.got().is_empty()));
+    let incident = oncall.got()[0].body["groupLabels"]["incident_id"].as_str().unwrap().to_string();
+
+    // Bad requests are named.
+    assert_eq!(http(addr, "POST", "/incidents/zz/ack", None, "").0, 400);
+    assert_eq!(http(addr, "DELETE", "/silences/nope", None, "").0, 404);
+    let (code, body) = http(addr, "POST", "/silences", None, r#"{"matchers": [], "startsAt": "x", "endsAt": "y"}"#);
+    assert_eq!(code, 400, "{body}");
+
+    let (code, body) = http(addr, "POST", &format!("/incidents/{incident}/ack"), None, r#"{"by": "ann"}"#);
+    assert_eq!(code, 200, "{body}");
+    let acked_at = serde_json::from_str::<serde_json::Value>(&body).unwrap()["at"].as_str().unwrap().to_string();
+    let silence = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false, "isEqual": true}],
+        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-02T00:00:00Z", "createdBy": "ann", "comment": "noisy"}"#;
+    let (code, body) = http(addr, "POST", "/api/v2/silences", None, silence);
+    assert_eq!(code, 200, "{body}");
+    let added: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = added["silenceID"].as_str().unwrap().to_string();
+    let (code, list) = http(addr, "GET", "/silences", None, "");
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["status"]["state"], "active", "{list}");
+    assert_eq!(list[0]["matchers"][0]["name"], "severity");
+    // Expire it after a while of event time.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(http(addr, "DELETE", &format!("/api/v2/silence/{id}"), None, "").0, 200);
+    let (_, list) = http(addr, "GET", "/silences", None, "");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["status"]["state"], "expired", "{list}");
+    let expired_at = list[0]["endsAt"].as_str().unwrap().to_string();
+
+    wait("the end of the run", Box::new(|| http(addr, "GET", "/health", None, "").1.contains("\"running\":false")));
+    drop(run);
+
+    // Escalations: some incident was escalated; the acknowledged one not after its ack.
+    let data = dir.join("out");
+    let rows = query_csv(
+        &data,
+        "SELECT id, receiver, group_key, arrow_cast(at, 'Int64') FROM notifications WHERE status = 'delivered' ORDER BY 4",
+    );
+    let at_of: BTreeMap<String, (String, String, i64)> = rows
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, rest) = l.split_once(',').unwrap();
+            let (receiver, rest) = rest.split_once(',').unwrap();
+            let (key, at) = rest.rsplit_once(',').unwrap();
+            (id.to_string(), (receiver.to_string(), key.to_string(), at.trim().parse().unwrap()))
+        })
+        .collect();
+    let ack = alertflow_model::time::parse_time_text(&acked_at).unwrap();
+    let escalated: Vec<&(String, String, i64)> = at_of.values().filter(|(r, _, _)| r == "lead").collect();
+    assert!(!escalated.is_empty(), "nothing escalated");
+    for (_, key, at) in &escalated {
+        assert!(!(key.contains(&incident) && *at > ack), "incident {incident} escalated at {at} after its ack at {ack}");
+    }
+    assert_eq!(lead.got().len(), escalated.len());
+    // The silence: from the event time it entered until it expired, no notification names a
+    // warning alert.
+    let from = alertflow_model::time::parse_time_text(added["at"].as_str().unwrap()).unwrap();
+    let until = alertflow_model::time::parse_time_text(&expired_at).unwrap();
+    assert!(until > from, "the silence ended at {until}, before it started at {from}");
+    let mut muted_ticks = 0;
+    for g in oncall.got() {
+        let (_, _, at) = &at_of[&g.headers["idempotency-key"]];
+        if (from..until).contains(at) {
+            muted_ticks += 1;
+            for a in g.body["alerts"].as_array().unwrap() {
+                assert_ne!(a["labels"]["severity"], "warning", "a silenced alert was notified at {at}: {a}");
+            }
+        }
+    }
+    eprintln!("notify api: {} escalations, {muted_ticks} notifications while silenced, ack at {acked_at}", escalated.len());
+}

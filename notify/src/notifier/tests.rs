@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::config::NotifyConfig;
+use crate::control::{Control, SilenceSpec};
 use alertflow_model::alert::Status;
 
 const T0: Millis = 1_767_225_600_000;
@@ -291,4 +292,110 @@ fn a_restored_state_goes_on_exactly_as_the_original() {
         out.append(&mut rest);
         assert_eq!(out, whole, "cut at {cut}");
     }
+}
+
+fn control(ts: Millis, c: Control) -> NotifyInput {
+    NotifyInput::Control { worker: 0, ts, seq: ts as u64, control: c }
+}
+
+const ESCALATING: &str = r#"
+    [route]
+    receiver = "oncall"
+    group_by = ["incident_id"]
+    group_wait = "30s"
+    group_interval = "5m"
+    repeat_interval = "4h"
+    [[escalation]]
+    after = "30m"
+    receiver = "pager"
+    matchers = ['severity="critical"']
+    [[escalation]]
+    after = "10m"
+    receiver = "pager"
+"#;
+
+#[test]
+fn an_unacknowledged_incident_escalates_level_by_level_and_an_ack_stops_it() {
+    let rows = |ack: Option<Millis>| {
+        let mut v = vec![
+            ev(EventKind::Opened, &[("alertname", "Down"), ("host", "a"), ("severity", "critical")], T0, 7),
+            ev(EventKind::Opened, &[("alertname", "Down"), ("host", "b"), ("severity", "warning")], T0, 8),
+        ];
+        if let Some(at) = ack {
+            v.push(control(at, Control::Ack { incident: fingerprint_hex(7), by: "ann".into() }));
+        }
+        v.push(ev(EventKind::Resolved, &[("alertname", "Down"), ("host", "a"), ("severity", "critical")], T0 + 3600 * S, 7));
+        v.push(ev(EventKind::Resolved, &[("alertname", "Down"), ("host", "b"), ("severity", "warning")], T0 + 3600 * S, 8));
+        v
+    };
+    let pages = |out: &[Message]| -> Vec<(Millis, String)> {
+        let mut v: Vec<(Millis, String)> =
+            out.iter().filter(|m| m.receiver == "pager").map(|m| ((m.at - T0) / S, m.group_labels["incident_id"].clone())).collect();
+        v.sort();
+        v
+    };
+    let (i7, i8) = (fingerprint_hex(7), fingerprint_hex(8));
+    // First notifications at 30 s; ticks every 5 min: 10 min passed at 630 s, 30 min at 1830 s.
+    // The second level matches critical groups only.
+    let out = run(&mut Notifier::new(plan(ESCALATING)), &rows(None));
+    assert_eq!(pages(&out), [(630, i7.clone()), (630, i8.clone()), (1830, i7.clone())]);
+    let paged = out.iter().find(|m| m.receiver == "pager").unwrap();
+    assert!(paged.alerts.iter().all(|a| a.ends_at.is_none()), "an escalation names the firing alerts");
+    // Acknowledged at 20 min: incident 7 stops after its first level.
+    let out = run(&mut Notifier::new(plan(ESCALATING)), &rows(Some(T0 + 1200 * S)));
+    assert_eq!(pages(&out), [(630, i7.clone()), (630, i8.clone())]);
+    // Acknowledged before the first level: never paged.
+    let out = run(&mut Notifier::new(plan(ESCALATING)), &rows(Some(T0 + 60 * S)));
+    assert_eq!(pages(&out), [(630, i8)]);
+}
+
+#[test]
+fn silences_added_and_expired_while_running_mute_from_their_time_on() {
+    let p = plan(
+        r#"
+        [route]
+        receiver = "oncall"
+        group_by = ["alertname"]
+        group_wait = "10s"
+        group_interval = "1m"
+        "#,
+    );
+    let spec = SilenceSpec {
+        id: "s1".into(),
+        matchers: vec!["alertname=\"Disk\"".into()],
+        starts_at: T0,
+        ends_at: T0 + 3600 * S,
+        created_by: "ann".into(),
+        comment: "maintenance".into(),
+    };
+    let rows = [
+        control(T0, Control::AddSilence(spec)),
+        ev(EventKind::Opened, &[("alertname", "Disk"), ("host", "a")], T0 + S, 1),
+        control(T0 + 300 * S, Control::ExpireSilence("s1".into())),
+        ev(EventKind::Resolved, &[("alertname", "Disk"), ("host", "a")], T0 + 900 * S, 1),
+    ];
+    let mut n = Notifier::new(p.clone());
+    let out = run(&mut n, &rows);
+    let at: Vec<Millis> = out.iter().map(|m| (m.at - T0) / S).collect();
+    // Muted at 11 s … 251 s; the silence ended at 300 s: the tick at 311 s notifies.
+    assert_eq!(at, [311, 911]);
+    // The state keeps the silence, ended: a restore mutes exactly as before.
+    let back: NotifyState = bincode::deserialize(&bincode::serialize(n.state()).unwrap()).unwrap();
+    assert_eq!(back.silences["s1"].ends_at, T0 + 300 * S);
+}
+
+#[test]
+fn an_incident_resolved_by_hand_reports_its_alerts_resolved_and_ignores_their_episode_after() {
+    let mut n = Notifier::new(plan(BY_INCIDENT));
+    let rows = [
+        ev(EventKind::Opened, &[("alertname", "Down"), ("host", "a")], T0, 7),
+        control(T0 + 100 * S, Control::Resolve { incident: fingerprint_hex(7), by: "ann".into() }),
+        // The source still says it fires (same episode): ignored.
+        ev(EventKind::Repeated, &[("alertname", "Down"), ("host", "a")], T0, 7),
+        // A new episode later notifies again.
+        ev(EventKind::Opened, &[("alertname", "Down"), ("host", "a")], T0 + 2000 * S, 7),
+    ];
+    let out = run(&mut n, &rows);
+    let seen: Vec<(Millis, &str)> = out.iter().map(|m| ((m.at - T0) / S, m.status())).collect();
+    assert_eq!(seen, [(30, "firing"), (330, "resolved"), (2030, "firing")]);
 }
