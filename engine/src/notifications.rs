@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use alertflow_connectors::parquet::{Compression, write_file};
 use alertflow_model::tables::{NOTIFICATIONS, NotificationRow, NotificationsTable};
-use alertflow_notify::{Deliverer, Message, Outcome, Receiver, ReceiverConfig, Status};
+use alertflow_notify::{Deliverer, Message, Outcome, Receiver, ReceiverConfig, ReceiverKind, Status, Transport};
+use rdkafka::ClientConfig;
+use rdkafka::producer::BaseProducer;
 use serde::Serialize;
 
 /// How often the delivery log is written while outcomes come in.
@@ -195,20 +197,24 @@ impl Delivery {
             None => (None, Vec::new(), HashSet::new()),
         };
         let report_journal = journal.clone();
-        let deliverer = Deliverer::start(built, move |o: Outcome| {
-            if let (Some(j), Status::Delivered | Status::Failed) = (&report_journal, o.status) {
-                j.done(&o.id);
-            }
-            match o.status {
-                Status::Delivered => report_counts.delivered.fetch_add(1, Ordering::Relaxed),
-                Status::Failed => report_counts.failed.fetch_add(1, Ordering::Relaxed),
-                Status::Retrying => report_counts.retries.fetch_add(1, Ordering::Relaxed),
-            };
-            if let Status::Failed = o.status {
-                tracing::warn!("notification {} to `{}` failed: {}", o.id, o.receiver, o.error.as_deref().unwrap_or("?"));
-            }
-            let _ = report_tx.lock().unwrap_or_else(|p| p.into_inner()).send(o);
-        });
+        let deliverer = Deliverer::start_with(
+            built,
+            move |o: Outcome| {
+                if let (Some(j), Status::Delivered | Status::Failed) = (&report_journal, o.status) {
+                    j.done(&o.id);
+                }
+                match o.status {
+                    Status::Delivered => report_counts.delivered.fetch_add(1, Ordering::Relaxed),
+                    Status::Failed => report_counts.failed.fetch_add(1, Ordering::Relaxed),
+                    Status::Retrying => report_counts.retries.fetch_add(1, Ordering::Relaxed),
+                };
+                if let Status::Failed = o.status {
+                    tracing::warn!("notification {} to `{}` failed: {}", o.id, o.receiver, o.error.as_deref().unwrap_or("?"));
+                }
+                let _ = report_tx.lock().unwrap_or_else(|p| p.into_inner()).send(o);
+            },
+            &kafka_transport,
+        )?;
         if !pending.is_empty() {
             tracing::info!("sending again {} notification(s) an earlier run decided but did not deliver", pending.len());
         }
@@ -350,4 +356,71 @@ fn write_log(rx: Rx<Outcome>, dir: PathBuf, process: usize, compression: Compres
     }
     flush(&mut rows, &mut seq);
     first_error.map_or(Ok(()), Err)
+}
+
+/// The transport of a `kafka` receiver: a producer of its own, one message at a time, each
+/// waited for (the delivery thread's retries and backoff apply as to HTTP).
+fn kafka_transport(r: &Receiver) -> Result<Option<Box<dyn Transport>>, String> {
+    if r.config.kind != ReceiverKind::Kafka {
+        return Ok(None);
+    }
+    let timeout = Duration::from_millis(r.config.timeout.millis().max(1));
+    let producer: BaseProducer<Reports> = ClientConfig::new()
+        .set("bootstrap.servers", r.config.brokers.as_deref().unwrap_or_default())
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .set("acks", "all")
+        .create_with_context(Reports::default())
+        .map_err(|e| format!("receiver `{}`: cannot create a Kafka producer: {e}", r.name()))?;
+    let topic = r.config.topic.clone().unwrap_or_default();
+    Ok(Some(Box::new(KafkaTransport { producer, topic, timeout, sent: 0 })))
+}
+
+/// Delivery reports, by message number: a report for a message given up on earlier (purged
+/// after a timeout) must not count for the next one.
+#[derive(Default)]
+struct Reports {
+    last: Mutex<Option<(usize, Result<(), String>)>>,
+}
+
+impl rdkafka::ClientContext for Reports {}
+
+impl rdkafka::producer::ProducerContext for Reports {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, n: usize) {
+        *lock(&self.last) = Some((n, result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string())));
+    }
+}
+
+struct KafkaTransport {
+    producer: BaseProducer<Reports>,
+    topic: String,
+    timeout: Duration,
+    sent: usize,
+}
+
+impl Transport for KafkaTransport {
+    fn send(&mut self, req: &alertflow_notify::receiver::Request) -> Result<(u16, String, Option<u64>), String> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, Producer};
+        self.sent += 1;
+        let n = self.sent;
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &req.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let record = BaseRecord::with_opaque_to(&self.topic, n).key(&req.key).payload(&req.body).headers(headers);
+        self.producer.send(record).map_err(|(e, _)| format!("kafka: {e}"))?;
+        let deadline = Instant::now() + self.timeout + Duration::from_secs(1);
+        loop {
+            self.producer.poll(Duration::from_millis(50));
+            let report = lock(&self.producer.context().last).take_if(|(m, _)| *m == n);
+            if let Some((_, r)) = report {
+                return r.map(|()| (200, String::new(), None)).map_err(|e| format!("kafka: {e}"));
+            }
+            if Instant::now() >= deadline {
+                self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                return Err(format!("kafka: no delivery report within {:?}", self.timeout));
+            }
+        }
+    }
 }

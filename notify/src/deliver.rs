@@ -82,6 +82,26 @@ enum Job {
     Close(Instant),
 }
 
+/// How one receiver's requests go out: HTTP by default; the engine supplies others (a Kafka
+/// producer). Called from the receiver's own thread, one request at a time.
+pub trait Transport: Send {
+    /// Sends one request: `(status, the start of the answer's body, Retry-After in ms)`, with
+    /// HTTP's meaning of the status (2xx delivered; 408, 429, 5xx retried; other 4xx failed),
+    /// or a transport error (retried).
+    fn send(&mut self, req: &Request) -> Result<(u16, String, Option<u64>), String>;
+}
+
+/// Makes the transport of a receiver, or `None` for HTTP.
+pub type TransportFactory = dyn Fn(&Receiver) -> Result<Option<Box<dyn Transport>>, String>;
+
+struct Http(ureq::Agent);
+
+impl Transport for Http {
+    fn send(&mut self, req: &Request) -> Result<(u16, String, Option<u64>), String> {
+        send(&self.0, req)
+    }
+}
+
 /// The delivery threads, one per receiver.
 pub struct Deliverer {
     queues: HashMap<String, Sender<Job>>,
@@ -98,18 +118,35 @@ impl Deliverer {
     /// Starts a thread per receiver; `report` gets every attempt's outcome (from those
     /// threads).
     pub fn start(receivers: Vec<Receiver>, report: impl Fn(Outcome) + Send + Sync + 'static) -> Deliverer {
+        Deliverer::start_with(receivers, report, &|_| Ok(None)).expect("HTTP transports always start")
+    }
+
+    /// [`start`](Self::start) with transports of the caller's for the receivers `transport`
+    /// makes one for (the others use HTTP). Fails when a transport cannot be made.
+    pub fn start_with(
+        receivers: Vec<Receiver>,
+        report: impl Fn(Outcome) + Send + Sync + 'static,
+        transport: &TransportFactory,
+    ) -> Result<Deliverer, String> {
         let report: Arc<dyn Fn(Outcome) + Send + Sync> = Arc::new(report);
         let mut queues = HashMap::new();
         let mut threads = Vec::new();
         for r in receivers {
+            let t = match transport(&r)? {
+                Some(t) => t,
+                None => Box::new(Http(http_agent(&r))),
+            };
             let (tx, rx) = channel();
             queues.insert(r.name().to_string(), tx);
             let report = report.clone();
             let name = format!("notify-{}", r.name());
-            let t = std::thread::Builder::new().name(name).spawn(move || Worker::new(r, report).run(rx)).expect("spawn a delivery thread");
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || Worker::new(r, t, report).run(rx))
+                .map_err(|e| format!("cannot start a delivery thread: {e}"))?;
             threads.push(t);
         }
-        Deliverer { queues, threads }
+        Ok(Deliverer { queues, threads })
     }
 
     /// Queues `msg` for its receiver; returns at once.
@@ -143,7 +180,7 @@ struct Pending {
 
 struct Worker {
     receiver: Receiver,
-    agent: ureq::Agent,
+    transport: Box<dyn Transport>,
     report: Arc<dyn Fn(Outcome) + Send + Sync>,
     /// Due time, sequence number (FIFO among equals).
     due: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -153,19 +190,22 @@ struct Worker {
     next_allowed: Instant,
 }
 
+fn http_agent(receiver: &Receiver) -> ureq::Agent {
+    let timeout = Duration::from_millis(receiver.config.timeout.millis());
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // Statuses are classified here; a redirect of a POST is not followed (the receiver's
+        // URL is wrong: it fails with the status).
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("alertflow")
+        .build()
+        .into()
+}
+
 impl Worker {
-    fn new(receiver: Receiver, report: Arc<dyn Fn(Outcome) + Send + Sync>) -> Worker {
-        let timeout = Duration::from_millis(receiver.config.timeout.millis());
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            // Statuses are classified here; a redirect of a POST is not followed (the
-            // receiver's URL is wrong: it fails with the status).
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent("alertflow")
-            .build()
-            .into();
-        Worker { receiver, agent, report, due: BinaryHeap::new(), pending: HashMap::new(), seq: 0, next_allowed: Instant::now() }
+    fn new(receiver: Receiver, transport: Box<dyn Transport>, report: Arc<dyn Fn(Outcome) + Send + Sync>) -> Worker {
+        Worker { receiver, transport, report, due: BinaryHeap::new(), pending: HashMap::new(), seq: 0, next_allowed: Instant::now() }
     }
 
     fn run(mut self, rx: Rx<Job>) -> Vec<Message> {
@@ -241,7 +281,7 @@ impl Worker {
             self.next_allowed = Instant::now() + Duration::from_secs_f64(1.0 / cfg.rate_limit);
         }
         p.attempts += 1;
-        let (status, http, error, retry_after) = match send(&self.agent, &p.request) {
+        let (status, http, error, retry_after) = match self.transport.send(&p.request) {
             Ok((code, _, _)) if (200..300).contains(&code) => (Status::Delivered, Some(code), None, None),
             Ok((code, body, retry_after)) => {
                 let retry = code == 408 || code == 429 || code >= 500;

@@ -37,7 +37,7 @@ pub mod template;
 
 pub use config::{EscalationConfig, NotifyConfig, NotifyPlan, SilenceConfig};
 pub use control::{Control, SilenceSpec};
-pub use deliver::{Deliverer, Outcome, Status};
+pub use deliver::{Deliverer, Outcome, Status, Transport};
 pub use error::{ConfigError, ConfigErrors, ConfigProblem};
 pub use group::{AlertState, Group, Notification, NotifiedAlert, NotifyReason};
 pub use inhibit::{InhibitRule, InhibitRuleConfig, Inhibitor};

@@ -28,6 +28,9 @@ pub enum ReceiverKind {
     Slack,
     /// PagerDuty's Events API v2.
     Pagerduty,
+    /// A Kafka topic: the webhook payload as the message, keyed by group (the engine supplies
+    /// the producer: see [`crate::deliver::Transport`]).
+    Kafka,
 }
 
 /// The PagerDuty Events API v2 endpoint.
@@ -61,6 +64,12 @@ pub struct ReceiverConfig {
     /// `slack`: the user name to post as.
     #[serde(default)]
     pub username: Option<String>,
+    /// `kafka`: the bootstrap servers (required).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// `kafka`: the topic (required).
+    #[serde(default)]
+    pub topic: Option<String>,
     /// `pagerduty`: the integration's routing key (required).
     #[serde(default)]
     pub routing_key: Option<String>,
@@ -114,8 +123,10 @@ pub struct Receiver {
 /// An HTTP request to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    /// Where.
+    /// Where (HTTP receivers).
     pub url: String,
+    /// The group's key: the message key of a `kafka` receiver.
+    pub key: String,
     /// Headers, besides `Content-Type: application/json`.
     pub headers: Vec<(String, String)>,
     /// The JSON body.
@@ -129,7 +140,18 @@ impl Receiver {
         if config.name.trim().is_empty() {
             errors.push(("name".into(), "must not be empty".into()));
         }
+        if config.kind == ReceiverKind::Kafka {
+            for (field, v) in [("brokers", &config.brokers), ("topic", &config.topic)] {
+                if v.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    errors.push((field.into(), "is required for kafka".into()));
+                }
+            }
+            if config.url.is_some() {
+                errors.push(("url".into(), "a kafka receiver has brokers and a topic, not a url".into()));
+            }
+        }
         let url = match (config.kind, &config.url) {
+            (ReceiverKind::Kafka, _) => String::new(),
             (_, Some(u)) => u.clone(),
             (ReceiverKind::Pagerduty, None) => PAGERDUTY_URL.to_string(),
             (_, None) => {
@@ -198,7 +220,7 @@ impl Receiver {
             m.alerts.truncate(max);
         }
         let body = match self.config.kind {
-            ReceiverKind::Webhook => msg.webhook_v4(),
+            ReceiverKind::Webhook | ReceiverKind::Kafka => msg.webhook_v4(),
             ReceiverKind::Slack => {
                 let ctx = msg.template_context();
                 let title = self.templates.render("title", &ctx)?;
@@ -220,7 +242,12 @@ impl Receiver {
         let mut headers: Vec<(String, String)> = self.config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         headers.push(("Idempotency-Key".into(), id.clone()));
         headers.push(("X-Alertflow-Notification-Id".into(), id));
-        Ok(Request { url: self.url.clone(), headers, body: serde_json::to_vec(&body).expect("JSON values serialize") })
+        Ok(Request {
+            url: self.url.clone(),
+            key: msg.group_key.clone(),
+            headers,
+            body: serde_json::to_vec(&body).expect("JSON values serialize"),
+        })
     }
 }
 
@@ -250,6 +277,27 @@ headers = { "Bad Name" = "v" }
         }
         let unknown = toml::from_str::<ReceiverConfig>("name = \"x\"\ntype = \"webhook\"\nurl = \"http://x\"\nurll = 1\n").unwrap_err();
         assert!(unknown.to_string().contains("urll"), "{unknown}");
+    }
+
+    #[test]
+    fn a_kafka_receiver_needs_brokers_and_a_topic_and_no_url() {
+        let e = Receiver::new(cfg("name = \"k\"\ntype = \"kafka\"\nurl = \"http://x\"\n")).unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["brokers", "topic", "url"], "{e:?}");
+        let r = Receiver::new(cfg("name = \"k\"\ntype = \"kafka\"\nbrokers = \"b:9092\"\ntopic = \"t\"\n")).unwrap();
+        let msg = Message {
+            receiver: "k".into(),
+            group_key: "t0/0:{}".into(),
+            group_labels: BTreeMap::new(),
+            at: 0,
+            alerts: vec![],
+            truncated_alerts: 0,
+            external_url: String::new(),
+        };
+        let req = r.request(&msg).unwrap();
+        assert_eq!(req.key, "t0/0:{}");
+        let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(v["version"], "4");
     }
 
     #[test]
