@@ -380,11 +380,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         Some(n) => {
             let dir = out.join(NOTIFICATIONS);
             let continues = resumes || checkpoints.as_ref().is_some_and(|c| c.resumed_at() > 0);
-            if !continues && cluster.as_ref().is_none_or(|c| c.process == 0) {
-                clear_table(&dir).map_err(out_err)?;
+            let process = cluster.as_ref().map_or(0, |c| c.process);
+            if !continues {
+                // Each process its own files (a cluster's processes share the folder).
+                crate::notifications::clear_log(&dir, process).map_err(out_err)?;
             }
             write_schema_file(&dir, &NotificationsTable::default().schema()).map_err(out_err)?;
-            let process = cluster.as_ref().map_or(0, |c| c.process);
             let journal = checkpoints.as_ref().map(|c| (c.notify_dir(), pipeline.output.fsync));
             let d = Delivery::start(&n.receivers, dir, process, pipeline.output.compression, NOTIFY_DRAIN, journal)
                 .map_err(RunError::Failed)?;

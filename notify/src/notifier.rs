@@ -290,6 +290,14 @@ impl Notifier {
         }
         let t = &self.state.storms[&r.storm_id];
         let (fp, tenant, labels) = (t.fingerprint, t.tenant.clone(), with_incident(&t.labels, t.incident));
+        // A storm resolved by hand stays so until it closes.
+        if self.state.manual.contains(&(fp, r.opened_at)) {
+            if !r.open {
+                self.state.manual.remove(&(fp, r.opened_at));
+                self.state.storms.remove(&r.storm_id);
+            }
+            return;
+        }
         let state =
             if r.open { AlertState::firing(r.opened_at) } else { AlertState::resolved(r.opened_at, r.closed_at.unwrap_or(r.updated_at)) };
         self.set_source(fp, &tenant, &labels, r.open);

@@ -242,6 +242,8 @@ impl Receiver {
         let mut headers: Vec<(String, String)> = self.config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         headers.push(("Idempotency-Key".into(), id.clone()));
         headers.push(("X-Alertflow-Notification-Id".into(), id));
+        // The event time of the tick that decided it (not in Alertmanager's payload).
+        headers.push(("X-Alertflow-Notification-At".into(), alertflow_model::time::format_rfc3339(msg.at)));
         Ok(Request {
             url: self.url.clone(),
             key: msg.group_key.clone(),

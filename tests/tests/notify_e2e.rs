@@ -341,3 +341,82 @@ fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered(
     }
     eprintln!("notify api: {} escalations, {muted_ticks} notifications while silenced, ack at {acked_at}", escalated.len());
 }
+
+/// What people said survives a crash: a silence and an acknowledgement posted to a run that
+/// is then killed are replayed by the restarted run at the event times they first entered,
+/// so no silenced alert and no escalation of the acknowledged incident goes out after them,
+/// before the kill or after the restart.
+#[test]
+fn silences_and_acks_are_replayed_after_a_kill_at_the_times_they_entered() {
+    use alertflow_tests::{Running, free_port, http};
+    let s = Scratch::new("notify-replay");
+    let dir = s.join("g");
+    generate(&dir);
+    let (oncall, lead) = (Recorder::start(), Recorder::start());
+    let port = free_port();
+    let engine = format!(
+        "[engine]\nstate_dir = \"state\"\ncheckpoint_min_wall_interval = \"200ms\"\n\
+         [serve]\nhttp = \"127.0.0.1:{port}\"\n[[receiver]]\nname = \"lead\"\ntype = \"webhook\"\nurl = \"{}/lead\"\n\
+         [[notify.escalation]]\nafter = \"10m\"\nreceiver = \"lead\"\n# replay_rate 2000\n",
+        lead.url
+    );
+    let p = with_notify(&dir, &oncall.url, &engine, "replay.toml");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Killed when dropped, also when the test fails.
+    let start = || Running::start(&p, 2);
+    let up = || std::net::TcpStream::connect(addr).is_ok();
+    let wait = |what: &str, f: &mut dyn FnMut() -> bool| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "waited too long for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut run = start();
+    wait("the first notification", &mut || !oncall.got().is_empty());
+    let incident = oncall.got()[0].body["groupLabels"]["incident_id"].as_str().unwrap().to_string();
+    let (code, body) = http(addr, "POST", &format!("/incidents/{incident}/ack"), None, "");
+    assert_eq!(code, 200, "{body}");
+    let ack = serde_json::from_str::<serde_json::Value>(&body).unwrap()["at"].as_str().unwrap().to_string();
+    let silence = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false, "isEqual": true}],
+        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-02T00:00:00Z", "createdBy": "ann", "comment": "noisy"}"#;
+    let (code, body) = http(addr, "POST", "/silences", None, silence);
+    assert_eq!(code, 200, "{body}");
+    let added: serde_json::Value = serde_json::from_str(&body).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    assert!(dir.join("state/notify/control.ndjson").exists(), "the controls were not journalled");
+
+    let run = start();
+    wait("the restarted run to serve", &mut || up());
+    // The restarted run lists the silence it replayed.
+    wait("the replayed silence", &mut || {
+        let (code, list) = http(addr, "GET", "/silences", None, "");
+        code == 200 && list.contains(added["silenceID"].as_str().unwrap())
+    });
+    wait("the end of the run", &mut || http(addr, "GET", "/health", None, "").1.contains("\"running\":false"));
+    drop(run);
+
+    // Each request says when it was decided (the tick's event time).
+    let at_of = |g: &Got| alertflow_model::time::parse_time_text(&g.headers["x-alertflow-notification-at"]).unwrap();
+    let from = alertflow_model::time::parse_time_text(added["at"].as_str().unwrap()).unwrap();
+    let ack = alertflow_model::time::parse_time_text(&ack).unwrap();
+    let mut after = 0;
+    for g in oncall.got() {
+        let at = at_of(&g);
+        if at >= from {
+            after += 1;
+            for a in g.body["alerts"].as_array().unwrap() {
+                assert_ne!(a["labels"]["severity"], "warning", "a silenced alert was notified at {at}: {a}");
+            }
+        }
+    }
+    for g in lead.got() {
+        let at = at_of(&g);
+        let key = g.body["groupKey"].as_str().unwrap();
+        assert!(!(key.contains(&incident) && at > ack), "incident {incident} escalated at {at} after its ack at {ack}");
+    }
+    assert!(after > 10, "only {after} notifications after the silence: the test did not cover the restart");
+    eprintln!("notify replay: {} notifications, {after} after the silence, {} escalations", oncall.got().len(), lead.got().len());
+}

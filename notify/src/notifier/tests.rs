@@ -399,3 +399,19 @@ fn an_incident_resolved_by_hand_reports_its_alerts_resolved_and_ignores_their_ep
     let seen: Vec<(Millis, &str)> = out.iter().map(|m| ((m.at - T0) / S, m.status())).collect();
     assert_eq!(seen, [(30, "firing"), (330, "resolved"), (2030, "firing")]);
 }
+
+#[test]
+fn a_storm_resolved_by_hand_stays_resolved_until_it_closes() {
+    let mut n = Notifier::new(plan(BY_INCIDENT));
+    let rows = [
+        storm(42, true, T0, T0, 101),
+        suppressed(&[("alertname", "HostDown"), ("host", "h1")], T0, 42, 5),
+        control(T0 + 100 * S, Control::Resolve { incident: fingerprint_hex(5), by: "ann".into() }),
+        storm(42, true, T0, T0 + 400 * S, 180),
+        storm(42, false, T0, T0 + 900 * S, 200),
+    ];
+    let out = run(&mut n, &rows);
+    let seen: Vec<(Millis, &str)> = out.iter().map(|m| ((m.at - T0) / S, m.status())).collect();
+    assert_eq!(seen, [(30, "firing"), (330, "resolved")]);
+    assert_eq!(n.size(), 0);
+}
