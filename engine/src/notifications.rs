@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use alertflow_connectors::parquet::{Compression, write_file};
-use alertflow_model::tables::{NOTIFICATIONS, NotificationRow, NotificationsTable};
+use alertflow_model::tables::{NOTIFICATIONS, NotificationRow, NotificationsTable, TableBuilder};
 use alertflow_notify::{Deliverer, Message, Outcome, Receiver, ReceiverConfig, ReceiverKind, Status, Transport};
 use rdkafka::ClientConfig;
 use rdkafka::producer::BaseProducer;
@@ -357,7 +357,10 @@ fn write_log(rx: Rx<Outcome>, dir: PathBuf, process: usize, compression: Compres
         }
         let path = dir.join(format!("part-{process:04}-{started}-{seq:06}.parquet"));
         *seq += 1;
-        if let Err(e) = write_file(&path, &builder, std::mem::take(rows), compression, false) {
+        builder.sort(rows);
+        let written = write_file(&path, &builder, rows, compression, false);
+        rows.clear();
+        if let Err(e) = written {
             tracing::error!("{NOTIFICATIONS}: {e}");
             first_error.get_or_insert(e);
         }

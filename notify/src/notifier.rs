@@ -250,14 +250,6 @@ impl Notifier {
             }
             return;
         }
-        let labels = route_labels(e);
-        // Every alert can inhibit, suppressed or not: a storm of outages still mutes what
-        // its rules say it mutes.
-        if e.event != EventKind::Regrouped {
-            self.set_source(fp, e.tenant(), &labels, !ended);
-        } else if self.state.sources.contains_key(&fp) {
-            self.set_source(fp, e.tenant(), &labels, true);
-        }
         if let Some(s) = e.storm_id {
             self.follow_storm(s, fp, e.incident_id, e.ts, timers);
         }
@@ -266,12 +258,24 @@ impl Notifier {
             // A storm speaks for an episode suppressed when it opened (a suppressed row of an
             // episode notified before its storm opened goes on as usual); a regrouped alert
             // not held any more was reported resolved already.
-            (_, None) if e.suppressed || e.event == EventKind::Regrouped => return,
-            (_, Some(s)) if e.suppressed && s.starts_at != e.starts_at => return,
-            (EventKind::Regrouped, Some(s)) => s,
-            (EventKind::Resolved | EventKind::Expired, _) => AlertState::resolved(e.starts_at, e.ends_at.unwrap_or(e.ts)),
-            _ => AlertState::firing(e.starts_at),
+            (_, None) if e.suppressed || e.event == EventKind::Regrouped => None,
+            (_, Some(s)) if e.suppressed && s.starts_at != e.starts_at => None,
+            (EventKind::Regrouped, Some(s)) => Some(s),
+            (EventKind::Resolved | EventKind::Expired, _) => Some(AlertState::resolved(e.starts_at, e.ends_at.unwrap_or(e.ts))),
+            _ => Some(AlertState::firing(e.starts_at)),
         };
+        // Every alert can inhibit, suppressed or not: a storm of outages still mutes what its
+        // rules say it mutes. The labels are built only when something needs them (a storm's
+        // members are thousands of rows that route nowhere).
+        let source = !self.plan.rules.is_empty() && (e.event != EventKind::Regrouped || self.state.sources.contains_key(&fp));
+        if !source && state.is_none() {
+            return;
+        }
+        let labels = route_labels(e);
+        if source {
+            self.set_source(fp, e.tenant(), &labels, !ended);
+        }
+        let Some(state) = state else { return };
         let annotations = e.annotations.labels().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let url = e.generator_url.as_deref().unwrap_or("").to_string();
         self.place(fp, e.tenant(), labels, annotations, url, state, e.ts, timers);
@@ -396,12 +400,17 @@ impl Notifier {
                 !(silences.is_silenced(&a.labels, at) || inhibitors.get(&a.tenant).is_some_and(|i| i.is_inhibited(fp, &a.labels)))
             })
         };
-        let firing: Vec<NotifiedAlert> = entry
-            .group
-            .alerts()
-            .filter(|(fp, s)| !s.is_resolved_at(at) && shown(*fp))
-            .map(|(fingerprint, s)| NotifiedAlert { fingerprint, starts_at: s.starts_at, ends_at: None })
-            .collect();
+        // What still fires and shows, before the flush drops the resolved (escalation only).
+        let firing: Vec<NotifiedAlert> = if self.plan.escalation.is_empty() {
+            Vec::new()
+        } else {
+            entry
+                .group
+                .alerts()
+                .filter(|(fp, s)| !s.is_resolved_at(at) && shown(*fp))
+                .map(|(fingerprint, s)| NotifiedAlert { fingerprint, starts_at: s.starts_at, ends_at: None })
+                .collect()
+        };
         if let Some(n) = entry.group.flush_with(at, shown) {
             if entry.first_notified.is_none() && !n.firing.is_empty() {
                 entry.first_notified = Some(at);
@@ -415,13 +424,14 @@ impl Notifier {
             let incident = |a: &Tracked| a.labels.get("incident_id").is_some_and(|i| self.state.acked.contains(i));
             let acked = entry.group_labels.get("incident_id").is_some_and(|i| self.state.acked.contains(i))
                 || firing.iter().all(|f| alerts.get(&f.fingerprint).is_some_and(incident));
-            let common = common_labels(firing.iter().filter_map(|f| alerts.get(&f.fingerprint)));
+            let mut common = None;
             while !acked
                 && let Some(level) = self.plan.escalation.get(entry.escalated)
                 && first.saturating_add(level.after) <= at
             {
                 entry.escalated += 1;
-                if level.matchers.matches(&common) {
+                let common = common.get_or_insert_with(|| common_labels(firing.iter().filter_map(|f| alerts.get(&f.fingerprint))));
+                if level.matchers.matches(&*common) {
                     let n = Notification {
                         group_key: entry.group.key().to_string(),
                         at,

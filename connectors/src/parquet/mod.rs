@@ -159,13 +159,14 @@ fn clear_files_where(table_dir: &Path, remove: &dyn Fn(&Path) -> bool) -> io::Re
     Ok(n)
 }
 
-/// Writes `rows` as one Parquet file at `path` (under a temporary name, renamed when
-/// complete, so readers never see half a file); returns its size. For tables written outside
-/// the dataflow (the `notifications` delivery log).
+/// Writes `rows` (in the order given) as one Parquet file at `path`, under a temporary name
+/// (`.<name>.tmp`) renamed when complete, so readers never see half a file; returns its size.
+/// A failed write removes the temporary file (a full disk gets its space back). Used by the
+/// sink's writer threads and by tables written outside the dataflow (`notifications`).
 pub fn write_file<R, B: alertflow_model::tables::TableBuilder<R>>(
     path: &Path,
     builder: &B,
-    mut rows: Vec<R>,
+    rows: &[R],
     compression: Compression,
     fsync: bool,
 ) -> Result<u64, String> {
@@ -175,14 +176,13 @@ pub fn write_file<R, B: alertflow_model::tables::TableBuilder<R>>(
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    builder.sort(&mut rows);
     let written = (|| {
         let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
-        let file = fs::File::create(&tmp).map_err(|e| io(&e))?;
+        let file = fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let props = WriterProperties::builder().set_compression(compression.codec()).build();
         let mut w = ArrowWriter::try_new(&file, builder.schema(), Some(props)).map_err(|e| io(&e))?;
-        for chunk in rows.chunks(64 * 1024) {
-            let batch = builder.build(chunk).map_err(|e| format!("internal error building a batch (a bug): {e}"))?;
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let batch = builder.build(chunk).map_err(|e| format!("internal error building a batch for {} (a bug): {e}", path.display()))?;
             w.write(&batch).map_err(|e| io(&e))?;
         }
         w.close().map_err(|e| io(&e))?;
@@ -197,6 +197,9 @@ pub fn write_file<R, B: alertflow_model::tables::TableBuilder<R>>(
     }
     written
 }
+
+/// Rows per record batch of a file.
+const BATCH_ROWS: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! The Parquet sink operator.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -9,8 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use alertflow_model::tables::{Partition, TableBuilder, TableRow};
-use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -19,9 +16,6 @@ use super::Compression;
 use crate::durable::{Durability, DurableSlot};
 use crate::latency::Recorder;
 use crate::{Failure, Time};
-
-/// Rows per record batch handed to the Parquet writer.
-const BATCH_ROWS: usize = 64 * 1024;
 
 /// Rows one worker's sink holds before it writes what it has of a span as a piece (a file of
 /// its own): a span of a table with ever-new keys must not grow memory without bound.
@@ -333,7 +327,6 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> Write
         .name(format!("parquet:{}:{}", sink.table, sink.worker))
         .spawn(move || {
             lower_priority();
-            let props = WriterProperties::builder().set_compression(sink.compression.codec()).build();
             let mut latency = sink.latency.take();
             // Files written since the last checkpoint mark, relative to the output folder.
             let mut written: Vec<String> = Vec::new();
@@ -356,7 +349,7 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> Write
                 if failure.is_set() {
                     continue; // drop, as the worker does
                 }
-                if let Err(e) = write_span(&sink, &props, start, cut, rows, &stats, latency.as_mut(), &mut written) {
+                if let Err(e) = write_span(&sink, start, cut, rows, &stats, latency.as_mut(), &mut written) {
                     failure.set(format!("sink `{}`: {e}", sink.table));
                     continue;
                 }
@@ -374,7 +367,6 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> Write
 #[allow(clippy::too_many_arguments)]
 fn write_span<R: TableRow, B: TableBuilder<R>>(
     sink: &ParquetSink<B>,
-    props: &WriterProperties,
     span_start: u64,
     cut: Option<Time>,
     rows: Vec<R>,
@@ -388,40 +380,13 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
     }
     for (part, mut rows) in by_part {
         sink.builder.sort(&mut rows);
-        let dir = sink.dir.join(part.path());
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // A span cut by a checkpoint has a file per piece: the cut names all but the last.
         let name = match cut {
             None => format!("part-{:04}-{span_start}.parquet", sink.worker),
             Some(c) => format!("part-{:04}-{span_start}-{c}.parquet", sink.worker),
         };
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let path = dir.join(&name);
-        let file = fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let written = (|| {
-            let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", tmp.display());
-            let mut w = ArrowWriter::try_new(&file, sink.builder.schema(), Some(props.clone())).map_err(|e| io(&e))?;
-            for chunk in rows.chunks(BATCH_ROWS) {
-                let batch =
-                    sink.builder.build(chunk).map_err(|e| format!("internal error building a batch of `{}` (a bug): {e}", sink.table))?;
-                w.write(&batch).map_err(|e| io(&e))?;
-            }
-            w.close().map_err(|e| io(&e))?;
-            if sink.fsync {
-                file.sync_all().map_err(|e| io(&e))?;
-            }
-            fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
-            Ok::<_, String>(file.metadata().map(|m| m.len()).unwrap_or(0))
-        })();
-        drop(file);
-        let len = match written {
-            Ok(len) => len,
-            Err(e) => {
-                // A full disk: give back what the partial file took (it is never read).
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let path = sink.dir.join(part.path()).join(&name);
+        let len = super::write_file(&path, &sink.builder, &rows, sink.compression, sink.fsync)?;
         files.push(format!("{}/{}/{name}", sink.table, part.path()));
         stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         stats.files.fetch_add(1, Ordering::Relaxed);

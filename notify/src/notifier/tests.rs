@@ -61,36 +61,59 @@ fn storm(id: u64, open: bool, opened_at: Millis, at: Millis, count: u64) -> Noti
     })
 }
 
-/// Runs rows (already in event-time order) and the ticks they ask for, in order, ticks at
-/// an instant after its rows; then, the input ended, the remaining ticks.
-fn run(n: &mut Notifier, rows: &[NotifyInput]) -> Vec<Message> {
-    let mut timers: BTreeSet<(Millis, u64)> = n.state().timers().collect();
-    let mut out = Vec::new();
-    let mut changes = Vec::new();
-    let apply = |timers: &mut BTreeSet<(Millis, u64)>, changes: &mut Vec<TimerChange>| {
-        for (g, old, new) in changes.drain(..) {
+/// Feeds rows (already in event-time order) to a notifier and runs the ticks they ask for, in
+/// order, a tick at an instant after its rows.
+struct Driver {
+    timers: BTreeSet<(Millis, u64)>,
+    changes: Vec<TimerChange>,
+    out: Vec<Message>,
+}
+
+impl Driver {
+    /// Starting from the notifier's (restored) timers.
+    fn of(n: &Notifier) -> Driver {
+        Driver { timers: n.state().timers().collect(), changes: Vec::new(), out: Vec::new() }
+    }
+
+    fn settle(&mut self) {
+        for (g, old, new) in self.changes.drain(..) {
             if let Some(o) = old {
-                timers.remove(&(o, g));
+                self.timers.remove(&(o, g));
             }
             if let Some(t) = new {
-                timers.insert((t, g));
+                self.timers.insert((t, g));
             }
         }
-    };
-    for r in rows {
-        while let Some(&(at, g)) = timers.first().filter(|(at, _)| *at < r.ts()) {
-            timers.pop_first();
-            n.tick(at, g, false, &mut out, &mut changes);
-            apply(&mut timers, &mut changes);
+    }
+
+    /// The ticks before `r`, then `r`.
+    fn row(&mut self, n: &mut Notifier, r: &NotifyInput) {
+        while let Some(&(at, g)) = self.timers.first().filter(|(at, _)| *at < r.ts()) {
+            self.timers.pop_first();
+            n.tick(at, g, false, &mut self.out, &mut self.changes);
+            self.settle();
         }
-        n.apply(r, &mut changes);
-        apply(&mut timers, &mut changes);
+        n.apply(r, &mut self.changes);
+        self.settle();
     }
-    while let Some((at, g)) = timers.pop_first() {
-        n.tick(at, g, true, &mut out, &mut changes);
-        apply(&mut timers, &mut changes);
+
+    /// The input ended: every tick left.
+    fn finish(mut self, n: &mut Notifier) -> Vec<Message> {
+        while let Some((at, g)) = self.timers.pop_first() {
+            n.tick(at, g, true, &mut self.out, &mut self.changes);
+            self.settle();
+        }
+        self.out
     }
-    out
+}
+
+/// Runs rows to the end of the input.
+fn run(n: &mut Notifier, rows: &[NotifyInput]) -> Vec<Message> {
+    let mut d = Driver::of(n);
+    for r in rows {
+        d.row(n, r);
+    }
+    d.finish(n)
 }
 
 /// A notification as the tests compare it: (seconds after T0, group label, names).
@@ -266,24 +289,11 @@ fn a_restored_state_goes_on_exactly_as_the_original() {
     // Cut between rows, through serde as a checkpoint does, at every position.
     for cut in [1, 9, 20, 33] {
         let mut first = Notifier::new(p.clone());
-        let mut out = Vec::new();
-        let mut timers: BTreeSet<(Millis, u64)> = BTreeSet::new();
-        let mut changes = Vec::new();
+        let mut d = Driver::of(&first);
         for r in &rows[..cut] {
-            while let Some(&(at, g)) = timers.first().filter(|(at, _)| *at < r.ts()) {
-                timers.pop_first();
-                first.tick(at, g, false, &mut out, &mut changes);
-                for (g, o, nw) in changes.drain(..) {
-                    o.map(|o| timers.remove(&(o, g)));
-                    nw.map(|t| timers.insert((t, g)));
-                }
-            }
-            first.apply(r, &mut changes);
-            for (g, o, nw) in changes.drain(..) {
-                o.map(|o| timers.remove(&(o, g)));
-                nw.map(|t| timers.insert((t, g)));
-            }
+            d.row(&mut first, r);
         }
+        let mut out = d.out;
         // bincode, as checkpoints encode it.
         let saved = bincode::serialize(first.state()).unwrap();
         let mut second = Notifier::restore(p.clone(), bincode::deserialize(&saved).unwrap());
