@@ -135,9 +135,12 @@ impl Plan {
         while !waiting.is_empty() {
             match listener.accept() {
                 Ok((mut stream, from)) => {
-                    let Some((p, theirs)) = self.greeted(&mut stream, Duration::from_secs(10)) else {
-                        tracing::warn!("cluster: ignored a connection from {from} that is not an alertflow process");
-                        continue;
+                    let (p, theirs) = match greeted(&mut stream, Duration::from_secs(10)) {
+                        Greeting::Hello(p, theirs) => (p, theirs),
+                        other => {
+                            tracing::warn!("cluster: ignored a connection from {from}: {}", other.describe());
+                            continue;
+                        }
                     };
                     // Answer first, so that the peer can tell what does not match too.
                     stream.write_all(hello.as_bytes()).map_err(|e| format!("cluster: cannot greet process {p} at {from}: {e}"))?;
@@ -193,16 +196,30 @@ impl Plan {
                         // The peer answers once it is accepting: after it has dialled the
                         // processes before it, which may take until the deadline.
                         let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-                        let Some((q, theirs)) = self.greeted(&mut stream, wait) else {
-                            if Instant::now() >= deadline {
+                        let (q, theirs) = match greeted(&mut stream, wait) {
+                            Greeting::Hello(q, theirs) => (q, theirs),
+                            Greeting::Silent if Instant::now() >= deadline => {
                                 last = "connected, but it did not answer (is it waiting for another process?)".into();
                                 break;
                             }
-                            return Err(format!(
-                                "{address} (process {p} in {}) closed the connection without an alertflow hello: \
-                                 is it a process of this cluster?",
-                                self.hostfile.display()
-                            ));
+                            // Nothing at all, then end of stream: the peer went away between
+                            // accepting and answering, as a process killed while the cluster
+                            // forms does.
+                            Greeting::Closed => {
+                                return Err(format!(
+                                    "process {p} at {address} closed the connection at start, before answering: \
+                                     it stopped or crashed (or line {} of {} names something else); start every process again",
+                                    p + 1,
+                                    self.hostfile.display()
+                                ));
+                            }
+                            other => {
+                                return Err(format!(
+                                    "{address} (process {p} in {}) {}: is it a process of this cluster?",
+                                    self.hostfile.display(),
+                                    other.describe()
+                                ));
+                            }
                         };
                         if q != p {
                             return Err(format!(
@@ -223,23 +240,6 @@ impl Plan {
             "process {p} at {address} did not answer within {:?} ({last}): start every process of the cluster (peer_timeout)",
             self.timeout
         ))
-    }
-
-    /// Reads the peer's hello line (byte by byte: timely's data follows it on the socket).
-    fn greeted(&self, stream: &mut TcpStream, wait: Duration) -> Option<(usize, Hello)> {
-        stream.set_nonblocking(false).ok()?;
-        stream.set_read_timeout(Some(wait)).ok()?;
-        let mut line = Vec::new();
-        let mut b = [0u8; 1];
-        while line.len() < 512 {
-            stream.read_exact(&mut b).ok()?;
-            if b[0] == b'\n' {
-                break;
-            }
-            line.push(b[0]);
-        }
-        let h = Hello::parse(std::str::from_utf8(&line).ok()?)?;
-        Some((h.process, h))
     }
 
     fn compatible(&self, p: usize, theirs: &Hello, digest: &str) -> Result<(), String> {
@@ -289,6 +289,61 @@ impl Plan {
 }
 
 const HELLO: &str = "alertflow-cluster/1";
+
+/// What a peer said first on a new connection.
+#[derive(Debug)]
+enum Greeting {
+    Hello(usize, Hello),
+    /// It closed the connection without sending a byte.
+    Closed,
+    /// Nothing within the wait.
+    Silent,
+    /// Bytes that are not an alertflow hello.
+    Stranger(String),
+}
+
+impl Greeting {
+    fn describe(&self) -> String {
+        match self {
+            Greeting::Hello(p, _) => format!("greeted as process {p}"),
+            Greeting::Closed => "closed the connection without a word".into(),
+            Greeting::Silent => "said nothing".into(),
+            Greeting::Stranger(why) => format!("answered without an alertflow hello ({why})"),
+        }
+    }
+}
+
+/// Reads the peer's hello line (byte by byte: timely's data follows it on the socket).
+fn greeted(stream: &mut TcpStream, wait: Duration) -> Greeting {
+    use std::io::ErrorKind;
+    if let Err(e) = stream.set_nonblocking(false).and_then(|_| stream.set_read_timeout(Some(wait))) {
+        return Greeting::Stranger(format!("socket setup: {e}"));
+    }
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 512 {
+        match stream.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if line.is_empty() && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Greeting::Silent,
+            Err(e)
+                if line.is_empty()
+                    && matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) =>
+            {
+                return Greeting::Closed;
+            }
+            Err(e) => return Greeting::Stranger(format!("after {} byte(s): {e}", line.len())),
+        }
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&line);
+    match Hello::parse(&text) {
+        Some(h) => Greeting::Hello(h.process, h),
+        None => Greeting::Stranger(format!("it sent {:?}", text.chars().take(40).collect::<String>())),
+    }
+}
 
 /// A process's connections to the others.
 #[derive(Debug)]
@@ -750,6 +805,31 @@ mod tests {
         let taken = vec![format!("127.0.0.1:{}", busy.local_addr().unwrap().port()), addresses[1].clone()];
         let e = plan(2, 0, taken, 300).connect("d").unwrap_err();
         assert!(e.contains("cannot listen on") && e.contains("line 1 of hosts.txt"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_that_goes_away_while_answering_is_named_apart_from_a_stranger() {
+        // Accepts, reads the hello, and closes without a word: a process killed while the
+        // cluster forms.
+        let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stranger = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = |l: &TcpListener| format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+        let (a_gone, a_stranger) = (addr(&gone), addr(&stranger));
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = gone.accept().unwrap();
+            let mut b = [0u8; 16];
+            let _ = s.read(&mut b);
+            drop(s);
+            let (mut s, _) = stranger.accept().unwrap();
+            let _ = s.read(&mut b);
+            s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+        });
+        let e = plan(2, 1, vec![a_gone.clone(), loopback(1).remove(0)], 5_000).connect("d").unwrap_err();
+        assert!(e.contains(&format!("process 0 at {a_gone} closed the connection at start")) && e.contains("line 1 of hosts.txt"), "{e}");
+        let e = plan(2, 1, vec![a_stranger.clone(), loopback(1).remove(0)], 5_000).connect("d").unwrap_err();
+        assert!(e.contains(&format!("{a_stranger} (process 0 in hosts.txt) answered without an alertflow hello")), "{e}");
+        assert!(e.contains("HTTP/1.1 400"), "{e}");
+        t.join().unwrap();
     }
 
     fn gather(processes: usize, process: usize) -> Arc<Gather> {
