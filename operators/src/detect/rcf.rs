@@ -134,10 +134,6 @@ impl Tree {
         }
     }
 
-    fn is_leaf(&self, n: u32) -> bool {
-        self.nodes[n as usize].left == NONE
-    }
-
     fn replace_child(&mut self, parent: u32, old: u32, new: u32) {
         if parent == NONE {
             self.root = new;
@@ -149,73 +145,86 @@ impl Tree {
         self.nodes[new as usize].parent = parent;
     }
 
-    /// Inserts `p`, returning its leaf.
-    fn insert(&mut self, p: &[f32], rng: &mut u64) -> u32 {
+    /// Inserts `p` and returns its leaf and its collusive displacement: the largest ratio,
+    /// along its path, of a sibling's size to the size of the subtree holding the new point.
+    ///
+    /// One descent does everything: every node passed on the way down is an ancestor of the
+    /// new point, so it counts it and grows its box there (after the cut was drawn from the
+    /// box as it was), and the ratio at each level needs only that node's count and the count
+    /// of the child taken (sibling = parent − child, as an inner node counts its children's
+    /// points). The tree is not walked again, and siblings are never read: on a forest larger
+    /// than the cache every node touched is a miss.
+    fn insert(&mut self, p: &[f32], rng: &mut u64) -> (u32, f64) {
         let dim = p.len();
         let leaf_node = Node { parent: NONE, left: NONE, right: NONE, count: 1, cut_dim: 0, cut: 0.0 };
         if self.root == NONE {
             let l = self.alloc(dim, leaf_node);
             self.write_point(dim, l, p);
             self.root = l;
-            return l;
+            return (l, 0.0);
         }
+        let mut best = 0.0f64;
         let mut node = self.root;
         loop {
             let (min, max) = self.bbox(dim, node);
-            if self.is_leaf(node) && min == p {
-                // A duplicate: the leaf and its ancestors count it.
-                let mut n = node;
-                while n != NONE {
-                    self.nodes[n as usize].count += 1;
-                    n = self.nodes[n as usize].parent;
+            let n = self.nodes[node as usize];
+            let leaf = n.left == NONE;
+            if leaf && min == p {
+                // A duplicate: the leaf counts it (its ancestors did on the way down).
+                self.nodes[node as usize].count += 1;
+                if n.parent != NONE {
+                    let parent = self.nodes[n.parent as usize].count;
+                    best = best.max((parent - (n.count + 1)) as f64 / (n.count + 1) as f64);
                 }
-                return node;
+                return (node, best);
             }
+            let mut widths = [0.0f64; MAX_SHINGLE];
             let mut span = 0.0f64;
             for k in 0..dim {
-                span += (max[k].max(p[k]) - min[k].min(p[k])) as f64;
+                widths[k] = (max[k].max(p[k]) - min[k].min(p[k])) as f64;
+                span += widths[k];
             }
-            let mut r = next_unit(rng) * span;
-            let mut cut_dim = dim - 1;
-            for k in 0..dim {
-                let w = (max[k].max(p[k]) - min[k].min(p[k])) as f64;
-                if r < w {
-                    cut_dim = k;
-                    break;
-                }
-                r -= w;
-            }
+            let (cut_dim, r) = cut_dimension(&widths[..dim], next_unit(rng) * span);
             let lo = min[cut_dim].min(p[cut_dim]) as f64;
             let cut = (lo + r) as f32;
             let (bmin, bmax) = (min[cut_dim], max[cut_dim]);
             let separates_left = cut < bmin; // p ≤ cut < box
             let separates_right = cut >= bmax && p[cut_dim] > cut; // box ≤ cut < p
-            if separates_left || separates_right || self.is_leaf(node) {
-                let parent = self.nodes[node as usize].parent;
-                let leaf = self.alloc(dim, leaf_node);
-                self.write_point(dim, leaf, p);
-                let count = self.nodes[node as usize].count + 1;
-                let (left, right) = if separates_left || (!separates_right && p[cut_dim] <= cut) { (leaf, node) } else { (node, leaf) };
+            if separates_left || separates_right || leaf {
+                let parent = n.parent;
+                let new_leaf = self.alloc(dim, leaf_node);
+                self.write_point(dim, new_leaf, p);
+                let count = n.count + 1;
+                let (left, right) =
+                    if separates_left || (!separates_right && p[cut_dim] <= cut) { (new_leaf, node) } else { (node, new_leaf) };
                 let inner = self.alloc(dim, Node { parent, left, right, count, cut_dim: cut_dim as u32, cut });
                 self.replace_child(parent, node, inner);
                 self.nodes[left as usize].parent = inner;
                 self.nodes[right as usize].parent = inner;
                 self.set_box_union(dim, inner, left, right);
-                // Ancestors: one more point, boxes grown to hold it.
-                let mut a = parent;
-                while a != NONE {
-                    self.nodes[a as usize].count += 1;
-                    let (min, max) = self.boxes[a as usize * 2 * dim..(a as usize + 1) * 2 * dim].split_at_mut(dim);
-                    for ((lo, hi), &x) in min.iter_mut().zip(max.iter_mut()).zip(p) {
-                        *lo = lo.min(x);
-                        *hi = hi.max(x);
-                    }
-                    a = self.nodes[a as usize].parent;
+                // The new leaf's sibling is the displaced subtree; above, the new inner node
+                // stands where `node` stood, one point larger.
+                best = best.max(n.count as f64);
+                if parent != NONE {
+                    let above = self.nodes[parent as usize].count;
+                    best = best.max((above - count) as f64 / count as f64);
                 }
-                return leaf;
+                return (new_leaf, best);
             }
-            let n = self.nodes[node as usize];
-            node = if p[n.cut_dim as usize] <= n.cut { n.left } else { n.right };
+            // Descend: this node is an ancestor of the new point.
+            let child = if p[n.cut_dim as usize] <= n.cut { n.left } else { n.right };
+            self.nodes[node as usize].count += 1;
+            let (bmin, bmax) = self.boxes[node as usize * 2 * dim..(node as usize + 1) * 2 * dim].split_at_mut(dim);
+            for ((lo, hi), &x) in bmin.iter_mut().zip(bmax.iter_mut()).zip(p) {
+                *lo = lo.min(x);
+                *hi = hi.max(x);
+            }
+            if n.parent != NONE {
+                // The ratio at the level above: `node` (now one larger) against its sibling.
+                let above = self.nodes[n.parent as usize].count;
+                best = best.max((above - (n.count + 1)) as f64 / (n.count + 1) as f64);
+            }
+            node = child;
         }
     }
 
@@ -227,12 +236,14 @@ impl Tree {
 
     /// Removes one occurrence of the shingle of `leaf`.
     fn delete(&mut self, dim: usize, leaf: u32) {
-        let mut n = leaf;
-        while n != NONE {
-            self.nodes[n as usize].count -= 1;
-            n = self.nodes[n as usize].parent;
-        }
+        self.nodes[leaf as usize].count -= 1;
         if self.nodes[leaf as usize].count > 0 {
+            // A duplicate left: no shape or box changes, only the ancestors' counts.
+            let mut a = self.nodes[leaf as usize].parent;
+            while a != NONE {
+                self.nodes[a as usize].count -= 1;
+                a = self.nodes[a as usize].parent;
+            }
             return;
         }
         let parent = self.nodes[leaf as usize].parent;
@@ -245,27 +256,118 @@ impl Tree {
         let sibling = if p.left == leaf { p.right } else { p.left };
         self.replace_child(p.parent, parent, sibling);
         self.free.push(parent);
+        // Every ancestor counts one point less; its box is recomputed from its children only
+        // while the box below changed (a box is the union of its children's: once one stays
+        // the same, every box above it does).
+        let mut changed = true;
         let mut a = p.parent;
         while a != NONE {
             let an = self.nodes[a as usize];
-            self.set_box_union(dim, a, an.left, an.right);
+            self.nodes[a as usize].count -= 1;
+            if changed {
+                changed = self.update_box(dim, a, an.left, an.right);
+            }
             a = an.parent;
         }
     }
 
-    /// Collusive displacement of `leaf`: the largest ratio, along its path, of a sibling's
-    /// size to the size of the subtree holding the leaf.
-    fn codisp(&self, leaf: u32) -> f64 {
-        let mut best = 0.0f64;
-        let mut n = leaf;
-        while self.nodes[n as usize].parent != NONE {
-            let p = self.nodes[self.nodes[n as usize].parent as usize];
-            let sib = if p.left == n { p.right } else { p.left };
-            best = best.max(self.nodes[sib as usize].count as f64 / self.nodes[n as usize].count as f64);
-            n = self.nodes[n as usize].parent;
+    /// Sets `n`'s box to the union of `a`'s and `b`'s; whether it changed.
+    fn update_box(&mut self, dim: usize, n: u32, a: u32, b: u32) -> bool {
+        let mut changed = false;
+        for k in 0..dim {
+            let (amin, amax) = (self.boxes[a as usize * 2 * dim + k], self.boxes[a as usize * 2 * dim + dim + k]);
+            let (bmin, bmax) = (self.boxes[b as usize * 2 * dim + k], self.boxes[b as usize * 2 * dim + dim + k]);
+            let (lo, hi) = (amin.min(bmin), amax.max(bmax));
+            let (old_lo, old_hi) = (self.boxes[n as usize * 2 * dim + k], self.boxes[n as usize * 2 * dim + dim + k]);
+            changed |= lo != old_lo || hi != old_hi;
+            self.boxes[n as usize * 2 * dim + k] = lo;
+            self.boxes[n as usize * 2 * dim + dim + k] = hi;
         }
-        best
+        changed
     }
+}
+
+/// The cut's dimension for a draw `r` in [0, Σ widths): the first `k` with
+/// `r − w₀ − … − wₖ₋₁ < wₖ`, and that remainder (the last dimension and the full remainder
+/// when rounding leaves none).
+///
+/// Which dimension it is, is random, so a loop that stops at it mispredicts at almost every
+/// node of every walk; instead every remainder is computed, with the same subtractions in the
+/// same order, and the first hit is read from a bit mask.
+#[inline]
+fn cut_dimension(widths: &[f64], r: f64) -> (usize, f64) {
+    let mut rest = [0.0f64; MAX_SHINGLE + 1];
+    rest[0] = r;
+    let mut hits = 0u32;
+    for (k, &w) in widths.iter().enumerate() {
+        hits |= ((rest[k] < w) as u32) << k;
+        rest[k + 1] = rest[k] - w;
+    }
+    if hits != 0 {
+        let k = hits.trailing_zeros() as usize;
+        (k, rest[k])
+    } else {
+        (widths.len() - 1, rest[widths.len()])
+    }
+}
+
+/// Trees walked side by side by [`warm`].
+const LANES: usize = 8;
+
+/// Brings into the cache, level by level across the trees, the nodes (and boxes) that the
+/// point's delete and insert are about to visit: the path from the leaf of `slot` up to the
+/// root, and the path `p` takes down through the existing cuts.
+///
+/// Why: a worker's forests are far larger than the cache, so every node a walk visits is a
+/// miss, and within one tree each miss waits for the one before (the next index is in the
+/// node). The trees are independent, so taking one step in each of up to [`LANES`] trees per
+/// round keeps that many misses in flight; the real walks that follow, one tree at a time
+/// and in the same order as before, then find their nodes cached. Only reads: the scores are
+/// bit for bit those without it.
+fn warm(trees: &[Tree], dim: usize, p: &[f32], slot: Option<usize>) {
+    let mut sink = 0u32;
+    for group in trees.chunks(LANES) {
+        // Per tree, two walks at once: up from the leaf to delete, down the point's path.
+        let (mut up, mut down) = ([NONE; LANES], [NONE; LANES]);
+        for ((u, d), t) in up.iter_mut().zip(down.iter_mut()).zip(group) {
+            *u = slot.map_or(NONE, |s| t.slot_leaf[s]);
+            *d = t.root;
+        }
+        for level in 0.. {
+            let mut live = false;
+            for ((u, d), t) in up.iter_mut().zip(down.iter_mut()).zip(group) {
+                if *u != NONE {
+                    let n = &t.nodes[*u as usize];
+                    sink ^= t.boxes[*u as usize * 2 * dim].to_bits();
+                    // The lowest ancestors' boxes are recomputed from both children's (the
+                    // leaf's sibling moves up): bring those too. Higher up the recomputation
+                    // mostly stops at an unchanged box.
+                    if (1..=2).contains(&level) {
+                        sink ^= t.boxes[n.left as usize * 2 * dim].to_bits() ^ t.boxes[n.right as usize * 2 * dim].to_bits();
+                    }
+                    *u = n.parent;
+                    live = true;
+                }
+                if *d != NONE {
+                    let n = &t.nodes[*d as usize];
+                    sink ^= t.boxes[*d as usize * 2 * dim].to_bits();
+                    *d = if n.left == NONE {
+                        NONE
+                    } else if p[n.cut_dim as usize] <= n.cut {
+                        n.left
+                    } else {
+                        n.right
+                    };
+                    live = true;
+                }
+            }
+            if !live {
+                break;
+            }
+        }
+    }
+    // The loads must happen: their values feed something the optimiser cannot drop.
+    std::hint::black_box(sink);
 }
 
 impl Detector for Rcf {
@@ -281,15 +383,16 @@ impl Detector for Rcf {
         }
         let p = &self.shingle[..d];
         let full = self.filled == self.spec.tree_size;
+        warm(&self.trees, d, p, full.then_some(self.slot));
         let mut disp = 0.0;
         for t in &mut self.trees {
             if full {
                 let old = t.slot_leaf[self.slot];
                 t.delete(d, old);
             }
-            let leaf = t.insert(p, &mut self.rng);
+            let (leaf, codisp) = t.insert(p, &mut self.rng);
             t.slot_leaf[self.slot] = leaf;
-            disp += t.codisp(leaf);
+            disp += codisp;
         }
         self.slot = (self.slot + 1) % self.spec.tree_size;
         self.filled = (self.filled + 1).min(self.spec.tree_size);
@@ -318,5 +421,116 @@ impl Detector for Rcf {
 
     fn saved(&self) -> SavedDetector<'_> {
         SavedDetector::Rcf(Cow::Borrowed(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::calibrate::CalibrationSpec;
+
+    /// CoDisp the slow way: from the leaf up to the root, reading every sibling.
+    fn codisp_walk(t: &Tree, leaf: u32) -> f64 {
+        let mut best = 0.0f64;
+        let mut n = leaf;
+        while t.nodes[n as usize].parent != NONE {
+            let p = t.nodes[t.nodes[n as usize].parent as usize];
+            let sib = if p.left == n { p.right } else { p.left };
+            best = best.max(t.nodes[sib as usize].count as f64 / t.nodes[n as usize].count as f64);
+            n = t.nodes[n as usize].parent;
+        }
+        best
+    }
+
+    /// Every inner node counts its children's points and boxes exactly their boxes; returns
+    /// the points under `n`.
+    fn check(t: &Tree, dim: usize, n: u32) -> u32 {
+        let node = t.nodes[n as usize];
+        let (min, max) = t.bbox(dim, n);
+        if node.left == NONE {
+            assert_eq!(min, max, "a leaf's box is its point");
+            assert!(node.count >= 1);
+            return node.count;
+        }
+        for c in [node.left, node.right] {
+            assert_eq!(t.nodes[c as usize].parent, n);
+        }
+        let total = check(t, dim, node.left) + check(t, dim, node.right);
+        assert_eq!(node.count, total, "node {n} counts its children's points");
+        let ((lmin, lmax), (rmin, rmax)) = (t.bbox(dim, node.left), t.bbox(dim, node.right));
+        for k in 0..dim {
+            assert_eq!(min[k], lmin[k].min(rmin[k]), "node {n}: box minimum {k} is its children's");
+            assert_eq!(max[k], lmax[k].max(rmax[k]), "node {n}: box maximum {k} is its children's");
+        }
+        total
+    }
+
+    #[test]
+    fn the_cut_dimension_is_the_first_loop_hit_bit_for_bit() {
+        // The loop it replaces.
+        let reference = |widths: &[f64], mut r: f64| {
+            let mut cut = widths.len() - 1;
+            for (k, &w) in widths.iter().enumerate() {
+                if r < w {
+                    cut = k;
+                    break;
+                }
+                r -= w;
+            }
+            (cut, r)
+        };
+        let mut x = 5u64;
+        for _ in 0..100_000 {
+            let dim = 1 + (next_unit(&mut x) * MAX_SHINGLE as f64) as usize;
+            // Zero widths (a box flat in a dimension) and widths of very different scales.
+            let widths: Vec<f64> = (0..dim)
+                .map(|_| match (next_unit(&mut x) * 4.0) as u32 {
+                    0 => 0.0,
+                    1 => next_unit(&mut x) * 1e-6,
+                    _ => next_unit(&mut x) * 1e3,
+                })
+                .collect();
+            let span: f64 = widths.iter().sum();
+            for r in [next_unit(&mut x) * span, 0.0, span, span * (1.0 - f64::EPSILON), widths[0]] {
+                let (a, b) = (cut_dimension(&widths, r), reference(&widths, r));
+                assert!(a.0 == b.0 && a.1.to_bits() == b.1.to_bits(), "{widths:?} r {r}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_forest_keeps_exact_counts_and_boxes_and_its_codisp_is_the_walks() {
+        let spec = RcfSpec { trees: 4, tree_size: 32, shingle: 3, seed: 7 };
+        let cal = Calibrator::new(CalibrationSpec { short: 1, long: 100, warmup: 0, cooldown: 0 });
+        let mut f = Rcf::new(spec, cal);
+        let mut x = 99u64;
+        for i in 0..3_000 {
+            // Few distinct values (duplicate shingles), a level shift, and spikes.
+            let v = (next_unit(&mut x) * 4.0).floor() + if i > 1_500 { 10.0 } else { 0.0 } + if i % 97 == 0 { 50.0 } else { 0.0 };
+            // What the score will see: the shingle after this value, and each tree's CoDisp.
+            let before = f.clone();
+            f.score(i * 1000, v);
+            if (f.seen as usize) < spec.shingle {
+                continue;
+            }
+            let mut slow = before;
+            let d = spec.shingle;
+            slow.shingle.copy_within(1..d, 0);
+            slow.shingle[d - 1] = v as f32;
+            let p = slow.shingle[..d].to_vec();
+            let full = slow.filled == spec.tree_size;
+            for (t, fast) in slow.trees.iter_mut().zip(&f.trees) {
+                if full {
+                    let old = t.slot_leaf[slow.slot];
+                    t.delete(d, old);
+                }
+                let (leaf, codisp) = t.insert(&p, &mut slow.rng);
+                t.slot_leaf[slow.slot] = leaf;
+                assert_eq!(codisp, codisp_walk(t, leaf), "point {i}: CoDisp on the way down equals the walk up");
+                assert_eq!(check(t, d, t.root), (slow.filled + 1).min(spec.tree_size) as u32, "point {i}: points held");
+                // The scored forest went through the same steps.
+                assert_eq!((&t.boxes, &t.slot_leaf, t.root), (&fast.boxes, &fast.slot_leaf, fast.root));
+            }
+        }
     }
 }
