@@ -325,25 +325,6 @@ fn row(o: Outcome) -> NotificationRow {
     }
 }
 
-/// Removes process `process`'s files of the delivery log in `dir` (an earlier run's).
-pub fn clear_log(dir: &std::path::Path, process: usize) -> std::io::Result<usize> {
-    let prefix = format!("part-{process:04}-");
-    let mut n = 0;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for e in entries {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            std::fs::remove_file(e.path())?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 /// The log writer: a file per flush, named `part-<process>-<wall ms>-<seq>.parquet` so that
 /// runs and processes sharing the folder never collide.
 fn write_log(rx: Rx<Outcome>, dir: PathBuf, process: usize, compression: Compression) -> Result<(), String> {

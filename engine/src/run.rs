@@ -382,8 +382,9 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
             let continues = resumes || checkpoints.as_ref().is_some_and(|c| c.resumed_at() > 0);
             let process = cluster.as_ref().map_or(0, |c| c.process);
             if !continues {
-                // Each process its own files (a cluster's processes share the folder).
-                crate::notifications::clear_log(&dir, process).map_err(out_err)?;
+                // Each process its own files (`part-<process>-…`, and its leftover
+                // temporaries): a cluster's processes share the folder.
+                clear_table_of(&dir, NOTIFICATIONS, process..process + 1, None).map_err(out_err)?;
             }
             write_schema_file(&dir, &NotificationsTable::default().schema()).map_err(out_err)?;
             let journal = checkpoints.as_ref().map(|c| (c.notify_dir(), pipeline.output.fsync));

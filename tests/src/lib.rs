@@ -96,6 +96,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("its address").port()
 }
 
+/// Polls `ready` every 20 ms until it holds; panics naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !ready() {
+        assert!(t.elapsed() < limit, "waited more than {limit:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs the binary with `args`.
 pub fn alertflow(args: &[&str]) -> Output {
     Command::new(bin()).args(args).env("RUST_LOG", "warn").output().expect("run alertflow")

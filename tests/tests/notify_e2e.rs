@@ -240,33 +240,50 @@ fn a_kill_during_delivery_loses_no_notification_and_repeats_only_the_one_in_flig
     }
 }
 
+/// A silence of every `severity=warning` alert over all of the generated stream's time.
+const WARNING_SILENCE: &str = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false, "isEqual": true}],
+    "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-02T00:00:00Z", "createdBy": "ann", "comment": "noisy"}"#;
+
+/// A generated stream whose paced run serves HTTP on a free port, notifies `oncall` and
+/// escalates to `lead` after 10 minutes; `engine` adds to the `[engine]` section.
+struct Escalating {
+    _scratch: Scratch,
+    dir: std::path::PathBuf,
+    oncall: Recorder,
+    lead: Recorder,
+    pipeline: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Escalating {
+    fn new(name: &str, engine: &str) -> Escalating {
+        let s = Scratch::new(name);
+        let dir = s.join("g");
+        generate(&dir);
+        let (oncall, lead) = (Recorder::start(), Recorder::start());
+        let port = alertflow_tests::free_port();
+        let engine = format!(
+            "{engine}[serve]\nhttp = \"127.0.0.1:{port}\"\n[[receiver]]\nname = \"lead\"\ntype = \"webhook\"\nurl = \"{}/lead\"\n\
+             [[notify.escalation]]\nafter = \"10m\"\nreceiver = \"lead\"\n# replay_rate 2000\n",
+            lead.url
+        );
+        let pipeline = with_notify(&dir, &oncall.url, &engine, &format!("{name}.toml"));
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Escalating { _scratch: s, dir, oncall, lead, pipeline, addr }
+    }
+}
+
 /// Silences and incident actions over HTTP while a paced run routes: an acknowledged
 /// incident escalates no further, a silence mutes its alerts from the time the notifier took
 /// it until it is expired, and `GET /silences` shows both states.
 #[test]
 fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered() {
-    use alertflow_tests::{Running, free_port, http};
-    let s = Scratch::new("notify-api");
-    let dir = s.join("g");
-    generate(&dir);
-    let (oncall, lead) = (Recorder::start(), Recorder::start());
-    let port = free_port();
-    let engine = format!(
-        "[serve]\nhttp = \"127.0.0.1:{port}\"\n[[receiver]]\nname = \"lead\"\ntype = \"webhook\"\nurl = \"{}/lead\"\n\
-         [[notify.escalation]]\nafter = \"10m\"\nreceiver = \"lead\"\n# replay_rate 2000\n",
-        lead.url
-    );
-    let p = with_notify(&dir, &oncall.url, &engine, "api.toml");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    use alertflow_tests::{Running, http, wait_until};
+    // `_scratch` bound, not left to `..`: the folder lives until the test ends.
+    let Escalating { _scratch, dir, oncall, lead, pipeline: p, addr } = Escalating::new("notify-api", "");
     let run = Running::start(&p, 2);
-    let wait = |what: &str, mut f: Box<dyn FnMut() -> bool + '_>| {
-        let t = std::time::Instant::now();
-        while !f() {
-            assert!(t.elapsed() < std::time::Duration::from_secs(60), "waited too long for {what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    wait("the first notification", Box::new(|| !oncall.got().is_empty()));
+    let wait = |what: &str, f: &mut dyn FnMut() -> bool| wait_until(what, std::time::Duration::from_secs(60), f);
+    wait("the first notification", &mut || !oncall.got().is_empty());
     let incident = oncall.got()[0].body["groupLabels"]["incident_id"].as_str().unwrap().to_string();
 
     // Bad requests are named.
@@ -278,9 +295,7 @@ fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered(
     let (code, body) = http(addr, "POST", &format!("/incidents/{incident}/ack"), None, r#"{"by": "ann"}"#);
     assert_eq!(code, 200, "{body}");
     let acked_at = serde_json::from_str::<serde_json::Value>(&body).unwrap()["at"].as_str().unwrap().to_string();
-    let silence = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false, "isEqual": true}],
-        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-02T00:00:00Z", "createdBy": "ann", "comment": "noisy"}"#;
-    let (code, body) = http(addr, "POST", "/api/v2/silences", None, silence);
+    let (code, body) = http(addr, "POST", "/api/v2/silences", None, WARNING_SILENCE);
     assert_eq!(code, 200, "{body}");
     let added: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = added["silenceID"].as_str().unwrap().to_string();
@@ -298,7 +313,7 @@ fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered(
     assert_eq!(list[0]["status"]["state"], "expired", "{list}");
     let expired_at = list[0]["endsAt"].as_str().unwrap().to_string();
 
-    wait("the end of the run", Box::new(|| http(addr, "GET", "/health", None, "").1.contains("\"running\":false")));
+    wait("the end of the run", &mut || http(addr, "GET", "/health", None, "").1.contains("\"running\":false"));
     drop(run);
 
     // Escalations: some incident was escalated; the acknowledged one not after its ack.
@@ -349,39 +364,20 @@ fn silences_and_acknowledgements_over_http_act_from_the_event_time_they_entered(
 /// before the kill or after the restart.
 #[test]
 fn silences_and_acks_are_replayed_after_a_kill_at_the_times_they_entered() {
-    use alertflow_tests::{Running, free_port, http};
-    let s = Scratch::new("notify-replay");
-    let dir = s.join("g");
-    generate(&dir);
-    let (oncall, lead) = (Recorder::start(), Recorder::start());
-    let port = free_port();
-    let engine = format!(
-        "[engine]\nstate_dir = \"state\"\ncheckpoint_min_wall_interval = \"200ms\"\n\
-         [serve]\nhttp = \"127.0.0.1:{port}\"\n[[receiver]]\nname = \"lead\"\ntype = \"webhook\"\nurl = \"{}/lead\"\n\
-         [[notify.escalation]]\nafter = \"10m\"\nreceiver = \"lead\"\n# replay_rate 2000\n",
-        lead.url
-    );
-    let p = with_notify(&dir, &oncall.url, &engine, "replay.toml");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    use alertflow_tests::{Running, http, wait_until};
+    let Escalating { _scratch, dir, oncall, lead, pipeline: p, addr } =
+        Escalating::new("notify-replay", "[engine]\nstate_dir = \"state\"\ncheckpoint_min_wall_interval = \"200ms\"\n");
     // Killed when dropped, also when the test fails.
     let start = || Running::start(&p, 2);
     let up = || std::net::TcpStream::connect(addr).is_ok();
-    let wait = |what: &str, f: &mut dyn FnMut() -> bool| {
-        let t = std::time::Instant::now();
-        while !f() {
-            assert!(t.elapsed() < std::time::Duration::from_secs(60), "waited too long for {what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
+    let wait = |what: &str, f: &mut dyn FnMut() -> bool| wait_until(what, std::time::Duration::from_secs(60), f);
     let mut run = start();
     wait("the first notification", &mut || !oncall.got().is_empty());
     let incident = oncall.got()[0].body["groupLabels"]["incident_id"].as_str().unwrap().to_string();
     let (code, body) = http(addr, "POST", &format!("/incidents/{incident}/ack"), None, "");
     assert_eq!(code, 200, "{body}");
     let ack = serde_json::from_str::<serde_json::Value>(&body).unwrap()["at"].as_str().unwrap().to_string();
-    let silence = r#"{"matchers": [{"name": "severity", "value": "warning", "isRegex": false, "isEqual": true}],
-        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2026-01-02T00:00:00Z", "createdBy": "ann", "comment": "noisy"}"#;
-    let (code, body) = http(addr, "POST", "/silences", None, silence);
+    let (code, body) = http(addr, "POST", "/silences", None, WARNING_SILENCE);
     assert_eq!(code, 200, "{body}");
     let added: serde_json::Value = serde_json::from_str(&body).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1000));
