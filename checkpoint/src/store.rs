@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CheckpointConfig, CheckpointError, Time};
 
-/// The format version written (and the only one read).
-pub const VERSION: u32 = 1;
+/// The format version written (and the only one read). 2: correlate's episodes no longer
+/// repeat their fingerprint, start and labels (they are their latest row's).
+pub const VERSION: u32 = 2;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

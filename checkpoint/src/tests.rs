@@ -364,7 +364,7 @@ fn a_cluster_checkpoint_is_known_everywhere_before_any_source_passes_it_and_comm
     assert!(!d0.join("CURRENT").exists() && !d1.join("CURRENT").exists(), "a completed run leaves nothing");
 
     // A process whose state folder lacks the cluster's checkpoint fails every start, named.
-    let manifest = Manifest { version: 1, at: 50, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
+    let manifest = Manifest { version: store::VERSION, at: 50, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
     store::write(&cluster_cfg(&d0), manifest, vec![], &[]).unwrap();
     let (e0, e1) = open_pair(&d0, &d1);
     let (e0, e1) = (e0.err().unwrap(), e1.err().unwrap());
@@ -379,7 +379,7 @@ fn a_process_adopts_the_checkpoint_it_prepared_when_process_0_committed_it() {
     let dir = tmpdir("adopt");
     let c = cluster_cfg(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let m = |at| Manifest { version: 1, at, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
+    let m = |at| Manifest { version: store::VERSION, at, workers: 1, processes: 2, digest: "d1".into(), parts: vec![], files: 0 };
     store::write(&c, m(40), vec![(("op".into(), 1), b"forty".to_vec())], &["t/a.parquet".into()]).unwrap();
     // Prepared, but stopped before process 0's commit reached it.
     store::prepare(&c, m(80), vec![(("op".into(), 1), b"eighty".to_vec())], &["t/b.parquet".into()]).unwrap();

@@ -264,12 +264,11 @@ impl Topology {
     }
 }
 
-/// An alert episode in an open incident.
+/// An alert episode in an open incident. Its fingerprint, start and labels are those of
+/// `last` (an episode is one fingerprint and start), not copies: with 1,000,000 open episodes
+/// every byte here is a megabyte.
 #[derive(Serialize, Deserialize)]
 struct Ep {
-    fp: u64,
-    starts_at: i64,
-    labels: LabelSet,
     service: Option<Arc<str>>,
     storm: Option<u64>,
     firing: bool,
@@ -280,6 +279,18 @@ struct Ep {
     last: AlertEvent,
     /// Rows emitted for the episode (for revisions).
     seq: u64,
+}
+
+impl Ep {
+    fn fp(&self) -> u64 {
+        self.last.fingerprint()
+    }
+    fn starts_at(&self) -> i64 {
+        self.last.starts_at
+    }
+    fn labels(&self) -> &LabelSet {
+        &self.last.labels
+    }
 }
 
 /// An open incident, keyed by its union-find root.
@@ -328,17 +339,17 @@ impl Digest {
     }
 
     fn add(&mut self, ep: u64, e: &Ep) {
-        let key = (e.starts_at, e.fp);
+        let key = (e.starts_at(), e.fp());
         if self.oldest.is_none_or(|(s, f, _)| key < (s, f)) {
-            self.oldest = Some((e.starts_at, e.fp, ep));
+            self.oldest = Some((e.starts_at(), e.fp(), ep));
         }
         if let Some(svc) = &e.service {
             let (first, n) = self.services.entry(svc.clone()).or_insert((key, 0));
             *first = (*first).min(key);
             *n += 1;
         }
-        if self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (e.severity, e.starts_at, e.fp) > (*r, *s, *f)) {
-            self.max_sev = Some((e.severity, e.starts_at, e.fp, e.last.severity().into()));
+        if self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (e.severity, e.starts_at(), e.fp()) > (*r, *s, *f)) {
+            self.max_sev = Some((e.severity, e.starts_at(), e.fp(), e.last.severity().into()));
         }
         self.list(key);
     }
@@ -378,7 +389,8 @@ impl Digest {
 #[derive(Default, Serialize, Deserialize)]
 struct Tenant {
     name: Arc<str>,
-    eps: HashMap<u64, Ep>,
+    /// Boxed: a table slot is then 16 bytes, not an episode's 220 (tables are up to half empty).
+    eps: HashMap<u64, Box<Ep>>,
     parent: HashMap<u64, u64>,
     incidents: HashMap<u64, Incident>,
     by_service: HashMap<Arc<str>, Summary>,
@@ -424,7 +436,7 @@ impl Tenant {
     /// The order of episodes within incidents: oldest first.
     fn older(&self, a: u64, b: u64) -> bool {
         let (x, y) = (&self.eps[&a], &self.eps[&b]);
-        (x.starts_at, x.fp) < (y.starts_at, y.fp)
+        (x.starts_at(), x.fp()) < (y.starts_at(), y.fp())
     }
 
     /// Unions two components; the root is the oldest member's episode.
@@ -708,7 +720,7 @@ fn near(t: &mut Tenant, list: &mut Summary, since: i64) -> Vec<u64> {
 fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u64> {
     let (starts, service, storm, labels) = {
         let e = &t.eps[&ep];
-        (e.starts_at, e.service.clone(), e.storm, e.labels.clone())
+        (e.starts_at(), e.service.clone(), e.storm, e.labels().clone())
     };
     let since = starts - op.link_window;
     let mut out = Vec::new();
@@ -745,7 +757,7 @@ fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u
         && let Some(q) = t.by_name.get(name)
     {
         for &o in q.iter().rev().take(64) {
-            if o != ep && t.eps.get(&o).is_some_and(|x| x.starts_at >= since && jaccard(&labels, &x.labels) >= threshold) {
+            if o != ep && t.eps.get(&o).is_some_and(|x| x.starts_at() >= since && jaccard(&labels, x.labels()) >= threshold) {
                 out.push(o);
                 break;
             }
@@ -756,7 +768,7 @@ fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u
 
 fn index(op: &Correlate, t: &mut Tenant, ep: u64) {
     let e = &t.eps[&ep];
-    let (service, storm, labels, starts) = (e.service.clone(), e.storm, e.labels.clone(), e.starts_at);
+    let (service, storm, labels, starts) = (e.service.clone(), e.storm, e.labels().clone(), e.starts_at());
     if let Some(s) = service {
         t.by_service.entry(s).or_default().push((ep, starts));
     }
@@ -792,10 +804,7 @@ fn event(
     if ev.event == EventKind::Opened && !t.eps.contains_key(&ep) {
         t.eps.insert(
             ep,
-            Ep {
-                fp: ev.fingerprint(),
-                starts_at: ev.starts_at,
-                labels: ev.labels.clone(),
+            Box::new(Ep {
                 service: service_of(op, &ev.labels),
                 storm: ev.storm_id,
                 firing: true,
@@ -803,7 +812,7 @@ fn event(
                 incident: ep,
                 last: ev.clone(),
                 seq: 0,
-            },
+            }),
         );
         t.parent.insert(ep, ep);
         t.by_fp.insert(ev.fingerprint(), ep);
@@ -834,7 +843,7 @@ fn event(
     e.firing = !matches!(ev.event, EventKind::Resolved | EventKind::Expired);
     let became_quiet = was_firing && !e.firing;
     e.seq += 1;
-    ev.revision = revision(e.starts_at, e.seq);
+    ev.revision = revision(e.starts_at(), e.seq);
     let root = t.find(ep);
     let inc = t.incidents.get_mut(&root).expect("every root has an incident");
     ev.incident_id = Some(inc.id);
@@ -944,7 +953,7 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
                     let mut r = e.last.clone();
                     r.event = EventKind::Regrouped;
                     r.incident_id = Some(new_id);
-                    r.revision = revision(e.starts_at, e.seq);
+                    r.revision = revision(e.starts_at(), e.seq);
                     r.ts = at_epoch;
                     e.last = r.clone();
                     out.entry(epoch(op, r.ts)).or_default().push(Ok(r));
@@ -957,8 +966,8 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
                 for m in inc.members {
                     if let Some(e) = t.eps.remove(&m) {
                         t.parent.remove(&m);
-                        if t.by_fp.get(&e.fp) == Some(&m) {
-                            t.by_fp.remove(&e.fp);
+                        if t.by_fp.get(&e.fp()) == Some(&m) {
+                            t.by_fp.remove(&e.fp());
                         }
                         if let Some(s) = e.storm
                             && t.by_storm.get(&s) == Some(&m)
@@ -1066,7 +1075,7 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
         return;
     }
     let mut order: Vec<u64> = t.eps.keys().copied().collect();
-    order.sort_by_key(|e| (t.eps[e].starts_at, t.eps[e].fp));
+    order.sort_by_key(|e| (t.eps[e].starts_at(), t.eps[e].fp()));
     let old: HashMap<u64, Incident> = std::mem::take(&mut t.incidents);
     t.parent.clear();
     t.by_service.clear();
@@ -1081,7 +1090,7 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
             Incident {
                 id: ep,
                 members: vec![ep],
-                opened_at: e.starts_at,
+                opened_at: e.starts_at(),
                 firing: usize::from(e.firing),
                 digest: Digest::of(ep, e),
                 recheck: true,

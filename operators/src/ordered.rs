@@ -36,6 +36,12 @@ impl Timed for alertflow_model::Metric {
     }
 }
 
+/// How many due timers an operator handles in one activation before it hands its output on
+/// and asks to be scheduled again. Without a bound, the end of a stream (every open alert's
+/// expiry timer due at once) built all its rows in one buffer before any downstream operator
+/// could take them: at 1,000,000 open fingerprints, 300 MB of a 1.7 GB heap peak.
+pub const BUDGET: usize = 1 << 14;
+
 /// What is due next.
 pub enum Due<T> {
     /// A record.
@@ -56,6 +62,10 @@ pub struct Ordered<T> {
     ready: std::collections::VecDeque<T>,
     /// The frontier's least time when handling began (`None`: empty).
     limit: Option<Time>,
+    /// Timers at or after this epoch are not handed over yet (see [`Ordered::hold_timers_from`]).
+    horizon: Option<Time>,
+    /// Whether a timer was held back by the horizon since the last `begin_until`.
+    held_back: bool,
 }
 
 impl<T: Timed> Ordered<T> {
@@ -68,7 +78,23 @@ impl<T: Timed> Ordered<T> {
             cap: Some(cap),
             ready: Default::default(),
             limit: Some(0),
+            horizon: None,
+            held_back: false,
         }
+    }
+
+    /// Holds timers at or after epoch `h` back (and every record after them, so the order
+    /// stays): an operator whose timers all fall due at once (the end of the input) uses it to
+    /// stay near its slowest peer instead of emitting rows that downstream must hold until that
+    /// peer catches up. `None` lifts it.
+    pub fn hold_timers_from(&mut self, h: Option<Time>) {
+        self.horizon = h;
+    }
+
+    /// Whether [`next_due`](Self::next_due) stopped at the horizon since the last
+    /// [`begin_until`](Self::begin_until): more is due once the horizon moves.
+    pub fn held_back(&self) -> bool {
+        self.held_back
     }
 
     /// The epoch of an event time.
@@ -131,13 +157,21 @@ impl<T: Timed> Ordered<T> {
     /// state saved for it holds exactly the epochs before it).
     pub fn begin_until(&mut self, frontier: &MutableAntichain<Time>, until: Option<Time>) {
         self.limit = crate::checkpoint::limit_of(frontier, until);
-        let mut records: Vec<T> = self.ready.drain(..).collect();
+        self.held_back = false;
+        let mut released: Vec<T> = Vec::new();
         while let Some(e) = self.held.first_entry() {
             if self.limit.is_some_and(|l| *e.key() >= l) {
                 break;
             }
-            records.append(&mut e.remove());
+            released.append(&mut e.remove());
         }
+        if released.is_empty() {
+            // Nothing new: what is left over from a yield stays sorted as it is (an operator
+            // waiting for a peer begins again every few hundred microseconds).
+            return;
+        }
+        let mut records: Vec<T> = self.ready.drain(..).collect();
+        records.append(&mut released);
         records.sort_by_key(|a| (a.ts(), a.rank(), a.origin()));
         self.ready = records.into();
     }
@@ -153,6 +187,10 @@ impl<T: Timed> Ordered<T> {
         match (self.ready.front(), timer) {
             (Some(r), Some((at, _))) if r.ts() <= at => self.ready.pop_front().map(Due::Record),
             (_, Some((at, key))) => {
+                if self.horizon.is_some_and(|h| self.epoch_of(at) >= h) {
+                    self.held_back = true;
+                    return None;
+                }
                 self.timers.pop_first();
                 Some(Due::Timer(at, key))
             }
@@ -165,6 +203,11 @@ impl<T: Timed> Ordered<T> {
     /// drops it when nothing can.
     pub fn settle(&mut self, frontier: &MutableAntichain<Time>) {
         let mut low = frontier.frontier().iter().next().copied();
+        // Records left over by an operator that yielded (they are sorted: the first is least).
+        if let Some(r) = self.ready.front() {
+            let t = self.epoch_of(r.ts());
+            low = Some(low.map_or(t, |l| l.min(t)));
+        }
         if let Some((&t, _)) = self.held.first_key_value() {
             low = Some(low.map_or(t, |l| l.min(t)));
         }

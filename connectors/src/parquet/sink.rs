@@ -18,8 +18,10 @@ use crate::latency::Recorder;
 use crate::{Failure, Time};
 
 /// Rows one worker's sink holds before it writes what it has of a span as a piece (a file of
-/// its own): a span of a table with ever-new keys must not grow memory without bound.
-const MAX_PENDING_ROWS: usize = 256 * 1024;
+/// its own): a span of a table with ever-new keys must not grow memory without bound. With
+/// [`IN_FLIGHT`] pieces queued for the writer, a worker holds up to 5 × this many rows of a
+/// table: at 256 Ki, 1,000,000 alerts opening within a minute kept 180 MB of `alerts` rows.
+const MAX_PENDING_ROWS: usize = 64 * 1024;
 
 /// Counters of one table's sink, shared by its workers in this process.
 #[derive(Debug, Default)]
