@@ -58,16 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // No transparent huge pages for this process. mimalloc returns freed memory to the OS
-    // after 1 s, in 4 KiB pieces of 2 MiB regions it asked huge pages for; touching such a
-    // region again faults in a whole 2 MiB huge page, which the kernel zeroes on the spot.
-    // A 1-second window's close allocates its rows afresh every second, so every close paid
-    // for megabytes of zeroing (85 % of a 10–18 ms merge call in a profile of `alertflow
-    // bench metrics --rate 100000`, see BENCHMARKS.md): p99 latency 27–43 ms with huge pages,
-    // under 10 ms without, and throughput no worse. Must come before the dataflow allocates;
-    // a kernel without the flag (too old) just keeps its default.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
+    cli::no_huge_pages();
     cli::init_logging();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
