@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use alertflow_model::LabelSet;
-use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, severity_rank};
+use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, revision, severity_rank};
 use alertflow_model::time::DurationMs;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Concatenate;
-use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use crate::checkpoint::Saver;
@@ -468,7 +468,13 @@ impl Tenant {
     }
 }
 
-type Out = Result<AlertEvent, IncidentRow>;
+/// Rows produced while handling, by output time: alert rows and incident rows go to outputs
+/// of their own (no routing pass that moves every row once more).
+#[derive(Default)]
+struct Out {
+    events: BTreeMap<Time, Vec<AlertEvent>>,
+    incidents: BTreeMap<Time, Vec<IncidentRow>>,
+}
 
 /// Builds correlation on lifecycle streams.
 pub trait CorrelateExt<'s> {
@@ -501,8 +507,9 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
         let scope = self.scope();
         let worker = scope.index();
         let inputs = scope.concatenate(vec![self.map(In::Event), storms.map(In::Storm)]);
-        let both = inputs.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
-            topo,
+        let mut builder = OperatorBuilder::new("correlate".to_string(), scope);
+        let mut events_in = builder.new_input(
+            inputs,
             Exchange::new(|i: &In| {
                 let tenant = match i {
                     In::Event(e) => e.tenant(),
@@ -511,125 +518,136 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                 };
                 xxhash_rust::xxh3::xxh3_64(tenant.as_bytes())
             }),
-            Pipeline,
-            "correlate",
-            move |cap, _info| {
-                let mut ordered: Ordered<In> = Ordered::new(cap, op.epoch);
-                let mut topology = Topology::default();
-                let mut tenants: HashMap<Arc<str>, Tenant> = HashMap::new();
-                let mut out: BTreeMap<Time, Vec<Out>> = BTreeMap::new();
-                // Tenants by hash, for timers.
-                let mut tenant_keys: HashMap<u64, Arc<str>> = HashMap::new();
-                let mut state = StateGauge::new(op.stats.clone());
-                let mut saver = Saver::register("correlate", worker);
-                if let Some((timers, topo, t)) = saver.restore::<(BTreeSet<(i64, u64)>, Topology, HashMap<Arc<str>, Tenant>)>() {
-                    ordered.restore_timers(timers);
-                    (topology, tenants) = (topo, t);
-                    for name in tenants.keys() {
-                        tenant_keys.insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()), name.clone());
-                    }
+        );
+        let mut topo_in = builder.new_input(topo, Pipeline);
+        let (events_out, events) = builder.new_output::<Vec<AlertEvent>>();
+        let (incidents_out, incidents) = builder.new_output::<Vec<IncidentRow>>();
+        let mut events_out = OutputBuilder::<Time, CapacityContainerBuilder<Vec<AlertEvent>>>::from(events_out);
+        let mut incidents_out = OutputBuilder::<Time, CapacityContainerBuilder<Vec<IncidentRow>>>::from(incidents_out);
+        builder.build(move |caps| {
+            let mut ordered: Ordered<In> = Ordered::with_outputs(caps, op.epoch);
+            let mut topology = Topology::default();
+            let mut tenants: HashMap<Arc<str>, Tenant> = HashMap::new();
+            let mut out = Out::default();
+            // Tenants by hash, for timers.
+            let mut tenant_keys: HashMap<u64, Arc<str>> = HashMap::new();
+            let mut state = StateGauge::new(op.stats.clone());
+            let mut saver = Saver::register("correlate", worker);
+            if let Some((timers, topo, t)) = saver.restore::<(BTreeSet<(i64, u64)>, Topology, HashMap<Arc<str>, Tenant>)>() {
+                ordered.restore_timers(timers);
+                (topology, tenants) = (topo, t);
+                for name in tenants.keys() {
+                    tenant_keys.insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()), name.clone());
                 }
-                move |(events, f1), (topo, f2), output| {
-                    events.for_each_stamp(|_c, data| {
-                        for b in data {
-                            op.stats.add_in(b.len());
-                            for e in b.drain(..) {
-                                ordered.push(e);
-                            }
+            }
+            move |frontiers| {
+                let (f1, f2) = (&frontiers[0], &frontiers[1]);
+                let (events, topo) = (&mut events_in, &mut topo_in);
+                events.for_each_stamp(|_c, data| {
+                    for b in data {
+                        op.stats.add_in(b.len());
+                        for e in b.drain(..) {
+                            ordered.push(e);
                         }
-                    });
-                    topo.for_each_stamp(|_c, data| {
-                        for b in data {
-                            for t in b.drain(..) {
-                                ordered.push(In::Topology(t));
-                            }
+                    }
+                });
+                topo.for_each_stamp(|_c, data| {
+                    for b in data {
+                        for t in b.drain(..) {
+                            ordered.push(In::Topology(t));
                         }
-                    });
-                    // Both inputs' frontiers bound what is complete.
-                    let mut frontier = f1.clone();
-                    frontier.update_iter(f2.frontier().iter().map(|t| (*t, 1)));
-                    loop {
-                        let until = saver.pending();
-                        ordered.begin_until(&frontier, until);
-                        // Incident rows are coalesced per epoch, written at the epoch's last time.
-                        let mut current: Option<Time> = None;
-                        while let Some(due) = ordered.next_due() {
-                            let at = match &due {
-                                Due::Record(r) => r.ts(),
-                                Due::Timer(at, _) => *at,
-                            };
-                            let e = ordered.epoch_of(at);
-                            if current.is_some_and(|c| c != e) {
-                                flush(&op, &topology, &mut tenants, &mut out);
-                            }
-                            current = Some(e);
-                            let mut timers: Vec<(Option<i64>, Option<i64>, u64)> = Vec::new();
-                            match due {
-                                Due::Record(In::Topology(c)) => {
-                                    topology.apply(&c);
-                                    for t in tenants.values_mut() {
-                                        t.touched = at;
-                                        let key = xxhash_rust::xxh3::xxh3_64(t.name.as_bytes());
-                                        relink(&op, &topology, t, key, &mut timers);
-                                    }
-                                }
-                                Due::Record(In::Storm(m)) => {
-                                    if let Some(t) = tenants.get_mut(&m.tenant) {
-                                        t.touched = at;
-                                        join_storm(&topology, t, &m);
-                                    }
-                                }
-                                Due::Record(In::Event(ev)) => {
-                                    let key = xxhash_rust::xxh3::xxh3_64(ev.tenant().as_bytes());
-                                    let t = tenants.entry(ev.labels.tenant_arc().clone()).or_insert_with(|| {
-                                        tenant_keys.insert(key, ev.labels.tenant_arc().clone());
-                                        Tenant { name: ev.labels.tenant_arc().clone(), ..Tenant::default() }
-                                    });
-                                    t.touched = at;
-                                    event(&op, &topology, t, ev, key, &mut out, &mut timers);
-                                }
-                                Due::Timer(at, key) => {
-                                    if let Some(name) = tenant_keys.get(&key)
-                                        && let Some(t) = tenants.get_mut(name)
-                                    {
-                                        t.touched = at;
-                                        quiet(t, at);
-                                    }
-                                }
-                            }
-                            for (old, new, key) in timers {
-                                if let Some(o) = old {
-                                    ordered.cancel_timer(o, key);
-                                }
-                                if let Some(n) = new {
-                                    ordered.set_timer(n, key);
-                                }
-                            }
-                        }
-                        if current.is_some() {
+                    }
+                });
+                // Both inputs' frontiers bound what is complete.
+                let mut frontier = f1.clone();
+                frontier.update_iter(f2.frontier().iter().map(|t| (*t, 1)));
+                loop {
+                    let until = saver.pending();
+                    ordered.begin_until(&frontier, until);
+                    // Incident rows are coalesced per epoch, written at the epoch's last time.
+                    let mut current: Option<Time> = None;
+                    while let Some(due) = ordered.next_due() {
+                        let at = match &due {
+                            Due::Record(r) => r.ts(),
+                            Due::Timer(at, _) => *at,
+                        };
+                        let e = ordered.epoch_of(at);
+                        if current.is_some_and(|c| c != e) {
                             flush(&op, &topology, &mut tenants, &mut out);
                         }
-                        tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
-                        for (t, mut rows) in std::mem::take(&mut out) {
-                            if let Some(cap) = ordered.cap_at(t as i64) {
+                        current = Some(e);
+                        let mut timers: Vec<(Option<i64>, Option<i64>, u64)> = Vec::new();
+                        match due {
+                            Due::Record(In::Topology(c)) => {
+                                topology.apply(&c);
+                                for t in tenants.values_mut() {
+                                    t.touched = at;
+                                    let key = xxhash_rust::xxh3::xxh3_64(t.name.as_bytes());
+                                    relink(&op, &topology, t, key, &mut timers);
+                                }
+                            }
+                            Due::Record(In::Storm(m)) => {
+                                if let Some(t) = tenants.get_mut(&m.tenant) {
+                                    t.touched = at;
+                                    join_storm(&topology, t, &m);
+                                }
+                            }
+                            Due::Record(In::Event(ev)) => {
+                                let key = xxhash_rust::xxh3::xxh3_64(ev.tenant().as_bytes());
+                                let t = tenants.entry(ev.labels.tenant_arc().clone()).or_insert_with(|| {
+                                    tenant_keys.insert(key, ev.labels.tenant_arc().clone());
+                                    Tenant { name: ev.labels.tenant_arc().clone(), ..Tenant::default() }
+                                });
+                                t.touched = at;
+                                event(&op, &topology, t, ev, key, &mut out, &mut timers);
+                            }
+                            Due::Timer(at, key) => {
+                                if let Some(name) = tenant_keys.get(&key)
+                                    && let Some(t) = tenants.get_mut(name)
+                                {
+                                    t.touched = at;
+                                    quiet(t, at);
+                                }
+                            }
+                        }
+                        for (old, new, key) in timers {
+                            if let Some(o) = old {
+                                ordered.cancel_timer(o, key);
+                            }
+                            if let Some(n) = new {
+                                ordered.set_timer(n, key);
+                            }
+                        }
+                    }
+                    if current.is_some() {
+                        flush(&op, &topology, &mut tenants, &mut out);
+                    }
+                    tenants.retain(|_, t| !t.eps.is_empty() || !t.incidents.is_empty());
+                    {
+                        let mut output = events_out.activate();
+                        for (t, mut rows) in std::mem::take(&mut out.events) {
+                            if let Some(cap) = ordered.cap_at_output(t as i64, 0) {
                                 op.stats.add_out(rows.len());
                                 output.session(&cap).give_container(&mut rows);
                             }
                         }
-                        if !saver.save_if_passed(&frontier, until, || (ordered.timer_list(), &topology, &tenants)) {
-                            break;
+                    }
+                    let mut output = incidents_out.activate();
+                    for (t, mut rows) in std::mem::take(&mut out.incidents) {
+                        if let Some(cap) = ordered.cap_at_output(t as i64, 1) {
+                            op.stats.add_out(rows.len());
+                            output.session(&cap).give_container(&mut rows);
                         }
                     }
-                    saver.finish_if_done(&frontier, || (ordered.timer_list(), &topology, &tenants));
-                    ordered.settle(&frontier);
-                    state.set(tenants.values().map(|t| t.eps.len() + t.incidents.len()).sum());
+                    if !saver.save_if_passed(&frontier, until, || (ordered.timer_list(), &topology, &tenants)) {
+                        break;
+                    }
                 }
-            },
-        );
-        // `Result` is only the routing tag of `ok_err` here, not an error; boxing the large
-        // side would cost an allocation per row.
-        #[allow(clippy::result_large_err)]
-        let (events, incidents) = both.ok_err(|x| x);
+                saver.finish_if_done(&frontier, || (ordered.timer_list(), &topology, &tenants));
+                ordered.settle(&frontier);
+                state.set(tenants.values().map(|t| t.eps.len() + t.incidents.len()).sum());
+            }
+        });
         Correlated { events, incidents }
     }
 }
@@ -796,7 +814,7 @@ fn event(
     t: &mut Tenant,
     mut ev: AlertEvent,
     tkey: u64,
-    out: &mut BTreeMap<Time, Vec<Out>>,
+    out: &mut Out,
     timers: &mut Vec<(Option<i64>, Option<i64>, u64)>,
 ) {
     let ep = ev.episode();
@@ -833,7 +851,7 @@ fn event(
     }
     let Some(e) = t.eps.get_mut(&ep) else {
         // An event of an episode whose incident already closed: pass it on as it is.
-        out.entry(epoch(op, ts)).or_default().push(Ok(ev));
+        out.events.entry(epoch(op, ts)).or_default().push(ev);
         return;
     };
     if ev.storm_id.is_some() && e.storm.is_none() {
@@ -860,13 +878,7 @@ fn event(
     t.dirty.insert(root);
     let e = t.eps.get_mut(&ep).expect("present");
     e.last = ev.clone();
-    out.entry(epoch(op, ts)).or_default().push(Ok(ev));
-}
-
-/// A revision that increases per fingerprint across episodes without per-fingerprint state:
-/// the episode's start (ms) × 1000 + the number of the change within the episode.
-fn revision(starts_at: i64, seq: u64) -> u64 {
-    (starts_at.max(0) as u64) * 1000 + seq.min(999)
+    out.events.entry(epoch(op, ts)).or_default().push(ev);
 }
 
 fn epoch(op: &Correlate, ts: i64) -> Time {
@@ -894,12 +906,16 @@ fn quiet(t: &mut Tenant, at: i64) {
     }
 }
 
+/// Members regrouped per read-ahead pass (see `flush`): their lines stay in the caches until
+/// the clones.
+const WARM_CHUNK: usize = 128;
+
 /// The `quiet_at` of an incident to close at the next flush.
 const CLOSING: i64 = i64::MIN;
 
 /// Writes the rows of the incidents changed in this epoch (and `regrouped` rows), and drops
 /// closed incidents.
-fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant>, out: &mut BTreeMap<Time, Vec<Out>>) {
+fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant>, out: &mut Out) {
     for t in tenants.values_mut() {
         let at_epoch = t.touched;
         for (id, into, revision, opened_at, members) in std::mem::take(&mut t.merged) {
@@ -918,7 +934,7 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
                 title: format!("merged into {}", alertflow_model::labels::fingerprint_hex(into)),
                 revision: revision + 1,
             };
-            out.entry(epoch(op, at_epoch)).or_default().push(Err(row));
+            out.incidents.entry(epoch(op, at_epoch)).or_default().push(row);
         }
         if t.dirty.is_empty() {
             continue;
@@ -945,22 +961,36 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
             } else {
                 std::mem::take(&mut inc.fresh)
             };
-            for m in &members {
-                let e = t.eps.get_mut(m).expect("member");
-                if e.incident != new_id {
-                    e.incident = new_id;
-                    e.seq += 1;
-                    let mut r = e.last.clone();
-                    r.event = EventKind::Regrouped;
-                    r.incident_id = Some(new_id);
-                    r.revision = revision(e.starts_at(), e.seq);
-                    r.ts = at_epoch;
-                    e.last = r.clone();
-                    out.entry(epoch(op, r.ts)).or_default().push(Ok(r));
+            // A merge of a storm's incident regroups thousands of members at once, and every
+            // row of it waits for the last: one clone per row, into one batch.
+            let rows = out.events.entry(epoch(op, at_epoch)).or_default();
+            for chunk in members.chunks(WARM_CHUNK) {
+                // Read first: the members' episodes and label sets lie all over the heap, and
+                // a clone's atomic increments wait for each cache miss in turn, while plain
+                // reads of many members overlap theirs.
+                let mut warm = 0u64;
+                for m in chunk {
+                    let e = &t.eps[m];
+                    warm ^= e.incident ^ e.last.labels.fingerprint() ^ e.last.annotations.fingerprint();
+                }
+                std::hint::black_box(warm);
+                for m in chunk {
+                    let e = t.eps.get_mut(m).expect("member");
+                    if e.incident != new_id {
+                        e.incident = new_id;
+                        e.seq += 1;
+                        let seq = e.seq;
+                        let r = &mut e.last;
+                        r.event = EventKind::Regrouped;
+                        r.incident_id = Some(new_id);
+                        r.revision = revision(r.starts_at, seq);
+                        r.ts = at_epoch;
+                        rows.push(r.clone());
+                    }
                 }
             }
             let row = incident_row(op, topo, t, root, new_id, at_epoch, closing);
-            out.entry(epoch(op, row.updated_at)).or_default().push(Err(row));
+            out.incidents.entry(epoch(op, row.updated_at)).or_default().push(row);
             if closing {
                 let inc = t.incidents.remove(&root).expect("present");
                 for m in inc.members {

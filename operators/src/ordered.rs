@@ -56,8 +56,9 @@ pub struct Ordered<T> {
     held: BTreeMap<Time, Vec<T>>,
     /// (event time, key): the key says what the timer is for (e.g. a fingerprint).
     timers: BTreeSet<(i64, u64)>,
-    /// The capability, at the least time output may still be produced at.
-    cap: Option<Capability<Time>>,
+    /// The capabilities (one per output), at the least time output may still be produced at;
+    /// empty once nothing can be.
+    caps: Vec<Capability<Time>>,
     /// Records being handled, in order.
     ready: std::collections::VecDeque<T>,
     /// The frontier's least time when handling began (`None`: empty).
@@ -71,11 +72,17 @@ pub struct Ordered<T> {
 impl<T: Timed> Ordered<T> {
     /// Holds nothing; `cap` is the operator's initial capability.
     pub fn new(cap: Capability<Time>, epoch: i64) -> Self {
+        Self::with_outputs(vec![cap], epoch)
+    }
+
+    /// Like [`Ordered::new`], for an operator with several outputs: `caps` are their initial
+    /// capabilities, moved together.
+    pub fn with_outputs(caps: Vec<Capability<Time>>, epoch: i64) -> Self {
         Ordered {
             epoch: epoch.max(1),
             held: BTreeMap::new(),
             timers: BTreeSet::new(),
-            cap: Some(cap),
+            caps,
             ready: Default::default(),
             limit: Some(0),
             horizon: None,
@@ -215,22 +222,33 @@ impl<T: Timed> Ordered<T> {
             let t = self.epoch_of(at);
             low = Some(low.map_or(t, |l| l.min(t)));
         }
-        match (low, self.cap.as_mut()) {
-            (None, _) => self.cap = None,
-            (Some(t), Some(cap)) if t > *cap.time() => cap.downgrade(&t),
-            _ => {}
+        match low {
+            None => self.caps.clear(),
+            Some(t) => {
+                for cap in &mut self.caps {
+                    if t > *cap.time() {
+                        cap.downgrade(&t);
+                    }
+                }
+            }
         }
     }
 
     /// A capability for output at event time `ts` (at least the current one).
     pub fn cap_at(&self, ts: i64) -> Option<Capability<Time>> {
-        let cap = self.cap.as_ref()?;
+        self.cap_at_output(ts, 0)
+    }
+
+    /// A capability for output `port` (in the order given to [`Ordered::with_outputs`]) at
+    /// event time `ts`.
+    pub fn cap_at_output(&self, ts: i64, port: usize) -> Option<Capability<Time>> {
+        let cap = self.caps.get(port)?;
         let t = self.epoch_of(ts).max(*cap.time());
         Some(cap.delayed(&t))
     }
 
-    /// The held capability.
+    /// The held capability (of the first output).
     pub fn cap(&self) -> Option<&Capability<Time>> {
-        self.cap.as_ref()
+        self.caps.first()
     }
 }
