@@ -32,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use crate::{CheckpointConfig, CheckpointError, Time};
 
 /// The format version written (and the only one read). 2: correlate's episodes no longer
-/// repeat their fingerprint, start and labels (they are their latest row's).
-pub const VERSION: u32 = 2;
+/// repeat their fingerprint, start and labels (they are their latest row's). 3: correlate
+/// keeps a compact snapshot of an episode's latest row, not the row.
+pub const VERSION: u32 = 3;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

@@ -2,6 +2,7 @@
 //! Kafka; HTTP push) and sinks that write output tables (Parquet, Kafka). One folder per connector, sources and sinks
 //! side by side; the engine lists them explicitly.
 
+pub mod backlog;
 pub mod durable;
 pub mod failure;
 pub mod file;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use alertflow_checkpoint::{CheckpointConfig, Checkpoints, ClusterLink};
 use alertflow_connectors::Failure;
+use alertflow_connectors::backlog::Backlog;
 use alertflow_connectors::durable::Durability;
 use alertflow_connectors::file::{Records, ReplayOrigin, SourceStats, file_source};
 use alertflow_connectors::kafka::{KafkaShared, KafkaSinkExt, kafka_source};
@@ -883,6 +884,8 @@ fn build_dataflow(
     failure: &Failure,
     index: usize,
 ) {
+    // The sinks' inputs, watched: a file source waits while the pipeline is behind it.
+    let backlog = Backlog::new();
     let sink = |table: &str| Sink {
         pipeline,
         table: table.to_string(),
@@ -900,13 +903,13 @@ fn build_dataflow(
             let (st, f) = (stats.sources[i].clone(), failure.clone());
             let d = match src.records {
                 Records::Metrics => {
-                    let (p, d) = file_source::<Metric>(scope, src.clone(), epoch, st, f, replay.origin.clone());
+                    let (p, d) = file_source::<Metric>(scope, src.clone(), epoch, st, f, replay.origin.clone(), Some(backlog.clone()));
                     points.push(Some(p));
                     alerts.push(None);
                     d
                 }
                 Records::Alerts => {
-                    let (a, d) = file_source::<Alert>(scope, src.clone(), epoch, st, f, replay.origin.clone());
+                    let (a, d) = file_source::<Alert>(scope, src.clone(), epoch, st, f, replay.origin.clone(), Some(backlog.clone()));
                     points.push(None);
                     alerts.push(Some(a));
                     d
@@ -976,7 +979,7 @@ fn build_dataflow(
             if let Some(live) = live {
                 live.windows(agg.name(), &rows, WindowTable::with_revisions(agg.group_by(), agg.functions(), agg.revises()), failure);
             }
-            rows.sink_parquet(s, next_sink(), failure.clone());
+            backlog.watch(rows).sink_parquet(s, next_sink(), failure.clone());
         }
         // Anomaly detection: rows to their table; with `raise_alerts`, alerts into the chain
         // (and the metric source's progress into the topology's frontier). Rules likewise.
@@ -994,7 +997,7 @@ fn build_dataflow(
                 derived_feeds.push(*input);
             }
             to_kafka(pipeline, kafka, det.name(), &rows, AnomaliesTable::default, failure);
-            rows.sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
+            backlog.watch(rows).sink_parquet(sink(det.name()).with(AnomaliesTable::default()), next_sink(), failure.clone());
         }
         if let Some(chain) = &pipeline.alerts {
             let sources = chain.inputs.iter().map(|&i| alerts[i].clone().expect("validated: dedup reads alert sources"));
@@ -1045,9 +1048,9 @@ fn build_dataflow(
                     saver.finish_if_done(frontier, || ());
                 });
             }
-            correlated.events.sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
-            storms.sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
-            correlated.incidents.sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
+            backlog.watch(correlated.events).sink_parquet(sink(ALERTS).with(AlertsTable::default()), next_sink(), failure.clone());
+            backlog.watch(storms).sink_parquet(sink(STORMS).with(StormsTable::default()), next_sink(), failure.clone());
+            backlog.watch(correlated.incidents).sink_parquet(sink(INCIDENTS).with(IncidentsTable::default()), next_sink(), failure.clone());
         }
         let s = sink(DEAD_LETTERS).with(DeadLetterTable::default());
         let dead = scope.concatenate(dead);
@@ -1058,7 +1061,7 @@ fn build_dataflow(
             watermarks[index].store(frontier.frontier().iter().copied().min().unwrap_or(u64::MAX), Ordering::Relaxed);
         });
         to_kafka(pipeline, kafka, DEAD_LETTERS, &dead, DeadLetterTable::default, failure);
-        dead.sink_parquet(s, next_sink(), failure.clone());
+        backlog.watch(dead).sink_parquet(s, next_sink(), failure.clone());
     });
 }
 

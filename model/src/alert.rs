@@ -54,12 +54,12 @@ pub struct Alert {
 }
 
 /// The `alertname` label of an alert's label set.
-fn alertname(labels: &LabelSet) -> &str {
+pub fn alertname(labels: &LabelSet) -> &str {
     labels.get("alertname").map(|s| &**s).unwrap_or("")
 }
 
 /// The `severity` label of an alert's label set, `none` when absent.
-fn severity(labels: &LabelSet) -> &str {
+pub fn severity(labels: &LabelSet) -> &str {
     labels.get("severity").map(|s| &**s).unwrap_or("none")
 }
 

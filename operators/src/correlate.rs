@@ -18,11 +18,13 @@
 //! others depend on), the earliest-alerting one when several qualify; without topology, the
 //! earliest member's service.
 
+mod snapshot;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use alertflow_model::LabelSet;
-use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, revision, severity_rank};
+use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, alertname, revision, severity, severity_rank};
 use alertflow_model::time::DurationMs;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
+use self::snapshot::Snapshot;
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
@@ -265,8 +268,8 @@ impl Topology {
 }
 
 /// An alert episode in an open incident. Its fingerprint, start and labels are those of
-/// `last` (an episode is one fingerprint and start), not copies: with 1,000,000 open episodes
-/// every byte here is a megabyte.
+/// `last` (an episode is one fingerprint and start), not copies, and `last` keeps only what
+/// a `regrouped` row needs: with 1,000,000 open episodes every byte here is a megabyte.
 #[derive(Serialize, Deserialize)]
 struct Ep {
     service: Option<Arc<str>>,
@@ -276,14 +279,14 @@ struct Ep {
     /// The incident id last announced for it.
     incident: u64,
     /// Its latest row, for `regrouped` rows.
-    last: AlertEvent,
-    /// Rows emitted for the episode (for revisions).
-    seq: u64,
+    last: Snapshot,
+    /// Rows emitted for the episode (for revisions; 32 bits keep the episode at 128 bytes).
+    seq: u32,
 }
 
 impl Ep {
     fn fp(&self) -> u64 {
-        self.last.fingerprint()
+        self.last.labels.fingerprint()
     }
     fn starts_at(&self) -> i64 {
         self.last.starts_at
@@ -349,7 +352,7 @@ impl Digest {
             *n += 1;
         }
         if self.max_sev.as_ref().is_none_or(|(r, s, f, _)| (e.severity, e.starts_at(), e.fp()) > (*r, *s, *f)) {
-            self.max_sev = Some((e.severity, e.starts_at(), e.fp(), e.last.severity().into()));
+            self.max_sev = Some((e.severity, e.starts_at(), e.fp(), severity(&e.last.labels).into()));
         }
         self.list(key);
     }
@@ -828,7 +831,7 @@ fn event(
                 firing: true,
                 severity: severity_rank(ev.severity()),
                 incident: ep,
-                last: ev.clone(),
+                last: Snapshot::of(&ev),
                 seq: 0,
             }),
         );
@@ -860,8 +863,8 @@ fn event(
     let was_firing = e.firing;
     e.firing = !matches!(ev.event, EventKind::Resolved | EventKind::Expired);
     let became_quiet = was_firing && !e.firing;
-    e.seq += 1;
-    ev.revision = revision(e.starts_at(), e.seq);
+    e.seq = e.seq.saturating_add(1);
+    ev.revision = revision(e.starts_at(), e.seq.into());
     let root = t.find(ep);
     let inc = t.incidents.get_mut(&root).expect("every root has an incident");
     ev.incident_id = Some(inc.id);
@@ -877,7 +880,7 @@ fn event(
     }
     t.dirty.insert(root);
     let e = t.eps.get_mut(&ep).expect("present");
-    e.last = ev.clone();
+    e.last = Snapshot::of(&ev);
     out.events.entry(epoch(op, ts)).or_default().push(ev);
 }
 
@@ -971,21 +974,15 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
                 let mut warm = 0u64;
                 for m in chunk {
                     let e = &t.eps[m];
-                    warm ^= e.incident ^ e.last.labels.fingerprint() ^ e.last.annotations.fingerprint();
+                    warm ^= e.incident ^ e.last.labels.fingerprint() ^ e.last.annotations().fingerprint();
                 }
                 std::hint::black_box(warm);
                 for m in chunk {
                     let e = t.eps.get_mut(m).expect("member");
                     if e.incident != new_id {
                         e.incident = new_id;
-                        e.seq += 1;
-                        let seq = e.seq;
-                        let r = &mut e.last;
-                        r.event = EventKind::Regrouped;
-                        r.incident_id = Some(new_id);
-                        r.revision = revision(r.starts_at, seq);
-                        r.ts = at_epoch;
-                        rows.push(r.clone());
+                        e.seq = e.seq.saturating_add(1);
+                        rows.push(e.last.row(EventKind::Regrouped, at_epoch, revision(e.last.starts_at, e.seq.into()), new_id));
                     }
                 }
             }
@@ -1043,8 +1040,8 @@ fn incident_row(op: &Correlate, topo: &Topology, t: &mut Tenant, root: u64, id: 
     let first = &t.eps[&oldest];
     let root_cause = root_cause(topo, services).or_else(|| first.service.clone());
     let title = match &root_cause {
-        Some(rc) => format!("{}: {} ({} alert{})", rc, first.last.alertname(), n, if n == 1 { "" } else { "s" }),
-        None => format!("{} ({} alert{})", first.last.alertname(), n, if n == 1 { "" } else { "s" }),
+        Some(rc) => format!("{}: {} ({} alert{})", rc, alertname(&first.last.labels), n, if n == 1 { "" } else { "s" }),
+        None => format!("{} ({} alert{})", alertname(&first.last.labels), n, if n == 1 { "" } else { "s" }),
     };
     IncidentRow {
         incident_id: id,

@@ -145,7 +145,8 @@ impl Timed for Alert {
 
 /// The state of one fingerprint. Held boxed: the map then costs 16 bytes a slot, and a table
 /// that has just doubled (half its slots empty) wastes little — with `Entry` inline, 1,000,000
-/// open alerts on two workers took 340 MB of tables, 170 MB of them empty slots.
+/// open alerts on two workers took 340 MB of tables, 170 MB of them empty slots. At most 128
+/// bytes (the allocator's next size class is 160): see the test `entry_is_128_bytes`.
 #[derive(Serialize, Deserialize)]
 struct Entry {
     labels: LabelSet,
@@ -157,22 +158,66 @@ struct Entry {
     ends_at: Option<i64>,
     occurrences: u64,
     /// Rows of the current episode.
-    seq: u64,
+    seq: u32,
     last_row: i64,
     /// Start times of the recent episodes (within `flap_window`), at most `flap_threshold + 1`
-    /// of them: only whether there are more than `flap_threshold` matters. A `Vec` sized to
-    /// what it holds (one start, 8 bytes, for most alerts) rather than a `VecDeque`'s 4.
-    episodes: Vec<i64>,
+    /// of them: only whether there are more than `flap_threshold` matters.
+    episodes: Starts,
     flapping: bool,
     /// The pending timer: expiry while open, eviction once closed.
     timer: i64,
-    /// Canonical position of the notice behind the latest change.
-    origin: (u32, u64),
+    /// Canonical position of the notice behind the latest change: partition and position.
+    part: u32,
+    pos: u64,
+}
+
+/// Start times of an alert's recent episodes, oldest first. Inline while there is one (most
+/// alerts), boxed past that: 16 bytes in the entry and no allocation of its own for most,
+/// where a `Vec` took 24 and an allocation for every alert.
+#[derive(Default, Serialize, Deserialize)]
+enum Starts {
+    #[default]
+    Empty,
+    One(i64),
+    // A thin pointer: `Box<[i64]>` or a bare `Vec` would make the enum 24 bytes.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<i64>>),
+}
+
+impl Starts {
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Starts::Empty => &[],
+            Starts::One(s) => std::slice::from_ref(s),
+            Starts::Many(v) => v,
+        }
+    }
+
+    fn last(&self) -> Option<i64> {
+        self.as_slice().last().copied()
+    }
+
+    /// Appends `ts` after dropping the starts at or before `since` and then the oldest, so
+    /// that at most `max` remain.
+    fn push_within(&mut self, ts: i64, since: i64, max: usize) {
+        let s = self.as_slice();
+        let keep = s.partition_point(|&x| x <= since);
+        let excess = (s.len() - keep + 1).saturating_sub(max);
+        let kept = &s[(keep + excess).min(s.len())..];
+        *self = if kept.is_empty() {
+            Starts::One(ts)
+        } else {
+            let mut v = Vec::with_capacity(kept.len() + 1);
+            v.extend_from_slice(kept);
+            v.push(ts);
+            Starts::Many(Box::new(v))
+        };
+    }
 }
 
 impl Entry {
     fn row(&mut self, event: EventKind, ts: i64) -> AlertEvent {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         self.last_row = ts;
         AlertEvent {
             event,
@@ -183,7 +228,7 @@ impl Entry {
             ends_at: self.ends_at,
             last_seen: self.last_seen,
             occurrences: self.occurrences,
-            revision: revision(self.starts_at, self.seq),
+            revision: revision(self.starts_at, self.seq.into()),
             ts,
             suppressed: false,
             storm_id: None,
@@ -191,8 +236,8 @@ impl Entry {
             team: None,
             tier: None,
             generator_url: self.generator_url.clone(),
-            part: self.origin.0,
-            pos: self.origin.1,
+            part: self.part,
+            pos: self.pos,
         }
     }
 }
@@ -361,16 +406,17 @@ fn notice(
                     occurrences: 0,
                     seq: 0,
                     last_row: ts,
-                    episodes: Vec::new(),
+                    episodes: Starts::Empty,
                     flapping: false,
                     timer: i64::MIN,
-                    origin: (a.part, a.pos),
+                    part: a.part,
+                    pos: a.pos,
                 })
             })
         }
     };
     let old_timer = (entry.timer != i64::MIN).then_some(entry.timer);
-    entry.origin = (a.part, a.pos);
+    (entry.part, entry.pos) = (a.part, a.pos);
     entry.annotations = a.annotations;
     if a.generator_url.is_some() {
         entry.generator_url = a.generator_url;
@@ -390,12 +436,8 @@ fn notice(
             entry.occurrences = 1;
             entry.seq = 0;
             rows.push(entry.row(EventKind::Opened, ts));
-            let keep = entry.episodes.partition_point(|&s| s <= ts - op.flap_window);
-            let excess = (entry.episodes.len() - keep + 1).saturating_sub(op.flap_threshold as usize + 1);
-            entry.episodes.drain(..keep + excess);
-            entry.episodes.reserve_exact(1);
-            entry.episodes.push(ts);
-            let flapping = entry.episodes.len() as u32 > op.flap_threshold;
+            entry.episodes.push_within(ts, ts - op.flap_window, op.flap_threshold as usize + 1);
+            let flapping = entry.episodes.as_slice().len() as u32 > op.flap_threshold;
             if flapping && !entry.flapping {
                 rows.push(entry.row(EventKind::Flapping, ts));
             }
@@ -424,7 +466,7 @@ fn notice(
         entry.ends_at.unwrap_or(entry.last_seen + op.resolve_timeout)
     } else {
         // Closed: keep the flap history for flap_window, then forget the fingerprint.
-        entry.episodes.last().copied().unwrap_or(ts) + op.flap_window
+        entry.episodes.last().unwrap_or(ts) + op.flap_window
     };
     entry.timer = new_timer;
     let change = (old_timer != Some(new_timer)).then_some((old_timer, Some(new_timer), fp));
@@ -458,7 +500,7 @@ fn timeout(
         entry.ends_at = Some(at);
         close(entry, open);
         let row = entry.row(EventKind::Expired, at);
-        let evict = entry.episodes.last().copied().unwrap_or(at) + op.flap_window;
+        let evict = entry.episodes.last().unwrap_or(at) + op.flap_window;
         let evict = evict.max(at + 1);
         entry.timer = evict;
         (vec![row], Some((None, Some(evict), fp)))
@@ -481,6 +523,33 @@ mod tests {
 
     fn op() -> Dedup {
         Dedup::with_config(&DedupConfig::default(), DurationMs(1000)).unwrap()
+    }
+
+    #[test]
+    fn entry_is_128_bytes() {
+        assert!(std::mem::size_of::<Entry>() <= 128, "{} bytes", std::mem::size_of::<Entry>());
+    }
+
+    /// `Starts::push_within` keeps what the plain `Vec` it replaced kept: drop the starts at
+    /// or before `since`, then the oldest past `max - 1`, then append.
+    #[test]
+    fn starts_match_a_vec() {
+        let mut r = Lcg(7);
+        for max in 1..5usize {
+            let (mut starts, mut v) = (Starts::Empty, Vec::<i64>::new());
+            let mut ts = 0i64;
+            for _ in 0..2_000 {
+                ts += (r.next() % 50) as i64;
+                let since = ts - (r.next() % 120) as i64;
+                starts.push_within(ts, since, max);
+                let keep = v.partition_point(|&s| s <= since);
+                let excess = (v.len() - keep + 1).saturating_sub(max);
+                v.drain(..keep + excess);
+                v.push(ts);
+                assert_eq!(starts.as_slice(), &v[..], "max {max}");
+                assert_eq!(matches!(starts, Starts::One(_)), v.len() == 1);
+            }
+        }
     }
 
     /// A row in the oracle's form: (`alertname/host`, revision, ts, occurrences, event).

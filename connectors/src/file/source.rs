@@ -22,6 +22,7 @@ use super::chunk::{ChunkReader, Line, count_newlines};
 use super::parquet_rows::{Columns, open_row_group};
 use super::records::FileRecord;
 use super::{FileSource, Format, PartKind, Partition, PlannedFile, ReplayOrigin, SourceStats};
+use crate::backlog::{Backlog, MAX_RELEASED, Pacer};
 use crate::time_bounds::{Rejected, drain_rejected};
 use crate::{Failure, Time};
 
@@ -42,6 +43,7 @@ pub fn file_source<'s, R: FileRecord>(
     stats: Arc<SourceStats>,
     failure: Failure,
     origin: Arc<ReplayOrigin>,
+    backlog: Option<Backlog>,
 ) -> (Stream<'s, Time, Vec<R>>, Stream<'s, Time, Vec<DeadLetter>>) {
     let mut builder = OperatorBuilder::new(format!("source:{}", source.name), scope);
     let info = builder.operator_info();
@@ -64,6 +66,7 @@ pub fn file_source<'s, R: FileRecord>(
         let share = mine as f64 / source.partitions.len().max(1) as f64;
         let pace = source.replay_rate.map(|r| (r as f64 * share).max(1.0));
         let mut lines_read = 0u64;
+        let mut pacer = Pacer::new(backlog, MAX_RELEASED);
         let mut reader = WorkerReader::<R>::new(source, index, peers);
         if let Some(p) = ckpt.as_mut() {
             reader.interval = p.interval();
@@ -81,6 +84,13 @@ pub fn file_source<'s, R: FileRecord>(
             let (Some(pcap), Some(dcap)) = (points_cap.as_mut(), dead_cap.as_mut()) else {
                 return;
             };
+            if pacer.should_wait(*pcap.time()) {
+                // The pipeline is behind what this source sent: read on once it has caught
+                // up (see `backlog`).
+                activator.activate_after(std::time::Duration::from_micros(100));
+                save_position(ckpt.as_mut(), &mut reader);
+                return;
+            }
             let mut work = Work { floor: reader.floor, ..Work::default() };
             let mut limit = LINES_PER_ACTIVATION;
             if let Some(rate) = pace {
@@ -104,6 +114,7 @@ pub fn file_source<'s, R: FileRecord>(
                 let mut out = points_out.activate();
                 for (t, batch) in work.points.iter_mut() {
                     if !batch.is_empty() {
+                        pacer.sent(*t, batch.len() as u64);
                         let cap: Capability<Time> = pcap.delayed(t);
                         out.session(&cap).give_container(batch);
                     }
@@ -159,19 +170,22 @@ pub fn file_source<'s, R: FileRecord>(
                     return;
                 }
             }
-            if let Some(p) = ckpt.as_mut()
-                && let Some(b) = p.pending()
-            {
-                // The replay position of checkpoint `b`: the first line that emitted at or
-                // after it. Known once a line has, or when the source is done.
-                if let Some(i) = reader.crossings.iter().position(|(hi, _)| *hi >= b) {
-                    p.save(b, &reader.crossings[i].1);
-                    reader.crossings.drain(..i);
-                }
-            }
+            save_position(ckpt.as_mut(), &mut reader);
         }
     });
     (points, dead)
+}
+
+/// Saves the replay position of the pending checkpoint `b`, if any: the first line that
+/// emitted at or after `b`. Known once a line has, or when the source is done.
+fn save_position<R: FileRecord>(ckpt: Option<&mut alertflow_checkpoint::Participant>, reader: &mut WorkerReader<R>) {
+    if let Some(p) = ckpt
+        && let Some(b) = p.pending()
+        && let Some(i) = reader.crossings.iter().position(|(hi, _)| *hi >= b)
+    {
+        p.save(b, &reader.crossings[i].1);
+        reader.crossings.drain(..i);
+    }
 }
 
 /// What one activation produced.
