@@ -1,8 +1,8 @@
 //! Back-pressure from the sinks to the sources.
 //!
 //! A source that decodes faster than the operators behind it can take records reads ahead
-//! without bound: timely's channels queue whatever it sends. At 1,000,000 open alerts about
-//! 300 MB of records sat between the file source and dedup, waiting. So each sink's input is
+//! without bound: timely's channels queue whatever it sends, however far behind a slow
+//! operator or sink (or a descheduled peer worker) is. So each sink's input is
 //! watched (a [`Backlog`] probe), and a source counts the records it has released — sent at
 //! times before its own capability, so nothing but the operators stands between them and
 //! the sinks — that the sinks' frontier has not yet passed. Past a limit it waits.
@@ -22,7 +22,8 @@ use crate::Time;
 
 /// Records one source on one worker may have released and not yet seen pass the sinks.
 /// A few activations' worth (a source reads 32 Ki lines per activation), so the operators
-/// always have work queued; at a few hundred bytes per record, tens of MB per source.
+/// always have work queued; at a few hundred bytes per record, tens of MB per source. 32 Ki
+/// took 1,000,000 open alerts' peak RSS 50 MB lower but the benches 17–50 % slower.
 pub const MAX_RELEASED: u64 = 128 * 1024;
 
 /// The sinks' input frontier on one worker (over every worker: timely's progress tracking).
