@@ -33,7 +33,8 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 
 /// The format version written (and the only one read). 2: correlate's episodes no longer
 /// repeat their fingerprint, start and labels (they are their latest row's). 3: correlate
-/// keeps a compact snapshot of an episode's latest row, not the row.
+/// keeps a compact snapshot of an episode's latest row, not the row; dedup's entries keep
+/// their flap history inline.
 pub const VERSION: u32 = 3;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";

@@ -79,9 +79,7 @@ impl Pacer {
             self.sent.clear();
             return false;
         };
-        if frontier > 0 {
-            self.sent = self.sent.split_off(&frontier);
-        }
+        self.sent.retain(|&t, _| t >= frontier);
         if frontier >= cap {
             return false;
         }

@@ -198,12 +198,12 @@ impl Starts {
     }
 
     /// Appends `ts` after dropping the starts at or before `since` and then the oldest, so
-    /// that at most `max` remain.
+    /// that at most `max` (≥ 1: the threshold plus one) remain.
     fn push_within(&mut self, ts: i64, since: i64, max: usize) {
         let s = self.as_slice();
         let keep = s.partition_point(|&x| x <= since);
         let excess = (s.len() - keep + 1).saturating_sub(max);
-        let kept = &s[(keep + excess).min(s.len())..];
+        let kept = &s[keep + excess..];
         *self = if kept.is_empty() {
             Starts::One(ts)
         } else {

@@ -21,7 +21,9 @@ use crate::{Failure, Time};
 /// its own): a span of a table with ever-new keys must not grow memory without bound. With
 /// [`IN_FLIGHT`] pieces queued for the writer, a worker holds up to 3 × this many rows of a
 /// table: at 256 Ki, 1,000,000 alerts opening within a minute kept 180 MB of `alerts` rows;
-/// at 64 Ki with 4 queued, about 100 MB more peak RSS than now (2026-11-24).
+/// at 64 Ki with 4 queued, about 100 MB more peak RSS than now. 32 Ki (with 2 queued) had
+/// the same peak RSS but made the benches a third slower: the worker waits on a writer
+/// busy with a bigger piece (2026-11-24).
 const MAX_PENDING_ROWS: usize = 16 * 1024;
 
 /// Counters of one table's sink, shared by its workers in this process.
