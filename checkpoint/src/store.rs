@@ -34,8 +34,10 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 /// The format version written (and the only one read). 2: correlate's episodes no longer
 /// repeat their fingerprint, start and labels (they are their latest row's). 3: correlate
 /// keeps a compact snapshot of an episode's latest row, not the row; dedup's entries keep
-/// their flap history inline.
-pub const VERSION: u32 = 3;
+/// their flap history inline. 4: correlate's episodes hold their union-find parent and its
+/// tables save episodes and dedup's entries without keys; suppress remembers the episode of
+/// each recent opening.
+pub const VERSION: u32 = 4;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

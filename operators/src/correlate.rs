@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use alertflow_model::LabelSet;
-use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, alertname, revision, severity, severity_rank};
+use alertflow_model::alert::{AlertEvent, EventKind, IncidentRow, alertname, episode_id, revision, severity, severity_rank};
 use alertflow_model::time::DurationMs;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 
 use self::snapshot::Snapshot;
+use crate::boxed_map::{BoxedMap, Keyed};
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
 use crate::stats::{OperatorStats, StateGauge};
@@ -273,15 +274,27 @@ impl Topology {
 #[derive(Serialize, Deserialize)]
 struct Ep {
     service: Option<Arc<str>>,
-    storm: Option<u64>,
+    /// The storm it belongs to, when `in_storm` (an `Option` would take 8 bytes more).
+    storm_id: u64,
+    in_storm: bool,
     firing: bool,
     severity: u8,
+    /// Its parent in the union-find forest of incidents (itself at a root). Here rather than
+    /// in a table of its own: at 1,000,000 open episodes such a table took 22 MB.
+    parent: u64,
     /// The incident id last announced for it.
     incident: u64,
     /// Its latest row, for `regrouped` rows.
     last: Snapshot,
     /// Rows emitted for the episode (for revisions; 32 bits keep the episode at 128 bytes).
     seq: u32,
+}
+
+/// Keyed by episode id, as events name it (`AlertEvent::episode`).
+impl Keyed for Ep {
+    fn key(&self) -> u64 {
+        episode_id(self.fp(), self.starts_at())
+    }
 }
 
 impl Ep {
@@ -293,6 +306,12 @@ impl Ep {
     }
     fn labels(&self) -> &LabelSet {
         &self.last.labels
+    }
+    fn storm(&self) -> Option<u64> {
+        self.in_storm.then_some(self.storm_id)
+    }
+    fn set_storm(&mut self, id: u64) {
+        (self.storm_id, self.in_storm) = (id, true);
     }
 }
 
@@ -392,16 +411,14 @@ impl Digest {
 #[derive(Default, Serialize, Deserialize)]
 struct Tenant {
     name: Arc<str>,
-    /// Boxed: a table slot is then 16 bytes, not an episode's 220 (tables are up to half empty).
-    eps: HashMap<u64, Box<Ep>>,
-    parent: HashMap<u64, u64>,
+    /// Boxed: a table slot is then 8 bytes (see [`BoxedMap`]), not an episode's 128 (tables are
+    /// up to half empty).
+    eps: BoxedMap<Ep>,
     incidents: HashMap<u64, Incident>,
     by_service: HashMap<Arc<str>, Summary>,
     by_storm: HashMap<u64, u64>,
     by_group: HashMap<u64, Summary>,
     by_name: HashMap<Arc<str>, VecDeque<u64>>,
-    /// Open episodes by fingerprint (for storm membership).
-    by_fp: HashMap<u64, u64>,
     /// Incidents changed in the current epoch.
     dirty: BTreeSet<u64>,
     /// Incidents absorbed by another in the current epoch: (id, into, revision, opened_at,
@@ -416,9 +433,10 @@ struct Tenant {
 }
 
 impl Tenant {
+    /// The root of `x`'s component (`x` itself when it is not an open episode).
     fn find(&mut self, x: u64) -> u64 {
         let mut r = x;
-        while let Some(&p) = self.parent.get(&r) {
+        while let Some(p) = self.eps.get(&r).map(|e| e.parent) {
             if p == r {
                 break;
             }
@@ -426,11 +444,12 @@ impl Tenant {
         }
         // Path compression.
         let mut y = x;
-        while let Some(&p) = self.parent.get(&y) {
+        while let Some(e) = self.eps.get_mut(&y) {
+            let p = e.parent;
             if p == r {
                 break;
             }
-            self.parent.insert(y, r);
+            e.parent = r;
             y = p;
         }
         r
@@ -449,7 +468,9 @@ impl Tenant {
             return ra;
         }
         let (keep, gone) = if self.older(ra, rb) { (ra, rb) } else { (rb, ra) };
-        self.parent.insert(gone, keep);
+        if let Some(e) = self.eps.get_mut(&gone) {
+            e.parent = keep;
+        }
         let g = self.incidents.remove(&gone).unwrap_or_default();
         if g.announced.is_some() {
             self.merged.push((gone, keep, g.revision, g.opened_at, g.members.len() as u64));
@@ -658,11 +679,9 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
 /// A storm opened: its members already open here join it (and one another).
 fn join_storm(topo: &Topology, t: &mut Tenant, m: &StormMembers) {
     let mut first: Option<u64> = t.by_storm.get(&m.storm_id).copied().filter(|e| t.eps.contains_key(e));
-    for fp in &m.members {
-        let Some(&ep) = t.by_fp.get(fp) else { continue };
-        if let Some(e) = t.eps.get_mut(&ep) {
-            e.storm = Some(m.storm_id);
-        }
+    for &(_, ep) in &m.members {
+        let Some(e) = t.eps.get_mut(&ep) else { continue };
+        e.set_storm(m.storm_id);
         match first {
             None => {
                 t.by_storm.insert(m.storm_id, ep);
@@ -741,7 +760,7 @@ fn near(t: &mut Tenant, list: &mut Summary, since: i64) -> Vec<u64> {
 fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u64> {
     let (starts, service, storm, labels) = {
         let e = &t.eps[&ep];
-        (e.starts_at(), e.service.clone(), e.storm, e.labels().clone())
+        (e.starts_at(), e.service.clone(), e.storm(), e.labels().clone())
     };
     let since = starts - op.link_window;
     let mut out = Vec::new();
@@ -789,7 +808,7 @@ fn candidates(op: &Correlate, topo: &Topology, t: &mut Tenant, ep: u64) -> Vec<u
 
 fn index(op: &Correlate, t: &mut Tenant, ep: u64) {
     let e = &t.eps[&ep];
-    let (service, storm, labels, starts) = (e.service.clone(), e.storm, e.labels().clone(), e.starts_at());
+    let (service, storm, labels, starts) = (e.service.clone(), e.storm(), e.labels().clone(), e.starts_at());
     if let Some(s) = service {
         t.by_service.entry(s).or_default().push((ep, starts));
     }
@@ -823,20 +842,17 @@ fn event(
     let ep = ev.episode();
     let ts = ev.ts;
     if ev.event == EventKind::Opened && !t.eps.contains_key(&ep) {
-        t.eps.insert(
-            ep,
-            Box::new(Ep {
-                service: service_of(op, &ev.labels),
-                storm: ev.storm_id,
-                firing: true,
-                severity: severity_rank(ev.severity()),
-                incident: ep,
-                last: Snapshot::of(&ev),
-                seq: 0,
-            }),
-        );
-        t.parent.insert(ep, ep);
-        t.by_fp.insert(ev.fingerprint(), ep);
+        t.eps.insert(Box::new(Ep {
+            service: service_of(op, &ev.labels),
+            storm_id: ev.storm_id.unwrap_or(0),
+            in_storm: ev.storm_id.is_some(),
+            firing: true,
+            parent: ep,
+            severity: severity_rank(ev.severity()),
+            incident: ep,
+            last: Snapshot::of(&ev),
+            seq: 0,
+        }));
         let digest = Digest::of(ep, &t.eps[&ep]);
         t.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
         t.dirty.insert(ep);
@@ -857,8 +873,10 @@ fn event(
         out.events.entry(epoch(op, ts)).or_default().push(ev);
         return;
     };
-    if ev.storm_id.is_some() && e.storm.is_none() {
-        e.storm = ev.storm_id;
+    if let Some(id) = ev.storm_id
+        && !e.in_storm
+    {
+        e.set_storm(id);
     }
     let was_firing = e.firing;
     e.firing = !matches!(ev.event, EventKind::Resolved | EventKind::Expired);
@@ -991,16 +1009,11 @@ fn flush(op: &Correlate, topo: &Topology, tenants: &mut HashMap<Arc<str>, Tenant
             if closing {
                 let inc = t.incidents.remove(&root).expect("present");
                 for m in inc.members {
-                    if let Some(e) = t.eps.remove(&m) {
-                        t.parent.remove(&m);
-                        if t.by_fp.get(&e.fp()) == Some(&m) {
-                            t.by_fp.remove(&e.fp());
-                        }
-                        if let Some(s) = e.storm
-                            && t.by_storm.get(&s) == Some(&m)
-                        {
-                            t.by_storm.remove(&s);
-                        }
+                    if let Some(e) = t.eps.remove(&m)
+                        && let Some(s) = e.storm()
+                        && t.by_storm.get(&s) == Some(&m)
+                    {
+                        t.by_storm.remove(&s);
                     }
                 }
                 // Summaries and queues drop closed episodes lazily; sweep empty ones now.
@@ -1101,17 +1114,18 @@ fn relink(op: &Correlate, topo: &Topology, t: &mut Tenant, tkey: u64, timers: &m
     if t.eps.is_empty() {
         return;
     }
-    let mut order: Vec<u64> = t.eps.keys().copied().collect();
+    let mut order: Vec<u64> = t.eps.keys().collect();
     order.sort_by_key(|e| (t.eps[e].starts_at(), t.eps[e].fp()));
     let old: HashMap<u64, Incident> = std::mem::take(&mut t.incidents);
-    t.parent.clear();
+    for e in t.eps.values_mut() {
+        e.parent = e.key();
+    }
     t.by_service.clear();
     t.by_storm.clear();
     t.by_group.clear();
     t.by_name.clear();
     for &ep in &order {
         let e = &t.eps[&ep];
-        t.parent.insert(ep, ep);
         t.incidents.insert(
             ep,
             Incident {

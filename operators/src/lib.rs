@@ -5,6 +5,7 @@
 //! Time is `u64`: event time in milliseconds, rounded down to the pipeline's epoch (DESIGN §2).
 
 pub mod aggregate;
+pub mod boxed_map;
 pub mod checkpoint;
 pub mod correlate;
 pub mod dedup;

@@ -162,8 +162,9 @@ pub struct StormMembers {
     pub tenant: Arc<str>,
     /// The storm.
     pub storm_id: u64,
-    /// Its members when it opened.
-    pub members: Vec<u64>,
+    /// Its members when it opened: (fingerprint, episode id of its latest opening), so that
+    /// correlate finds their episodes without a table from fingerprint to episode.
+    pub members: Vec<(u64, u64)>,
     /// When it opened.
     pub ts: i64,
 }
@@ -188,8 +189,8 @@ struct Storm {
 struct Group {
     tenant: Arc<str>,
     key: Arc<str>,
-    /// Openings within the window: (time, labels).
-    recent: VecDeque<(i64, LabelSet)>,
+    /// Openings within the window: (time, episode id, labels).
+    recent: VecDeque<(i64, u64, LabelSet)>,
     /// Openings per fingerprint within the window.
     counts: HashMap<u64, u32>,
     storm: Option<Storm>,
@@ -201,7 +202,7 @@ struct Group {
 
 impl Group {
     fn evict(&mut self, before_or_at: i64) {
-        while let Some((t, l)) = self.recent.front() {
+        while let Some((t, _, l)) = self.recent.front() {
             if *t > before_or_at {
                 break;
             }
@@ -393,7 +394,7 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
     let fp = e.fingerprint();
     let mut storm_opened = false;
     if e.event == EventKind::Opened {
-        g.recent.push_back((ts, e.labels.clone()));
+        g.recent.push_back((ts, e.episode(), e.labels.clone()));
         *g.counts.entry(fp).or_insert(0) += 1;
         if let Some(s) = g.storm.as_mut() {
             s.add(&e.labels, &op.group_by);
@@ -412,12 +413,17 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
                 below_since: None,
                 dirty: false,
             };
-            for (_, l) in &g.recent {
+            for (_, _, l) in &g.recent {
                 s.add(l, &op.group_by);
                 g.sticky.insert(l.fingerprint(), s.id);
             }
             emit(ts, Out::Storm(s.row(g, ts, true)));
-            let mut members: Vec<u64> = s.members.iter().copied().collect();
+            // Each member with the episode of its latest opening (the one still open).
+            let mut latest: HashMap<u64, u64> = HashMap::with_capacity(s.members.len());
+            for (_, ep, l) in &g.recent {
+                latest.insert(l.fingerprint(), *ep);
+            }
+            let mut members: Vec<(u64, u64)> = latest.into_iter().collect();
             members.sort_unstable();
             emit(ts, Out::Members(StormMembers { tenant: g.tenant.clone(), storm_id: s.id, members, ts }));
             g.storm = Some(s);
@@ -441,7 +447,7 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
     // once its window is empty.
     let want = match &g.storm {
         Some(_) => g.timer.filter(|&t| t > ts && !storm_opened).unwrap_or((ts / op.tick + 1) * op.tick),
-        None => g.recent.back().map_or(ts, |(t, _)| *t) + op.window,
+        None => g.recent.back().map_or(ts, |(t, _, _)| *t) + op.window,
     };
     let old = g.timer.replace(want);
     (old != Some(want)).then_some((gh, old, Some(want)))
@@ -454,7 +460,7 @@ fn event(op: &Suppress, groups: &mut HashMap<u64, Group>, mut e: AlertEvent, emi
 /// frontier emptied, those timers fired one after another forever.)
 fn forget_later(op: &Suppress, groups: &mut HashMap<u64, Group>, gh: u64) -> TimerChange {
     let g = groups.get_mut(&gh)?;
-    let Some(&(last, _)) = g.recent.back() else {
+    let Some(&(last, _, _)) = g.recent.back() else {
         if g.sticky.is_empty() {
             groups.remove(&gh);
         }
@@ -544,7 +550,7 @@ mod tests {
         assert!(!groups.contains_key(&2), "a group with nothing left is dropped");
         // A group with openings in its window still forgets them on time.
         let mut g = group(false);
-        g.recent.push_back((T0 - 1_000, crate::testing::alert(&[("alertname", "X")], T0, Status::Firing, 0, 0).labels));
+        g.recent.push_back((T0 - 1_000, 1, crate::testing::alert(&[("alertname", "X")], T0, Status::Firing, 0, 0).labels));
         groups.insert(3, g);
         assert_eq!(tick(&op, &mut groups, T0, 3, &mut emit), Some((3, None, Some(T0 - 1_000 + op.window))));
     }
