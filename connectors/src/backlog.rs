@@ -20,11 +20,19 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use crate::Time;
 
-/// Records one source on one worker may have released and not yet seen pass the sinks.
-/// A few activations' worth (a source reads 32 Ki lines per activation), so the operators
-/// always have work queued; at a few hundred bytes per record, tens of MB per source. 32 Ki
+/// Records one source may have released and not yet seen pass the sinks, over all its
+/// workers: each of `peers` workers gets an equal share ([`released_per_worker`]), so what a
+/// process holds in flight does not grow with its worker count. At 2 workers, 128 Ki each: a
+/// few activations' worth (a source reads 32 Ki lines per activation), so the operators always
+/// have work queued; at a few hundred bytes per record, tens of MB per source. 32 Ki each
 /// took 1,000,000 open alerts' peak RSS 50 MB lower but the benches 17–50 % slower.
-pub const MAX_RELEASED: u64 = 128 * 1024;
+pub const MAX_RELEASED: u64 = 256 * 1024;
+
+/// One worker's share of [`MAX_RELEASED`] among `peers`, never under `floor` (what the source
+/// reads in one activation: less would have it wait after every read).
+pub fn released_per_worker(peers: usize, floor: u64) -> u64 {
+    (MAX_RELEASED / peers.max(1) as u64).max(floor)
+}
 
 /// The sinks' input frontier on one worker (over every worker: timely's progress tracking).
 #[derive(Clone, Default)]
@@ -133,6 +141,15 @@ mod tests {
             pacer.sent(7, 1_000);
             assert!(!pacer.should_wait(8), "nothing waits once the sinks are done");
         });
+    }
+
+    #[test]
+    fn the_limit_is_shared_by_the_workers() {
+        assert_eq!(released_per_worker(1, 32 * 1024), 256 * 1024);
+        assert_eq!(released_per_worker(2, 32 * 1024), 128 * 1024);
+        assert_eq!(released_per_worker(4, 32 * 1024), 64 * 1024);
+        assert_eq!(released_per_worker(16, 32 * 1024), 32 * 1024, "never under one activation's reading");
+        assert_eq!(released_per_worker(0, 1), 256 * 1024);
     }
 
     #[test]

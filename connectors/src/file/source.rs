@@ -22,7 +22,7 @@ use super::chunk::{ChunkReader, Line, count_newlines};
 use super::parquet_rows::{Columns, open_row_group};
 use super::records::FileRecord;
 use super::{FileSource, Format, PartKind, Partition, PlannedFile, ReplayOrigin, SourceStats};
-use crate::backlog::{Backlog, MAX_RELEASED, Pacer};
+use crate::backlog::{Backlog, Pacer, released_per_worker};
 use crate::time_bounds::{Rejected, drain_rejected};
 use crate::{Failure, Time};
 
@@ -66,7 +66,7 @@ pub fn file_source<'s, R: FileRecord>(
         let share = mine as f64 / source.partitions.len().max(1) as f64;
         let pace = source.replay_rate.map(|r| (r as f64 * share).max(1.0));
         let mut lines_read = 0u64;
-        let mut pacer = Pacer::new(backlog, MAX_RELEASED);
+        let mut pacer = Pacer::new(backlog, released_per_worker(peers, LINES_PER_ACTIVATION as u64));
         let mut reader = WorkerReader::<R>::new(source, index, peers);
         if let Some(p) = ckpt.as_mut() {
             reader.interval = p.interval();
