@@ -922,13 +922,13 @@ fn build_dataflow(
             let (st, f) = (stats.sources[pipeline.sources.len() + j].clone(), failure.clone());
             let d = match shared.source.records {
                 Records::Metrics => {
-                    let (p, d) = kafka_source::<Metric>(scope, shared.clone(), epoch, st, f);
+                    let (p, d) = kafka_source::<Metric>(scope, shared.clone(), epoch, st, f, Some(backlog.clone()));
                     points.push(Some(p));
                     alerts.push(None);
                     d
                 }
                 Records::Alerts => {
-                    let (a, d) = kafka_source::<Alert>(scope, shared.clone(), epoch, st, f);
+                    let (a, d) = kafka_source::<Alert>(scope, shared.clone(), epoch, st, f, Some(backlog.clone()));
                     points.push(None);
                     alerts.push(Some(a));
                     d

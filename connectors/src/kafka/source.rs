@@ -36,6 +36,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::{Scope, Stream};
 
 use super::{KafkaContext, KafkaShared, PartitionPlan, RateLimited};
+use crate::backlog::{Backlog, Pacer, released_per_worker};
 use crate::file::SourceStats;
 use crate::file::records::FileRecord;
 use crate::file::source::{Work, log_line};
@@ -54,6 +55,7 @@ pub fn kafka_source<'s, R: FileRecord>(
     epoch: DurationMs,
     stats: Arc<SourceStats>,
     failure: Failure,
+    backlog: Option<Backlog>,
 ) -> (Stream<'s, Time, Vec<R>>, Stream<'s, Time, Vec<DeadLetter>>) {
     let mut builder = OperatorBuilder::new(format!("source:{}", shared.source.name), scope);
     let info = builder.operator_info();
@@ -72,6 +74,10 @@ pub fn kafka_source<'s, R: FileRecord>(
         let mut dead_cap = caps.pop();
         let mut points_cap = caps.pop();
         let mut reader = KafkaReader::<R>::new(shared, index, peers, epoch);
+        // A topic's backlog (a consumer starting from `earliest`, or catching up after a stop)
+        // is read no further ahead of the sinks than a file is (see `backlog`); librdkafka
+        // keeps what it has fetched meanwhile in its own bounded queue.
+        let mut pacer = Pacer::new(backlog, released_per_worker(peers, MESSAGES_PER_ACTIVATION as u64));
         if let Some(p) = ckpt.as_mut() {
             reader.interval = p.interval();
             reader.floor = p.resumed_at();
@@ -101,6 +107,16 @@ pub fn kafka_source<'s, R: FileRecord>(
                 dead_cap = None;
                 return;
             }
+            if pacer.should_wait(*pcap.time()) {
+                // The pipeline is behind what this source sent: read on once it has caught
+                // up. Commits and checkpoints go on meanwhile.
+                reader.maybe_commit(Instant::now());
+                if let Some(p) = ckpt.as_mut() {
+                    reader.checkpoint(p, *pcap.time());
+                }
+                activator.activate_after(Duration::from_micros(100));
+                return;
+            }
             let mut work = Work { floor: reader.floor, ..Work::default() };
             let now = Instant::now();
             let more_now = reader.step(&mut work, epoch, *pcap.time(), *dcap.time(), now);
@@ -108,6 +124,7 @@ pub fn kafka_source<'s, R: FileRecord>(
                 let mut out = points_out.activate();
                 for (t, batch) in work.points.iter_mut() {
                     if !batch.is_empty() {
+                        pacer.sent(*t, batch.len() as u64);
                         let cap: Capability<Time> = pcap.delayed(t);
                         out.session(&cap).give_container(batch);
                     }
