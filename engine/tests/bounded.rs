@@ -112,9 +112,12 @@ checkpoint_min_wall_interval = "10ms""#;
     assert!(s.checkpoints.as_ref().is_some_and(|c| c.committed > 0), "{:?}", s.checkpoints);
     same(&read_table(&table), &want, "checkpointed run");
     assert!(files(&table) > 2);
+    // Each attempt resumes from the last checkpoint and runs longer than the one before
+    // (geometrically, so that a debug build, ten times slower, gets there too).
     for attempt in 0.. {
         assert!(attempt < 30, "the run never completed");
-        match run_in(&dir, &pipeline(ckpt, ""), 2, Some(Duration::from_millis(150 + 100 * attempt))) {
+        let after = Duration::from_millis((150.0 * 1.5f64.powi(attempt)) as u64);
+        match run_in(&dir, &pipeline(ckpt, ""), 2, Some(after)) {
             Ok(_) => break,
             Err(RunError::Failed(m)) => assert!(m.contains("cancelled"), "{m}"),
             Err(e) => panic!("{e}"),
