@@ -842,7 +842,7 @@ fn event(
     let ep = ev.episode();
     let ts = ev.ts;
     if ev.event == EventKind::Opened && !t.eps.contains_key(&ep) {
-        t.eps.insert(Box::new(Ep {
+        let e = t.eps.insert_new(Box::new(Ep {
             service: service_of(op, &ev.labels),
             storm_id: ev.storm_id.unwrap_or(0),
             in_storm: ev.storm_id.is_some(),
@@ -853,7 +853,7 @@ fn event(
             last: Snapshot::of(&ev),
             seq: 0,
         }));
-        let digest = Digest::of(ep, &t.eps[&ep]);
+        let digest = Digest::of(ep, e);
         t.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
         t.dirty.insert(ep);
         let links = candidates(op, topo, t, ep);

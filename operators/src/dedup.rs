@@ -402,7 +402,7 @@ fn notice(
                 stats.add_dropped(1);
                 return (rows, None);
             }
-            state.insert(Box::new(Entry {
+            state.insert_new(Box::new(Entry {
                 labels: a.labels.clone(),
                 annotations: a.annotations.clone(),
                 generator_url: a.generator_url.clone(),
@@ -418,8 +418,7 @@ fn notice(
                 timer: i64::MIN,
                 part: a.part,
                 pos: a.pos,
-            }));
-            state.get_mut(&fp).expect("just inserted")
+            }))
         }
     };
     let old_timer = (entry.timer != i64::MIN).then_some(entry.timer);
