@@ -22,14 +22,24 @@ pub struct LabelSet(Arc<LabelSetInner>);
 struct LabelSetInner {
     tenant: Arc<str>,
     labels: Box<[(Arc<str>, Arc<str>)]>,
-    /// The fingerprint: XXH3-64 of the canonical encoding (see [`label_hash`]). The encoding
-    /// itself is not kept: equal hashes are confirmed on the labels, and 1,000,000 distinct
-    /// alerts held 73 MB of encodings.
+    /// The fingerprint: XXH3-64 of the canonical encoding (see [`encode`]).
     hash: u64,
+    /// A second, independent hash of the same encoding (XXH3-64 with [`CHECK_SEED`]): with
+    /// the fingerprint, 128 bits that identify the set in the interner. The encoding itself is
+    /// not kept (1,000,000 distinct alerts held 73 MB of encodings), and confirming a match on
+    /// the labels cost three cache misses per record (the table slot, this allocation, the
+    /// labels slice) plus a comparison of every key and value; this field sits in the
+    /// allocation a hit touches anyway (to count the new reference), so a hit costs one miss.
+    /// Two distinct sets agree on all 128 bits with probability 2^-128, so a lookup among the
+    /// at most 2^20 sets an interner holds finds a wrong one with probability under 2^-108.
+    check: u64,
 }
 
-/// Writes the canonical encoding of a tenant and sorted labels into `buf`; returns its hash.
-pub fn label_hash<'a>(buf: &mut Vec<u8>, tenant: &[u8], n: usize, label: impl Fn(usize) -> (&'a [u8], &'a [u8])) -> u64 {
+/// The seed of [`LabelSetInner::check`]; any fixed value other than the fingerprint's 0.
+const CHECK_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The canonical encoding (see the module documentation) into `buf`.
+fn encode<'a>(buf: &mut Vec<u8>, tenant: &[u8], n: usize, label: impl Fn(usize) -> (&'a [u8], &'a [u8])) {
     buf.clear();
     buf.extend_from_slice(tenant);
     buf.push(0xFF);
@@ -40,7 +50,6 @@ pub fn label_hash<'a>(buf: &mut Vec<u8>, tenant: &[u8], n: usize, label: impl Fn
         buf.extend_from_slice(v);
         buf.push(0xFF);
     }
-    xxhash_rust::xxh3::xxh3_64(buf)
 }
 
 impl LabelSet {
@@ -56,11 +65,12 @@ impl LabelSet {
         }
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut buf = Vec::new();
-        let hash = label_hash(&mut buf, tenant.as_bytes(), v.len(), |i| (v[i].0.as_bytes(), v[i].1.as_bytes()));
+        encode(&mut buf, tenant.as_bytes(), v.len(), |i| (v[i].0.as_bytes(), v[i].1.as_bytes()));
         LabelSet(Arc::new(LabelSetInner {
             tenant: tenant.into(),
             labels: v.iter().map(|(k, v)| (Arc::<str>::from(*k), Arc::<str>::from(*v))).collect(),
-            hash,
+            hash: xxhash_rust::xxh3::xxh3_64(&buf),
+            check: xxhash_rust::xxh3::xxh3_64_with_seed(&buf, CHECK_SEED),
         }))
     }
     /// The tenant.
@@ -87,6 +97,10 @@ impl LabelSet {
     pub fn to_json(&self) -> String {
         labels_json(self.labels())
     }
+    /// [`to_json`](Self::to_json), appended to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        write_labels_json(out, self.labels().iter().map(|(k, v)| (&**k, &**v)));
+    }
     /// Whether two handles share one allocation.
     pub fn ptr_eq(a: &LabelSet, b: &LabelSet) -> bool {
         Arc::ptr_eq(&a.0, &b.0)
@@ -95,11 +109,57 @@ impl LabelSet {
 
 /// Sorted labels as a JSON object text.
 pub fn labels_json(labels: &[(Arc<str>, Arc<str>)]) -> String {
-    let mut m = serde_json::Map::new();
-    for (k, v) in labels {
-        m.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    let mut out = String::new();
+    write_labels_json(&mut out, labels.iter().map(|(k, v)| (&**k, &**v)));
+    out
+}
+
+/// Appends labels **sorted by key, keys unique** as a compact JSON object text to `out`: the
+/// text `serde_json` writes for the same map. Written directly because table writers call this
+/// for every row, and going through a `serde_json::Map` allocated every key and value twice.
+pub fn write_labels_json<'a>(out: &mut String, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push('{');
+    for (i, (k, v)) in labels.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        json_str(out, v);
     }
-    serde_json::Value::Object(m).to_string()
+    out.push('}');
+}
+
+/// A JSON string literal, escaped as `serde_json` does: `"`, `\\` and control characters only
+/// (short forms where JSON has them, else `\u00XX`).
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xF) as usize] as char);
+        } else {
+            out.push_str(esc);
+        }
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
+    out.push('"');
 }
 
 /// A fingerprint as written in tables: 16 lower-case hex digits.
@@ -183,15 +243,20 @@ impl LabelInterner {
 
     /// The label set with these parts; `label(i)` yields `n` labels **sorted by key, keys
     /// unique**. `None` if a part is not UTF-8. Allocates only for a new set.
+    ///
+    /// A held set is found by its 128 bits of hash (fingerprint and check, see
+    /// [`LabelSetInner::check`]), not by comparing its labels.
     pub fn intern_bytes<'a>(&mut self, tenant: &[u8], n: usize, label: impl Fn(usize) -> (&'a [u8], &'a [u8])) -> Option<LabelSet> {
-        let hash = label_hash(&mut self.buf, tenant, n, &label);
-        let same = |s: &LabelSet| {
-            s.0.hash == hash
-                && s.0.tenant.as_bytes() == tenant
-                && s.0.labels.len() == n
-                && s.0.labels.iter().enumerate().all(|(i, (k, v))| (k.as_bytes(), v.as_bytes()) == label(i))
-        };
-        if let Some(s) = self.table.find(hash, same) {
+        encode(&mut self.buf, tenant, n, &label);
+        let hash = xxhash_rust::xxh3::xxh3_64(&self.buf);
+        let check = xxhash_rust::xxh3::xxh3_64_with_seed(&self.buf, CHECK_SEED);
+        if let Some(s) = self.table.find(hash, |s: &LabelSet| s.0.hash == hash && s.0.check == check) {
+            debug_assert!(
+                s.0.tenant.as_bytes() == tenant
+                    && s.0.labels.len() == n
+                    && s.0.labels.iter().enumerate().all(|(i, (k, v))| (k.as_bytes(), v.as_bytes()) == label(i)),
+                "128-bit label-set hash collision"
+            );
             return Some(s.clone());
         }
         let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
@@ -203,7 +268,12 @@ impl LabelInterner {
         if self.table.len() >= crate::series::INTERNER_MAX {
             self.table.clear();
         }
-        let s = LabelSet(Arc::new(LabelSetInner { tenant: self.strings.intern(&text(tenant)?), labels: labels.into_boxed_slice(), hash }));
+        let s = LabelSet(Arc::new(LabelSetInner {
+            tenant: self.strings.intern(&text(tenant)?),
+            labels: labels.into_boxed_slice(),
+            hash,
+            check,
+        }));
         self.table.insert_unique(hash, s.clone(), |s| s.0.hash);
         Some(s)
     }
@@ -226,6 +296,26 @@ impl LabelInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_json_is_the_text_serde_json_writes() {
+        let tricky =
+            ["", "plain", "q\"uote", "back\\slash", "nl\nret\rtab\t", "\u{8}\u{c}\u{0}\u{1f}\u{7f}", "é ✓ 😀", "</script>", "a\\\"b"];
+        for (i, k) in tricky.iter().enumerate() {
+            for v in tricky {
+                let labels: Vec<(Arc<str>, Arc<str>)> = vec![(format!("{i}{k}").into(), v.into()), ("z".into(), (*k).into())];
+                let mut m = serde_json::Map::new();
+                for (k, v) in &labels {
+                    m.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+                }
+                let want = serde_json::Value::Object(m).to_string();
+                assert_eq!(labels_json(&labels), want);
+                let back: serde_json::Value = serde_json::from_str(&labels_json(&labels)).unwrap();
+                assert_eq!(back[format!("{i}{k}")], serde_json::Value::String(v.to_string()));
+            }
+        }
+        assert_eq!(labels_json(&[]), "{}");
+    }
 
     #[test]
     fn fingerprints_are_pinned_and_order_free() {

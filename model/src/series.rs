@@ -91,11 +91,13 @@ impl Series {
     }
     /// The labels as a JSON object text with sorted keys.
     pub fn labels_json(&self) -> String {
-        let mut m = serde_json::Map::new();
-        for (k, v) in self.labels() {
-            m.insert(k.to_string(), serde_json::Value::String(v.to_string()));
-        }
-        serde_json::Value::Object(m).to_string()
+        let mut out = String::new();
+        self.write_labels_json(&mut out);
+        out
+    }
+    /// [`labels_json`](Self::labels_json), appended to `out`.
+    pub fn write_labels_json(&self, out: &mut String) {
+        crate::labels::write_labels_json(out, self.labels().iter().map(|(k, v)| (&**k, &**v)));
     }
 }
 

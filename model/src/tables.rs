@@ -14,7 +14,6 @@ use arrow::record_batch::RecordBatch;
 use crate::alert::{AlertEvent, IncidentRow, StormRow};
 use crate::anomaly::AnomalyRow;
 use crate::dead_letter::DeadLetter;
-use crate::labels::fingerprint_hex;
 use crate::time::{HOUR_MS, date_hour};
 use crate::window::{AggFn, WindowRow};
 
@@ -216,7 +215,7 @@ impl TableBuilder<AnomalyRow> for AnomaliesTable {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.tenant()))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.name()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.series.labels_json()))),
+            text_col(rows, |r, out| r.series.write_labels_json(out)),
             Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.ts)).with_timezone("UTC")),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.expected))),
@@ -298,6 +297,30 @@ fn list_col<I: IntoIterator<Item = String>>(v: impl Iterator<Item = I>) -> Array
     }
     Arc::new(b.finish())
 }
+/// A fingerprint column as hex text (`None`: null), without a `String` per row.
+fn fingerprint_col(v: impl Iterator<Item = Option<u64>>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    for fp in v {
+        match fp {
+            // ASCII hex digits: always UTF-8.
+            Some(fp) => b.append_value(std::str::from_utf8(&crate::labels::fingerprint_hex_bytes(fp)).unwrap_or_default()),
+            None => b.append_null(),
+        }
+    }
+    Arc::new(b.finish())
+}
+/// A text column written row by row into one reused buffer (label sets as JSON): no
+/// allocation per row.
+fn text_col<R>(rows: &[R], mut write: impl FnMut(&R, &mut String)) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 64);
+    let mut buf = String::new();
+    for r in rows {
+        buf.clear();
+        write(r, &mut buf);
+        b.append_value(&buf);
+    }
+    Arc::new(b.finish())
+}
 /// A list column of fingerprints as hex text, without a `String` per fingerprint.
 fn fingerprint_list_col<'a>(v: impl Iterator<Item = &'a [u64]>) -> ArrayRef {
     let mut b = ListBuilder::new(StringBuilder::new());
@@ -372,19 +395,19 @@ impl TableBuilder<AlertEvent> for AlertsTable {
             ts_col(rows.iter().map(|r| r.ts)),
             str_col(rows.iter().map(|r| r.event.name())),
             str_col(rows.iter().map(|r| r.tenant())),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.fingerprint())))),
+            fingerprint_col(rows.iter().map(|r| Some(r.fingerprint()))),
             str_col(rows.iter().map(|r| r.alertname())),
             str_col(rows.iter().map(|r| r.severity())),
             str_col(rows.iter().map(|r| r.status.name())),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.labels.to_json()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.annotations.to_json()))),
+            text_col(rows, |r, out| r.labels.write_json(out)),
+            text_col(rows, |r, out| r.annotations.write_json(out)),
             ts_col(rows.iter().map(|r| r.starts_at)),
             opt_ts_col(rows.iter().map(|r| r.ends_at)),
             ts_col(rows.iter().map(|r| r.last_seen)),
             int_col(rows.iter().map(|r| r.occurrences)),
             Arc::new(rows.iter().map(|r| Some(r.suppressed)).collect::<BooleanArray>()),
-            Arc::new(rows.iter().map(|r| r.storm_id.map(fingerprint_hex)).collect::<StringArray>()),
-            Arc::new(rows.iter().map(|r| r.incident_id.map(fingerprint_hex)).collect::<StringArray>()),
+            fingerprint_col(rows.iter().map(|r| r.storm_id)),
+            fingerprint_col(rows.iter().map(|r| r.incident_id)),
             int_col(rows.iter().map(|r| r.revision)),
             opt_str_col(rows.iter().map(|r| r.generator_url.as_deref())),
             opt_str_col(rows.iter().map(|r| r.team.as_deref())),
@@ -440,7 +463,7 @@ impl TableBuilder<StormRow> for StormsTable {
     }
     fn build(&self, rows: &[StormRow]) -> Result<RecordBatch, ArrowError> {
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.storm_id)))),
+            fingerprint_col(rows.iter().map(|r| Some(r.storm_id))),
             str_col(rows.iter().map(|r| &*r.tenant)),
             str_col(rows.iter().map(|r| &*r.group_key)),
             str_col(rows.iter().map(|r| if r.open { "open" } else { "closed" })),
@@ -506,7 +529,7 @@ impl TableBuilder<IncidentRow> for IncidentsTable {
     }
     fn build(&self, rows: &[IncidentRow]) -> Result<RecordBatch, ArrowError> {
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| fingerprint_hex(r.incident_id)))),
+            fingerprint_col(rows.iter().map(|r| Some(r.incident_id))),
             str_col(rows.iter().map(|r| &*r.tenant)),
             str_col(rows.iter().map(|r| &*r.status)),
             ts_col(rows.iter().map(|r| r.opened_at)),
