@@ -166,7 +166,8 @@ struct Entry {
     /// of them: only whether there are more than `flap_threshold` matters.
     episodes: Starts,
     flapping: bool,
-    /// The pending timer: expiry while open, eviction once closed.
+    /// The deadline: expiry while open, eviction once closed. A timer is armed at or before
+    /// it (timers move lazily, see `notice`).
     timer: i64,
     /// Canonical position of the notice behind the latest change: partition and position.
     part: u32,
@@ -475,7 +476,14 @@ fn notice(
         entry.episodes.last().unwrap_or(ts) + op.flap_window
     };
     entry.timer = new_timer;
-    let change = (old_timer != Some(new_timer)).then_some((old_timer, Some(new_timer), fp));
+    // Timers move lazily: a deadline that moved later keeps the armed timer, which re-arms at
+    // the new deadline when it fires (see `timeout`). A re-sent notice of a firing alert — most
+    // of a stream — then touches no timer: moving one cost a removal and an insertion in the
+    // operator's timer set per notice. Only a deadline that moved earlier arms a new timer.
+    let change = match old_timer {
+        Some(old) if new_timer >= old => None,
+        old => Some((old, Some(new_timer), fp)),
+    };
     (rows, change)
 }
 
@@ -494,7 +502,10 @@ fn close(entry: &mut Entry, open: &mut HashMap<Arc<str>, u64>) {
 fn timeout(op: &Dedup, state: &mut BoxedMap<Entry>, open: &mut HashMap<Arc<str>, u64>, at: i64, fp: u64) -> (Vec<AlertEvent>, TimerChange) {
     let Some(entry) = state.get_mut(&fp) else { return (Vec::new(), None) };
     if entry.timer != at {
-        return (Vec::new(), None);
+        // Armed for a deadline that has since moved later: re-arm at the current one. Arming
+        // a time already armed is a no-op of the timer set, so a superseded timer that fires
+        // as well does no harm.
+        return (Vec::new(), (entry.timer > at).then_some((None, Some(entry.timer), fp)));
     }
     if entry.open {
         entry.ends_at = Some(at);
