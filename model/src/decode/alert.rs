@@ -553,6 +553,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_sort_bytewise_whatever_their_prefixes() {
+        let keys = ["abcdefghi", "abcdefgh", "a", "abcdefgg", "a\\u0000", "ab", "zz", "é", "abcdefgh\\u0000", "B", "abcdefghh"];
+        let mut line = String::from(r#"{"ts":1,"alertname":"X""#);
+        for (i, k) in keys.iter().enumerate() {
+            line.push_str(&format!(r#","{k}":"{i}""#));
+        }
+        line.push('}');
+        let a = AlertDecoder::new().ndjson(line.as_bytes(), 0, 0).unwrap();
+        let got: Vec<&str> = a.labels.labels().iter().map(|(k, _)| &**k).collect();
+        let mut want: Vec<String> = keys.iter().map(|k| k.replace("\\u0000", "\0")).collect();
+        want.push("alertname".into());
+        want.sort();
+        assert_eq!(got, want);
+        // A duplicate that differs only after eight bytes is still caught; one that differs
+        // there is not a duplicate.
+        let dup = AlertDecoder::new().ndjson(br#"{"ts":1,"alertname":"X","abcdefghij":"1","abcdefghij":"2"}"#, 0, 0);
+        assert!(matches!(dup, Err(DecodeError::Duplicate(ref k)) if k == "abcdefghij"), "{dup:?}");
+        assert!(AlertDecoder::new().ndjson(br#"{"ts":1,"alertname":"X","abcdefghij":"1","abcdefghik":"2"}"#, 0, 0).is_ok());
+    }
+
+    #[test]
     fn ndjson_alerts() {
         let mut d = AlertDecoder::new();
         let a = d
