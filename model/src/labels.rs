@@ -31,9 +31,9 @@ struct LabelSetInner {
     /// A second, independent hash of the same encoding (XXH3-64 with [`CHECK_SEED`]): with
     /// the fingerprint, 128 bits that identify the set in the interner. The encoding itself is
     /// not kept (1,000,000 distinct alerts held 73 MB of encodings), and confirming a match on
-    /// the labels cost three cache misses per record (the table slot, this allocation, the
-    /// labels slice) plus a comparison of every key and value; this field sits in the
-    /// allocation a hit touches anyway (to count the new reference), so a hit costs one miss.
+    /// the labels read the labels slice and every key and value (a cache miss and a `memcmp`
+    /// each); this field sits in the allocation a hit touches anyway (to count the new
+    /// reference), so a hit reads only the table and this allocation.
     /// Two distinct sets agree on all 128 bits with probability 2^-128, so a lookup among the
     /// at most 2^20 sets an interner holds finds a wrong one with probability under 2^-108.
     check: u64,
