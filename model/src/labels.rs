@@ -79,7 +79,7 @@ impl LabelSet {
     }
     /// The tenant.
     pub fn tenant(&self) -> &str {
-        &**self.0.tenant
+        &self.0.tenant
     }
     /// The tenant, shared.
     pub fn tenant_arc(&self) -> &Arc<str> {
