@@ -237,7 +237,7 @@ pub struct LabelInterner {
     table: HashTable<LabelSet>,
     strings: StrInterner,
     /// Tenants, shared by the sets (see [`LabelSetInner::tenant`]).
-    tenants: HashTable<Arc<Arc<str>>>,
+    tenants: StrInterner<Arc<Arc<str>>>,
     buf: Vec<u8>,
 }
 
@@ -274,17 +274,7 @@ impl LabelInterner {
         if self.table.len() >= crate::series::INTERNER_MAX {
             self.table.clear();
         }
-        let tenant = std::str::from_utf8(tenant).ok()?;
-        let th = xxhash_rust::xxh3::xxh3_64(tenant.as_bytes());
-        if self.tenants.len() >= crate::series::STRINGS_MAX && self.tenants.find(th, |t| &***t == tenant).is_none() {
-            self.tenants.clear();
-        }
-        let tenant = self
-            .tenants
-            .entry(th, |t| &***t == tenant, |t| xxhash_rust::xxh3::xxh3_64(t.as_bytes()))
-            .or_insert_with(|| Arc::new(Arc::from(tenant)))
-            .get()
-            .clone();
+        let tenant = self.tenants.intern(std::str::from_utf8(tenant).ok()?);
         let s = LabelSet(Arc::new(LabelSetInner { tenant, labels: labels.into_boxed_slice(), hash, check }));
         self.table.insert_unique(hash, s.clone(), |s| s.0.hash);
         Some(s)

@@ -179,20 +179,56 @@ pub const INTERNER_MAX: usize = 1 << 20;
 /// distinct alerts, 36 MB of table slots held strings never seen twice.
 pub const STRINGS_MAX: usize = 1 << 16;
 
-/// Interns strings that repeat across series (tenants, names, label keys).
-#[derive(Default)]
-pub struct StrInterner {
-    table: HashTable<Arc<str>>,
+/// A shared handle to a string, as an interner hands it out.
+pub trait SharedStr: Clone {
+    /// A new handle holding `s`.
+    fn make(s: &str) -> Self;
+    /// The text.
+    fn text(&self) -> &str;
 }
 
-impl StrInterner {
+impl SharedStr for Arc<str> {
+    fn make(s: &str) -> Self {
+        Arc::from(s)
+    }
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+/// A thin pointer to a shared `Arc<str>` (8 bytes where it is a field: label sets' tenants).
+impl SharedStr for Arc<Arc<str>> {
+    fn make(s: &str) -> Self {
+        Arc::new(Arc::from(s))
+    }
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+/// Interns strings that repeat across series (tenants, names, label keys).
+pub struct StrInterner<H = Arc<str>> {
+    table: HashTable<H>,
+}
+
+impl<H> Default for StrInterner<H> {
+    fn default() -> Self {
+        StrInterner { table: HashTable::new() }
+    }
+}
+
+impl<H: SharedStr> StrInterner<H> {
     /// The shared copy of `s`.
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
+    pub fn intern(&mut self, s: &str) -> H {
         let h = xxhash_rust::xxh3::xxh3_64(s.as_bytes());
-        if self.table.len() >= STRINGS_MAX && self.table.find(h, |v| &**v == s).is_none() {
+        if self.table.len() >= STRINGS_MAX && self.table.find(h, |v| v.text() == s).is_none() {
             self.table.clear();
         }
-        self.table.entry(h, |v| &**v == s, |v| xxhash_rust::xxh3::xxh3_64(v.as_bytes())).or_insert_with(|| Arc::from(s)).get().clone()
+        self.table
+            .entry(h, |v| v.text() == s, |v| xxhash_rust::xxh3::xxh3_64(v.text().as_bytes()))
+            .or_insert_with(|| H::make(s))
+            .get()
+            .clone()
     }
     /// How many distinct strings are held.
     pub fn len(&self) -> usize {
@@ -297,7 +333,7 @@ mod tests {
     /// shared again right after.
     #[test]
     fn strings_are_bounded() {
-        let mut i = StrInterner::default();
+        let mut i: StrInterner = StrInterner::default();
         for n in 0..STRINGS_MAX + 10 {
             i.intern(&format!("host-{n}"));
             assert!(i.len() <= STRINGS_MAX);

@@ -297,13 +297,16 @@ fn list_col<I: IntoIterator<Item = String>>(v: impl Iterator<Item = I>) -> Array
     }
     Arc::new(b.finish())
 }
+/// Hex digits as text (ASCII: always UTF-8).
+fn hex_str(hex: &[u8; 16]) -> &str {
+    std::str::from_utf8(hex).unwrap_or_default()
+}
 /// A fingerprint column as hex text (`None`: null), without a `String` per row.
 fn fingerprint_col(v: impl Iterator<Item = Option<u64>>) -> ArrayRef {
     let mut b = StringBuilder::new();
     for fp in v {
         match fp {
-            // ASCII hex digits: always UTF-8.
-            Some(fp) => b.append_value(std::str::from_utf8(&crate::labels::fingerprint_hex_bytes(fp)).unwrap_or_default()),
+            Some(fp) => b.append_value(hex_str(&crate::labels::fingerprint_hex_bytes(fp))),
             None => b.append_null(),
         }
     }
@@ -326,9 +329,7 @@ fn fingerprint_list_col<'a>(v: impl Iterator<Item = &'a [u64]>) -> ArrayRef {
     let mut b = ListBuilder::new(StringBuilder::new());
     for fps in v {
         for &fp in fps {
-            let hex = crate::labels::fingerprint_hex_bytes(fp);
-            // ASCII hex digits: always UTF-8.
-            b.values().append_value(std::str::from_utf8(&hex).unwrap_or_default());
+            b.values().append_value(hex_str(&crate::labels::fingerprint_hex_bytes(fp)));
         }
         b.append(true);
     }
