@@ -36,8 +36,9 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 /// keeps a compact snapshot of an episode's latest row, not the row; dedup's entries keep
 /// their flap history inline. 4: correlate's episodes hold their union-find parent and its
 /// tables save episodes and dedup's entries without keys; suppress remembers the episode of
-/// each recent opening.
-pub const VERSION: u32 = 4;
+/// each recent opening. 5: dedup's entries hold their fingerprint and count occurrences in 32
+/// bits.
+pub const VERSION: u32 = 5;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

@@ -138,6 +138,12 @@ pub fn write_labels_json<'a>(out: &mut String, labels: impl Iterator<Item = (&'a
 /// (short forms where JSON has them, else `\u00XX`).
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Nearly every label needs no escape: one scan, one copy.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut from = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: &str = match b {

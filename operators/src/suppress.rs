@@ -262,15 +262,23 @@ impl Storm {
     fn row(&mut self, g: &Group, at: i64, open: bool) -> StormRow {
         self.revision += 1;
         self.dirty = false;
-        // Top three values per label, by count then value.
+        // Top three values per label, by count then value. Selected in one pass, not sorted:
+        // a storm counts up to 4,096 pairs, and a row goes out every tick the storm changed —
+        // sorting them all per row was 3 % of the storm-heavy bench.
         let mut by_key: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+        let before = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then(a.0.cmp(b.0)).is_lt();
         for ((k, v), n) in &self.labels {
-            by_key.entry(k).or_default().push((v, *n));
+            let top = by_key.entry(k).or_default();
+            let pair = (&**v, *n);
+            if top.len() == 3 && !before(&pair, &top[2]) {
+                continue;
+            }
+            let at = top.iter().position(|t| before(&pair, t)).unwrap_or(top.len());
+            top.insert(at, pair);
+            top.truncate(3);
         }
         let mut top = serde_json::Map::new();
-        for (k, mut vs) in by_key {
-            vs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            vs.truncate(3);
+        for (k, vs) in by_key {
             top.insert(k.to_string(), serde_json::Value::Array(vs.into_iter().map(|(v, n)| serde_json::json!([v, n])).collect()));
         }
         StormRow {
@@ -335,9 +343,7 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     input.for_each_stamp(|_cap, data| {
                         for batch in data {
                             op.stats.add_in(batch.len());
-                            for e in batch.drain(..) {
-                                ordered.push(e);
-                            }
+                            ordered.push_batch(batch);
                         }
                     });
                     loop {
@@ -528,6 +534,56 @@ mod tests {
     use std::collections::BTreeMap as Map;
 
     const T0: i64 = 1_767_225_600_000;
+
+    #[test]
+    fn top_labels_are_the_three_most_counted_values_of_each_label() {
+        let storm = || Storm {
+            id: 1,
+            opened_at: 0,
+            members: HashSet::new(),
+            alert_count: 0,
+            labels: HashMap::new(),
+            samples: vec![],
+            revision: 0,
+            below_since: None,
+            dirty: false,
+        };
+        let g = Group {
+            tenant: "t".into(),
+            key: "k".into(),
+            recent: VecDeque::new(),
+            counts: HashMap::new(),
+            storm: None,
+            timer: None,
+            sticky: HashMap::new(),
+        };
+        let mut s = storm();
+        for (k, v, n) in [("pod", "a", 5), ("pod", "b", 5), ("pod", "c", 3), ("pod", "d", 7), ("pod", "e", 1), ("zone", "x", 2)] {
+            s.labels.insert((k.into(), v.into()), n);
+        }
+        assert_eq!(s.row(&g, 10, true).top_labels, r#"{"pod":[["d",7],["a",5],["b",5]],"zone":[["x",2]]}"#);
+        // Against sorting every value, on random counts with many ties.
+        let mut rng = Lcg(7);
+        for _ in 0..200 {
+            let mut s = storm();
+            let mut all: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+            for _ in 0..rng.next() % 60 {
+                let (k, v, n) = (format!("k{}", rng.next() % 4), format!("v{}", rng.next() % 30), 1 + rng.next() % 5);
+                if s.labels.insert((k.as_str().into(), v.as_str().into()), n).is_none() {
+                    all.entry(k).or_default().push((v, n));
+                } else {
+                    all.get_mut(&k).unwrap().iter_mut().find(|(x, _)| *x == v).unwrap().1 = n;
+                }
+            }
+            let mut want = serde_json::Map::new();
+            for (k, mut vs) in all {
+                vs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                vs.truncate(3);
+                want.insert(k, vs.into_iter().map(|(v, n)| serde_json::json!([v, n])).collect());
+            }
+            assert_eq!(s.row(&g, 10, true).top_labels, serde_json::Value::Object(want).to_string());
+        }
+    }
 
     #[test]
     fn group_hash_and_pair_lookup_match_their_owned_forms() {

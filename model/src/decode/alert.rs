@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use super::json::{Cursor, Val, kind};
 use super::ndjson::parse_int_time;
+use super::shape::{Key, ShapeCache, TimeField, Times};
 use super::{DecodeError, MAX_LABELS, MAX_LINE_BYTES, Text, check_utf8, parse_time_field};
 use crate::alert::{Alert, Status};
 use crate::labels::{LabelInterner, LabelSet};
@@ -27,15 +28,13 @@ use crate::time::Millis;
 #[derive(Default)]
 struct Fields {
     tenant: Option<Text>,
-    ts: Option<Millis>,
-    received: Option<Millis>,
-    updated: Option<Millis>,
-    starts_at: Option<Millis>,
-    ends_at: Option<Millis>,
+    t: Times,
     status: Option<Status>,
     generator_url: Option<Text>,
     labels: Vec<(Text, Text)>,
     annotations: Vec<(Text, Text)>,
+    /// The byte ranges of the top-level time values read, in order (see [`ShapeCache`]).
+    consumed: Vec<(u32, u32)>,
     scratch: Vec<u8>,
 }
 
@@ -44,14 +43,20 @@ impl Fields {
         *self = Fields {
             labels: std::mem::take(&mut self.labels),
             annotations: std::mem::take(&mut self.annotations),
+            consumed: std::mem::take(&mut self.consumed),
             scratch: std::mem::take(&mut self.scratch),
             ..Fields::default()
         };
         self.labels.clear();
         self.annotations.clear();
+        self.consumed.clear();
         self.scratch.clear();
     }
 }
+
+/// The `mode` bytes of shapes: one cache serves both formats, whose rules differ.
+const NDJSON: u8 = 0;
+const ALERTMANAGER: u8 = 1;
 
 /// Decodes alerts; one per worker and source.
 pub struct AlertDecoder {
@@ -63,6 +68,8 @@ pub struct AlertDecoder {
     labels: LabelInterner,
     annotations: LabelInterner,
     no_annotations: LabelSet,
+    /// Recently decoded lines by their shape: a re-sent notice is decoded from it.
+    shapes: ShapeCache,
 }
 
 impl Default for AlertDecoder {
@@ -74,17 +81,14 @@ impl Default for AlertDecoder {
             labels: LabelInterner::new(),
             annotations: LabelInterner::new(),
             no_annotations: LabelSet::new("", &[]),
+            shapes: ShapeCache::default(),
         }
     }
 }
 
 /// The known keys of an alert object.
 enum K {
-    Ts,
-    Received,
-    Updated,
-    Starts,
-    Ends,
+    Time(TimeField),
     Tenant,
     Url,
     Status,
@@ -114,25 +118,105 @@ impl AlertDecoder {
     /// Decodes one NDJSON alert line.
     pub fn ndjson(&mut self, line: &[u8], part: u32, pos: u64) -> Result<Alert, DecodeError> {
         start(line)?;
+        let key = self.shapes.key(line, NDJSON, &mut self.f.scratch);
+        if let Some(a) = self.by_shape(key.as_ref(), part, pos, false) {
+            #[cfg(test)]
+            self.check_shape(&a, |d| d.ndjson_in_full(line, part, pos));
+            return Ok(a);
+        }
+        let a = self.ndjson_in_full(line, part, pos)?;
+        self.remember(key.as_ref(), &a);
+        Ok(a)
+    }
+
+    /// [`ndjson`](Self::ndjson) without the shape cache.
+    fn ndjson_in_full(&mut self, line: &[u8], part: u32, pos: u64) -> Result<Alert, DecodeError> {
         self.f.clear();
         let mut c = Cursor::new(line);
         c.eat(b'{', "expected `{` at the start of a record")?;
         self.object(&mut c, line, false)?;
         c.end()?;
-        let ts = self.f.ts.or(self.default_ts).ok_or(DecodeError::Missing("ts"))?;
+        let ts = self.f.t.event_time(self.default_ts, false)?;
         self.finish(line, ts, part, pos, false)
     }
 
     /// Decodes one line of Alertmanager JSON (an object or an array of objects) into `out`.
     pub fn alertmanager(&mut self, line: &[u8], part: u32, pos: u64, out: &mut Vec<Alert>) -> Result<(), DecodeError> {
         start(line)?;
+        // Only a line of one object is remembered by its shape.
+        let single = line.iter().find(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b'{');
+        let key = if single { self.shapes.key(line, ALERTMANAGER, &mut self.f.scratch) } else { None };
+        if let Some(a) = self.by_shape(key.as_ref(), part, pos * 65_536, true) {
+            #[cfg(test)]
+            self.check_shape(&a, |d| {
+                let mut v = Vec::new();
+                d.alertmanager_in_full(line, part, pos, &mut v)?;
+                v.pop().ok_or(DecodeError::Missing("alert"))
+            });
+            out.push(a);
+            return Ok(());
+        }
+        let first = out.len();
+        self.alertmanager_in_full(line, part, pos, out)?;
+        if single && out.len() == first + 1 {
+            self.remember(key.as_ref(), &out[first]);
+        }
+        Ok(())
+    }
+
+    /// [`alertmanager`](Self::alertmanager) without the shape cache.
+    fn alertmanager_in_full(&mut self, line: &[u8], part: u32, pos: u64, out: &mut Vec<Alert>) -> Result<(), DecodeError> {
         self.each_alert(line, false, |d, index| {
-            let f = &d.f;
-            let ts = f.ts.or(f.received).or(f.updated).or(f.starts_at).or(d.default_ts).ok_or(DecodeError::Missing("startsAt"))?;
+            let ts = d.f.t.event_time(d.default_ts, true)?;
             // Several alerts on one line keep their order: positions 2^16 apart per line.
             out.push(d.finish(line, ts, part, pos * 65_536 + (index as u64).min(65_535), true)?);
             Ok(())
         })
+    }
+
+    /// The alert of a line whose shape is remembered, from its time values alone (`None`: not
+    /// remembered, or its times say something the full decoding should report).
+    #[inline]
+    fn by_shape(&mut self, key: Option<&Key>, part: u32, pos: u64, am: bool) -> Option<Alert> {
+        let key = key?;
+        let default_ts = self.default_ts;
+        let shape = self.shapes.get(key)?;
+        let t = key.times();
+        let ts = t.event_time(default_ts, am).ok()?;
+        Some(Alert {
+            labels: shape.labels.clone(),
+            annotations: shape.annotations.clone(),
+            status: t.status(shape.status, ts, am),
+            starts_at: t.starts_at.unwrap_or(ts),
+            ends_at: t.ends_at,
+            ts,
+            generator_url: shape.generator_url.cloned(),
+            part,
+            pos,
+        })
+    }
+
+    /// Remembers the alert a line of shape `key` decoded to in full, if the decoding read
+    /// exactly the shape's cut-out values as its time fields (see [`ShapeCache`]).
+    fn remember(&mut self, key: Option<&Key>, a: &Alert) {
+        if let Some(key) = key
+            && key.cuts_are(&self.f.consumed)
+        {
+            self.shapes.insert(key, &a.labels, &a.annotations, self.f.status, &a.generator_url);
+        }
+    }
+
+    /// Unit tests: a line decoded from its shape decodes to the same alert in full.
+    #[cfg(test)]
+    fn check_shape(&mut self, a: &Alert, full: impl FnOnce(&mut Self) -> Result<Alert, DecodeError>) {
+        let b = full(self).expect("a remembered shape decodes in full");
+        assert!(
+            a.labels == b.labels
+                && a.annotations == b.annotations
+                && (a.status, a.starts_at, a.ends_at, a.ts, a.part, a.pos) == (b.status, b.starts_at, b.ends_at, b.ts, b.part, b.pos)
+                && a.generator_url == b.generator_url,
+            "decoded by shape: {a:?}, in full: {b:?}"
+        );
     }
 
     /// Decodes the body of an Alertmanager `POST /api/v2/alerts`: a JSON array of alerts, each
@@ -226,25 +310,22 @@ impl AlertDecoder {
             // Classify the key first: reading the value may append to the scratch buffer the
             // key lives in (appends never move earlier ranges, so `key` stays valid).
             let k = match key.get(line, &self.f.scratch) {
-                b"ts" => K::Ts,
-                b"receivedAt" => K::Received,
-                b"updatedAt" => K::Updated,
-                b"starts_at" | b"startsAt" => K::Starts,
-                b"ends_at" | b"endsAt" => K::Ends,
                 b"tenant" => K::Tenant,
                 b"generator_url" | b"generatorURL" => K::Url,
                 b"status" => K::Status,
                 b"labels" => K::Labels,
                 b"annotations" => K::Annotations,
-                _ => K::Other,
+                k => TimeField::of_key(k).map_or(K::Other, K::Time),
             };
             let f = &mut self.f;
             match k {
-                K::Ts => f.ts = time_value(c, line, f, "ts")?,
-                K::Received => f.received = time_value(c, line, f, "receivedAt")?,
-                K::Updated => f.updated = time_value(c, line, f, "updatedAt")?,
-                K::Starts => f.starts_at = time_value(c, line, f, "startsAt")?,
-                K::Ends => f.ends_at = time_value(c, line, f, "endsAt")?,
+                K::Time(tf) => {
+                    c.ws();
+                    let start = c.i;
+                    let v = time_value(c, line, &mut f.scratch, tf.name())?;
+                    f.t.set(tf, v);
+                    f.consumed.push((start as u32, c.i as u32));
+                }
                 K::Tenant => f.tenant = Some(string_value(c, f, "tenant")?),
                 K::Url => f.generator_url = Some(string_value(c, f, "generatorURL")?),
                 K::Status => match c.value(&mut f.scratch)? {
@@ -366,13 +447,8 @@ impl AlertDecoder {
                 .intern_bytes(b"", a.len(), |i| (a[i].0.get(line, scratch), a[i].1.get(line, scratch)))
                 .ok_or(DecodeError::InvalidUtf8(0))?
         };
-        // An explicit status wins; Alertmanager notices without one (or with a `{"state": …}`
-        // object) are resolved when their `endsAt` has passed; NDJSON alerts default to firing.
-        let status = match (f.status, f.ends_at) {
-            (Some(s), _) => s,
-            (None, Some(e)) if am && e <= ts => Status::Resolved,
-            (None, _) => Status::Firing,
-        };
+        // (A `{"state": …}` object is no explicit status: the time decides, as without.)
+        let status = f.t.status(f.status, ts, am);
         let generator_url = match f.generator_url {
             Some(t) if !t.get(line, scratch).is_empty() => Some(Arc::<str>::from(t.text(line, scratch))),
             _ => None,
@@ -381,8 +457,8 @@ impl AlertDecoder {
             labels: label_set,
             annotations,
             status,
-            starts_at: f.starts_at.unwrap_or(ts),
-            ends_at: f.ends_at,
+            starts_at: f.t.starts_at.unwrap_or(ts),
+            ends_at: f.t.ends_at,
             ts,
             generator_url,
             part,
@@ -423,11 +499,16 @@ fn string_value(c: &mut Cursor<'_>, f: &mut Fields, field: &str) -> Result<Text,
 }
 
 /// A time field; Go's zero time and `null` mean "not set".
-fn time_value(c: &mut Cursor<'_>, line: &[u8], f: &mut Fields, field: &'static str) -> Result<Option<Millis>, DecodeError> {
-    match c.value(&mut f.scratch)? {
+pub(super) fn time_value(
+    c: &mut Cursor<'_>,
+    line: &[u8],
+    scratch: &mut Vec<u8>,
+    field: &'static str,
+) -> Result<Option<Millis>, DecodeError> {
+    match c.value(scratch)? {
         Val::Num(n) => parse_int_time(field, n).map(Some),
         Val::Str(t) => {
-            let s = t.text(line, &f.scratch);
+            let s = t.text(line, scratch);
             if s.starts_with("0001-01-01") || s.is_empty() {
                 return Ok(None);
             }
@@ -533,8 +614,8 @@ impl AlertDecoder {
                         });
                     })
                 }
-                Role::Starts => f.starts_at = Some(parse_time_field("starts_at", text)?),
-                Role::Ends => f.ends_at = Some(parse_time_field("ends_at", text)?),
+                Role::Starts => f.t.starts_at = Some(parse_time_field("starts_at", text)?),
+                Role::Ends => f.t.ends_at = Some(parse_time_field("ends_at", text)?),
                 Role::Url => f.generator_url = Some(c),
                 Role::Label(k) | Role::Annotation(k) => {
                     let s = f.scratch.len();
@@ -663,6 +744,154 @@ mod tests {
         let mut o = Vec::new();
         d.alertmanager(br#"{"labels":{"alertname":"A"},"startsAt":1,"tenant":"t2"}"#, 0, 0, &mut o).unwrap();
         assert_eq!(o[0].tenant(), "t2");
+    }
+
+    /// One decoder over many lines against a fresh decoder (no remembered shapes) per line.
+    fn same_as_fresh(d: &mut AlertDecoder, line: &str, am: bool) -> Result<Alert, String> {
+        let decode = |d: &mut AlertDecoder| -> Result<Alert, String> {
+            if am {
+                let mut v = Vec::new();
+                d.alertmanager(line.as_bytes(), 1, 9, &mut v).map_err(|e| e.to_string())?;
+                Ok(v.remove(0))
+            } else {
+                d.ndjson(line.as_bytes(), 1, 9).map_err(|e| e.to_string())
+            }
+        };
+        let mut fresh = AlertDecoder::new();
+        fresh.set_default_ts(d.default_ts);
+        let (a, b) = (decode(d), decode(&mut fresh));
+        match (&a, &b) {
+            (Ok(a), Ok(b)) => assert!(
+                a.labels == b.labels
+                    && a.annotations == b.annotations
+                    && (a.status, a.starts_at, a.ends_at, a.ts, a.pos) == (b.status, b.starts_at, b.ends_at, b.ts, b.pos)
+                    && a.generator_url == b.generator_url,
+                "{line}: {a:?} against {b:?}"
+            ),
+            (Err(x), Err(y)) => assert_eq!(x, y, "{line}"),
+            _ => panic!("{line}: {a:?} against {b:?}"),
+        }
+        a
+    }
+
+    #[test]
+    fn re_sent_notices_decode_by_their_shape() {
+        let mut d = AlertDecoder::new();
+        let line = |ts: &str, status: &str| {
+            format!(
+                r#"{{"ts":{ts},"tenant":"acme","alertname":"Down","status":"{status}","service":"db","annotations":{{"summary":"db: down"}},"generator_url":"http://x:9090/g"}}"#
+            )
+        };
+        let a = same_as_fresh(&mut d, &line("1000", "firing"), false).unwrap();
+        assert_eq!(d.shapes.len(), 1, "remembered");
+        let b = same_as_fresh(&mut d, &line("31000", "firing"), false).unwrap();
+        assert!(LabelSet::ptr_eq(&a.labels, &b.labels));
+        assert_eq!((b.ts, b.starts_at, b.status), (31_000, 31_000, Status::Firing), "starts_at defaults to this notice's ts");
+        // RFC 3339 in the same place, then a time the full decoding rejects, in the same shape.
+        let c = same_as_fresh(&mut d, &line(r#""1970-01-01T00:01:01Z""#, "firing"), false).unwrap();
+        assert_eq!(c.ts, 61_000);
+        for bad in ["-5", "true", r#""soon""#, "{}", "[1]", "99999999999999999999", "1.5"] {
+            assert!(same_as_fresh(&mut d, &line(bad, "firing"), false).is_err(), "{bad}");
+        }
+        // Whatever the full decoding makes of these, the same.
+        for odd in ["1e3", "null", r#""""#, r#""0001-01-01T00:00:00Z""#, r#""12""#, "0"] {
+            let _ = same_as_fresh(&mut d, &line(odd, "firing"), false);
+        }
+        let r = same_as_fresh(&mut d, &line("91000", "resolved"), false).unwrap();
+        assert_eq!(r.status, Status::Resolved, "another status is another shape");
+        assert_eq!(d.shapes.len(), 2, "a string time is the same shape as a number; another status is another");
+        // Without `ts`, a Kafka message's timestamp stands in, message by message.
+        let no_ts = r#"{"alertname":"Down","tenant":"acme"}"#;
+        d.set_default_ts(Some(5));
+        assert_eq!(same_as_fresh(&mut d, no_ts, false).unwrap().ts, 5);
+        d.set_default_ts(Some(7));
+        assert_eq!(same_as_fresh(&mut d, no_ts, false).unwrap().ts, 7);
+        d.set_default_ts(None);
+        assert_eq!(same_as_fresh(&mut d, no_ts, false).unwrap_err(), "missing field `ts`");
+        // The last of two `ts` members wins, remembered or not.
+        for (x, y) in [(1, 5), (2, 7)] {
+            assert_eq!(same_as_fresh(&mut d, &format!(r#"{{"ts":{x},"alertname":"A","ts":{y}}}"#), false).unwrap().ts, y);
+        }
+    }
+
+    #[test]
+    fn look_alike_time_members_are_never_remembered() {
+        let mut d = AlertDecoder::new();
+        for ts in 1..4 {
+            for line in [
+                // A label named `ts` beside the real one, and one under `labels`.
+                format!(r#"{{"labels":{{"ts":"{ts}"}},"ts":{ts},"alertname":"A"}}"#),
+                // Space before the colon: the scan does not see this member.
+                format!(r#"{{"ts" :{ts},"alertname":"A"}}"#),
+                // An escaped key that decodes to `ts`.
+                format!(r#"{{"t\u0073":{ts},"alertname":"A"}}"#),
+            ] {
+                let a = same_as_fresh(&mut d, &line, false).unwrap();
+                assert_eq!(a.ts, ts, "{line}");
+                assert_eq!(d.shapes.len(), 0, "{line}");
+            }
+        }
+        assert_eq!(d.shapes.len(), 0);
+        // `"ts":` inside a string, behind escaped quotes, is part of the shape: remembered,
+        // and the string comes out as it was.
+        for ts in 1..4 {
+            let a = same_as_fresh(&mut d, &format!(r#"{{"ts":{ts},"alertname":"A","summary":"x \"ts\":{ts}"}}"#), false).unwrap();
+            assert_eq!((a.ts, a.labels.get("summary").map(|s| s.to_string())), (ts, Some(format!(r#"x "ts":{ts}"#))));
+        }
+        assert_eq!(d.shapes.len(), 3, "the string differs: three shapes");
+        // Nested `ts` under annotations that changes: each line its own alert.
+        let x = same_as_fresh(&mut d, r#"{"ts":1,"alertname":"A","annotations":{"ts":"one"}}"#, false).unwrap();
+        let y = same_as_fresh(&mut d, r#"{"ts":1,"alertname":"A","annotations":{"ts":"two"}}"#, false).unwrap();
+        assert_ne!(x.annotations, y.annotations);
+    }
+
+    #[test]
+    fn alertmanager_re_sends_resolve_by_their_moving_ends_at() {
+        let mut d = AlertDecoder::new();
+        // Prometheus re-sends with the same startsAt and an endsAt moved ahead; the last
+        // notice's endsAt has passed at its receive time: resolved, from the same shape.
+        let line = |recv: &str, ends: &str| {
+            format!(
+                r#"{{"labels":{{"alertname":"Down","job":"db"}},"startsAt":"2026-01-01T00:00:00Z","endsAt":"{ends}","receivedAt":"{recv}"}}"#
+            )
+        };
+        let a = same_as_fresh(&mut d, &line("2026-01-01T00:00:30Z", "2026-01-01T00:04:30Z"), true).unwrap();
+        let b = same_as_fresh(&mut d, &line("2026-01-01T00:01:30Z", "2026-01-01T00:05:30Z"), true).unwrap();
+        let c = same_as_fresh(&mut d, &line("2026-01-01T00:09:00Z", "2026-01-01T00:05:30Z"), true).unwrap();
+        let z = same_as_fresh(&mut d, &line("2026-01-01T00:09:30Z", "0001-01-01T00:00:00Z"), true).unwrap();
+        assert_eq!(d.shapes.len(), 1);
+        assert_eq!((a.status, b.status, c.status, z.status), (Status::Firing, Status::Firing, Status::Resolved, Status::Firing));
+        assert_eq!((a.starts_at, b.ends_at, z.ends_at), (1_767_225_600_000, Some(1_767_225_930_000), None));
+        assert_eq!(b.pos, 9 * 65_536);
+        // Arrays are decoded in full every time, and an NDJSON line of the same bytes is
+        // another format: not confused.
+        let arr = format!("[{}]", line("2026-01-01T00:00:30Z", "2026-01-01T00:04:30Z"));
+        let mut out = Vec::new();
+        d.alertmanager(arr.as_bytes(), 0, 1, &mut out).unwrap();
+        assert_eq!(d.shapes.len(), 1);
+        let e = same_as_fresh(&mut d, &line("2026-01-01T00:00:30Z", "2026-01-01T00:04:30Z"), false).unwrap_err();
+        assert_eq!(e, "missing field `ts`", "as NDJSON, the same bytes lack `ts`");
+    }
+
+    #[test]
+    fn the_shape_table_grows_only_while_it_serves_lines() {
+        let mut d = AlertDecoder::new();
+        let line = |i: u32, ts: u32| format!(r#"{{"ts":{ts},"alertname":"A","pod":"p{i}"}}"#);
+        // Every alert new: the table stays at its first size.
+        for i in 0..5_000 {
+            d.ndjson(line(i, i).as_bytes(), 0, 0).unwrap();
+        }
+        assert_eq!(d.shapes.capacity(), 1 << 10);
+        // 3,000 alerts re-sent in turn: it grows until they fit, then serves them.
+        let mut d = AlertDecoder::new();
+        for round in 0..4 {
+            for i in 0..3_000 {
+                let a = d.ndjson(line(i, round * 30_000 + i).as_bytes(), 0, 0).unwrap();
+                assert_eq!(a.labels.get("pod").map(|p| &**p), Some(&*format!("p{i}")));
+            }
+        }
+        assert!(d.shapes.capacity() >= 4_096, "{}", d.shapes.capacity());
+        assert!(d.shapes.len() >= 2_900, "{}", d.shapes.len());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod error;
 mod json;
 mod ndjson;
 pub mod remote_write;
+mod shape;
 
 pub use alert::{AlertDecoder, CsvAlertHeader};
 pub use csv::{CsvHeader, CsvMetricDecoder};
