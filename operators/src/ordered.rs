@@ -164,13 +164,16 @@ impl<T: Timed> Ordered<T> {
 
     /// Holds a batch of records, leaving `batch` empty. A batch whose records share an epoch
     /// (as nearly all do: a message carries one timely time) moves into it whole — the vector
-    /// itself when the epoch holds nothing yet — instead of record by record.
+    /// itself when the epoch holds nothing yet and the vector is mostly full — instead of
+    /// record by record.
     pub fn push_batch(&mut self, batch: &mut Vec<T>) {
         let Some(first) = batch.first() else { return };
         let t = self.epoch_of(first.ts());
         if batch.iter().all(|r| self.epoch_of(r.ts()) == t) {
             let held = self.held.entry(t).or_default();
-            if held.is_empty() {
+            // Taken whole only while mostly full: a held epoch keeps the vector's capacity
+            // until it is handed over, and a small message in a large buffer would hold it all.
+            if held.is_empty() && batch.len() * 2 >= batch.capacity() {
                 std::mem::swap(held, batch);
             } else {
                 held.append(batch);
