@@ -270,10 +270,14 @@ impl<T: Timed> Ordered<T> {
             self.ready = epochs.pop().unwrap_or_default().into();
             return;
         }
-        self.ready.reserve(epochs.iter().map(Vec::len).sum());
+        // A fresh buffer of the size needed rather than `ready` grown: a `VecDeque` never
+        // shrinks, and one burst (the end of an input) would keep its size for the whole run.
+        let mut records = Vec::with_capacity(self.ready.len() + epochs.iter().map(Vec::len).sum::<usize>());
+        records.extend(self.ready.drain(..));
         for e in epochs {
-            self.ready.extend(e);
+            records.extend(e);
         }
+        self.ready = records.into();
     }
 
     /// The record `k` places after the next one to be handed over, if one is ready: an
