@@ -786,6 +786,7 @@ mod tests {
         assert_eq!(d.shapes.len(), 1, "remembered");
         let b = same_as_fresh(&mut d, &line("31000", "firing"), false).unwrap();
         assert!(LabelSet::ptr_eq(&a.labels, &b.labels));
+        assert_eq!(d.shapes.hits, 1, "the re-send was decoded from its shape");
         assert_eq!((b.ts, b.starts_at, b.status), (31_000, 31_000, Status::Firing), "starts_at defaults to this notice's ts");
         // RFC 3339 in the same place, then a time the full decoding rejects, in the same shape.
         let c = same_as_fresh(&mut d, &line(r#""1970-01-01T00:01:01Z""#, "firing"), false).unwrap();
@@ -859,7 +860,7 @@ mod tests {
         let b = same_as_fresh(&mut d, &line("2026-01-01T00:01:30Z", "2026-01-01T00:05:30Z"), true).unwrap();
         let c = same_as_fresh(&mut d, &line("2026-01-01T00:09:00Z", "2026-01-01T00:05:30Z"), true).unwrap();
         let z = same_as_fresh(&mut d, &line("2026-01-01T00:09:30Z", "0001-01-01T00:00:00Z"), true).unwrap();
-        assert_eq!(d.shapes.len(), 1);
+        assert_eq!((d.shapes.len(), d.shapes.hits), (1, 3), "one shape, the three re-sends decoded from it");
         assert_eq!((a.status, b.status, c.status, z.status), (Status::Firing, Status::Firing, Status::Resolved, Status::Firing));
         assert_eq!((a.starts_at, b.ends_at, z.ends_at), (1_767_225_600_000, Some(1_767_225_930_000), None));
         assert_eq!(b.pos, 9 * 65_536);
@@ -882,6 +883,7 @@ mod tests {
             d.ndjson(line(i, i).as_bytes(), 0, 0).unwrap();
         }
         assert_eq!(d.shapes.capacity(), 1 << 10);
+        assert_eq!(d.shapes.hits, 0);
         // 3,000 alerts re-sent in turn: it grows until they fit, then serves them.
         let mut d = AlertDecoder::new();
         for round in 0..4 {
@@ -892,6 +894,13 @@ mod tests {
         }
         assert!(d.shapes.capacity() >= 4_096, "{}", d.shapes.capacity());
         assert!(d.shapes.len() >= 2_900, "{}", d.shapes.len());
+        // Once it fits, a round is decoded from remembered shapes, nearly all of it.
+        let (hits, capacity) = (d.shapes.hits, d.shapes.capacity());
+        for i in 0..3_000 {
+            d.ndjson(line(i, 200_000 + i).as_bytes(), 0, 0).unwrap();
+        }
+        assert!(d.shapes.hits - hits >= 2_900, "{} of 3,000 lines decoded by shape", d.shapes.hits - hits);
+        assert_eq!(d.shapes.capacity(), capacity, "no growth once it fits");
     }
 
     #[test]

@@ -226,6 +226,10 @@ pub(crate) struct ShapeCache {
     ghosts: Vec<[u64; 2]>,
     /// The shape being hashed.
     buf: Vec<u8>,
+    /// Lines decoded from a remembered shape (tests check that a line was, not only that its
+    /// result is right: the label set would be the same one through the interner too).
+    #[cfg(test)]
+    pub(crate) hits: usize,
 }
 
 impl ShapeCache {
@@ -291,6 +295,10 @@ impl ShapeCache {
         let b = &mut self.sets[i];
         let w = b.way_of(k)?;
         b.used[w] = true;
+        #[cfg(test)]
+        {
+            self.hits += 1;
+        }
         let b = &self.sets[i];
         Some(Shape {
             labels: b.labels[w].as_ref()?,
