@@ -181,7 +181,8 @@ pub(crate) fn open(cfg: CheckpointConfig, link: ClusterLink) -> Result<Arc<Check
             Err(e) => Msg::Failed { error: format!("process 0: {e}") },
         };
         for (p, _, s) in &mut conns {
-            send_line(s, &first).map_err(io(format!("cannot reach process {p}")))?;
+            send_line(s, &first)
+                .map_err(io(format!("lost the connection to process {p} at start, while agreeing on the checkpoint to resume from")))?;
         }
         let resumed = resumed?;
         let mut errors = Vec::new();
@@ -210,7 +211,8 @@ pub(crate) fn open(cfg: CheckpointConfig, link: ClusterLink) -> Result<Arc<Check
             Err(e) => return Err(CheckpointError::Cluster(format!("process 0 {e} at start"))),
         };
         let resumed = store::adopt(&cfg, at);
-        send_line(s, &Msg::Ready { error: resumed.as_ref().err().map(|e| e.to_string()) }).map_err(io("cannot reach process 0".into()))?;
+        send_line(s, &Msg::Ready { error: resumed.as_ref().err().map(|e| e.to_string()) })
+            .map_err(io("lost the connection to process 0 at start, while agreeing on the checkpoint to resume from".into()))?;
         let resumed = resumed?;
         match read_msg(r) {
             Ok(Msg::Go) => {}
