@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::json::{Cursor, Val, kind};
 use super::ndjson::parse_int_time;
-use super::shape::{Key, ShapeCache, TimeField, Times};
+use super::shape::{Consumed, Key, ShapeCache, TimeField, Times};
 use super::{DecodeError, MAX_LABELS, MAX_LINE_BYTES, Text, check_utf8, parse_time_field};
 use crate::alert::{Alert, Status};
 use crate::labels::{LabelInterner, LabelSet};
@@ -33,8 +33,8 @@ struct Fields {
     generator_url: Option<Text>,
     labels: Vec<(Text, Text)>,
     annotations: Vec<(Text, Text)>,
-    /// The byte ranges of the top-level time values read, in order (see [`ShapeCache`]).
-    consumed: Vec<(u32, u32)>,
+    /// The top-level time values and explicit statuses read, in order (see [`ShapeCache`]).
+    consumed: Vec<Consumed>,
     scratch: Vec<u8>,
 }
 
@@ -186,7 +186,7 @@ impl AlertDecoder {
         Some(Alert {
             labels: shape.labels.clone(),
             annotations: shape.annotations.clone(),
-            status: t.status(shape.status, ts, am),
+            status: t.status(key.status(), ts, am),
             starts_at: t.starts_at.unwrap_or(ts),
             ends_at: t.ends_at,
             ts,
@@ -197,12 +197,12 @@ impl AlertDecoder {
     }
 
     /// Remembers the alert a line of shape `key` decoded to in full, if the decoding read
-    /// exactly the shape's cut-out values as its time fields (see [`ShapeCache`]).
+    /// exactly the shape's cut-out values as its time fields and status (see [`ShapeCache`]).
     fn remember(&mut self, key: Option<&Key>, a: &Alert) {
         if let Some(key) = key
             && key.cuts_are(&self.f.consumed)
         {
-            self.shapes.insert(key, &a.labels, &a.annotations, self.f.status, &a.generator_url);
+            self.shapes.insert(key, &a.labels, &a.annotations, &a.generator_url);
         }
     }
 
@@ -324,34 +324,40 @@ impl AlertDecoder {
                     let start = c.i;
                     let v = time_value(c, line, &mut f.scratch, tf.name())?;
                     f.t.set(tf, v);
-                    f.consumed.push((start as u32, c.i as u32));
+                    f.consumed.push(Consumed { start: start as u32, end: c.i as u32, status: None });
                 }
                 K::Tenant => f.tenant = Some(string_value(c, f, "tenant")?),
                 K::Url => f.generator_url = Some(string_value(c, f, "generatorURL")?),
-                K::Status => match c.value(&mut f.scratch)? {
-                    Val::Str(t) => {
-                        f.status = Some(match t.get(line, &f.scratch).to_ascii_lowercase().as_slice() {
-                            b"firing" => Status::Firing,
-                            b"resolved" => Status::Resolved,
-                            _ => {
-                                return Err(DecodeError::WrongType {
-                                    field: "status".into(),
-                                    expected: "\"firing\" or \"resolved\"",
-                                    got: "another string",
-                                });
-                            }
-                        })
+                K::Status => {
+                    c.ws();
+                    let start = c.i;
+                    match c.value(&mut f.scratch)? {
+                        Val::Str(t) => {
+                            let s = match t.get(line, &f.scratch).to_ascii_lowercase().as_slice() {
+                                b"firing" => Status::Firing,
+                                b"resolved" => Status::Resolved,
+                                _ => {
+                                    return Err(DecodeError::WrongType {
+                                        field: "status".into(),
+                                        expected: "\"firing\" or \"resolved\"",
+                                        got: "another string",
+                                    });
+                                }
+                            };
+                            f.status = Some(s);
+                            f.consumed.push(Consumed { start: start as u32, end: c.i as u32, status: Some(s) });
+                        }
+                        // `{"state": "active"}` (GET /api/v2/alerts): the time decides, as without.
+                        Val::Object => c.skip_value(&mut f.scratch, 0)?,
+                        v => {
+                            return Err(DecodeError::WrongType {
+                                field: "status".into(),
+                                expected: "\"firing\" or \"resolved\"",
+                                got: kind(&v),
+                            });
+                        }
                     }
-                    // `{"state": "active"}` (GET /api/v2/alerts): the time decides, as without.
-                    Val::Object => c.skip_value(&mut f.scratch, 0)?,
-                    v => {
-                        return Err(DecodeError::WrongType {
-                            field: "status".into(),
-                            expected: "\"firing\" or \"resolved\"",
-                            got: kind(&v),
-                        });
-                    }
-                },
+                }
                 K::Labels | K::Annotations => {
                     let into = if matches!(k, K::Labels) { Into::Labels } else { Into::Annotations };
                     match c.value(&mut f.scratch)? {
@@ -798,9 +804,11 @@ mod tests {
         for odd in ["1e3", "null", r#""""#, r#""0001-01-01T00:00:00Z""#, r#""12""#, "0"] {
             let _ = same_as_fresh(&mut d, &line(odd, "firing"), false);
         }
+        let hits = d.shapes.hits;
         let r = same_as_fresh(&mut d, &line("91000", "resolved"), false).unwrap();
-        assert_eq!(r.status, Status::Resolved, "another status is another shape");
-        assert_eq!(d.shapes.len(), 2, "a string time is the same shape as a number; another status is another");
+        assert_eq!(r.status, Status::Resolved);
+        assert_eq!(d.shapes.hits, hits + 1, "the resolved notice is decoded from the firing one's shape");
+        assert_eq!(d.shapes.len(), 1, "a string time is the same shape as a number, and a status is cut out too");
         // Without `ts`, a Kafka message's timestamp stands in, message by message.
         let no_ts = r#"{"alertname":"Down","tenant":"acme"}"#;
         d.set_default_ts(Some(5));
@@ -813,6 +821,57 @@ mod tests {
         for (x, y) in [(1, 5), (2, 7)] {
             assert_eq!(same_as_fresh(&mut d, &format!(r#"{{"ts":{x},"alertname":"A","ts":{y}}}"#), false).unwrap().ts, y);
         }
+    }
+
+    #[test]
+    fn the_status_is_cut_out_of_the_shape_only_as_a_plain_status_string() {
+        let mut d = AlertDecoder::new();
+        let line = |ts: u32, status: &str| format!(r#"{{"ts":{ts},"alertname":"A","status":{status},"pod":"p"}}"#);
+        let mut want = Vec::new();
+        for (i, status) in [r#""firing""#, r#""resolved""#, r#""FIRING""#, r#""Resolved""#, r#""firing""#].iter().enumerate() {
+            want.push(same_as_fresh(&mut d, &line(i as u32, status), false).unwrap().status);
+        }
+        use Status::{Firing, Resolved};
+        assert_eq!(want, [Firing, Resolved, Firing, Resolved, Firing]);
+        assert_eq!((d.shapes.len(), d.shapes.hits), (1, 4), "one shape whatever the status says, in any case");
+        // Escaped, wrong or not a string: never cut. The escaped one decodes in full (and is
+        // not remembered: the scan did not cut what the decoding read as the status); the
+        // wrong ones are errors, as a fresh decoder says.
+        for round in 0..2 {
+            assert_eq!(same_as_fresh(&mut d, &line(9, r#""fir\u0069ng""#), false).unwrap().status, Firing, "{round}");
+            for bad in [r#""maybe""#, "1", "true", "[]", r#""firing ""#] {
+                assert!(same_as_fresh(&mut d, &line(9, bad), false).is_err(), "{bad}");
+            }
+        }
+        assert_eq!(d.shapes.len(), 1);
+        // Two status members: the last wins, remembered or not.
+        for ts in 1..4 {
+            let two = format!(r#"{{"ts":{ts},"status":"resolved","alertname":"B","status":"firing"}}"#);
+            assert_eq!(same_as_fresh(&mut d, &two, false).unwrap().status, Firing);
+        }
+        // A label or annotation named `status` is no status: such a line is never remembered
+        // (its status-like value would be cut, but the decoding does not read it as the status).
+        for (ts, s) in [(1, "firing"), (2, "resolved"), (3, "firing")] {
+            let l = format!(r#"{{"ts":{ts},"alertname":"C","annotations":{{"status":"{s}"}}}}"#);
+            let a = same_as_fresh(&mut d, &l, false).unwrap();
+            assert_eq!((a.status, a.annotations.get("status").map(|v| v.to_string())), (Firing, Some(s.to_string())));
+        }
+        let am =
+            |recv: &str, s: &str| format!(r#"{{"labels":{{"alertname":"D","status":"{s}"}},"startsAt":"{recv}","receivedAt":"{recv}"}}"#);
+        for (r, s) in [("2026-01-01T00:00:30Z", "firing"), ("2026-01-01T00:01:30Z", "resolved")] {
+            let a = same_as_fresh(&mut d, &am(r, s), true).unwrap();
+            assert_eq!((a.status, a.labels.get("status").map(|v| v.to_string())), (Firing, Some(s.to_string())));
+        }
+        assert_eq!(d.shapes.len(), 2, "only the shapes of `A` and `B`");
+        // Alertmanager's `{"state": …}` status stays in the shape: the time decides.
+        let st = |recv: &str, ends: &str| {
+            format!(
+                r#"{{"labels":{{"alertname":"E"}},"status":{{"state":"active"}},"startsAt":"{recv}","endsAt":"{ends}","receivedAt":"{recv}"}}"#
+            )
+        };
+        let x = same_as_fresh(&mut d, &st("2026-01-01T00:00:30Z", "2026-01-01T00:04:30Z"), true).unwrap();
+        let y = same_as_fresh(&mut d, &st("2026-01-01T00:09:30Z", "2026-01-01T00:04:30Z"), true).unwrap();
+        assert_eq!((x.status, y.status, d.shapes.len()), (Firing, Resolved, 3));
     }
 
     #[test]

@@ -1,25 +1,30 @@
 //! Re-sent alert notices decoded by their *shape*.
 //!
 //! A sender re-sends a firing alert until it resolves (Alertmanager clients every 30 s to
-//! 1 min), and the notices of one alert differ only in their time fields: `ts`, and in
-//! Alertmanager's format the `endsAt` a sender moves ahead. Decoding such a line in full —
+//! 1 min), and the notices of one alert differ only in their time fields (`ts`, and in
+//! Alertmanager's format the `endsAt` a sender moves ahead) and, once, in their `status`. Decoding such a line in full —
 //! reading every member, sorting the labels, hashing them twice to find the interned label
 //! set, the same again for the annotations — was half the cost of the alert chain per notice.
 //!
-//! The **shape** of a line is the line with the values of its time members cut out: the bytes
-//! between them, in order, each cut marked by a byte that UTF-8 never contains. A decoder
-//! keeps the alerts of recent shapes (their interned label set and annotations, explicit
-//! status and generator URL) under 128 bits of hash of the shape, and decodes a line whose
-//! shape it holds by parsing only the cut-out time values.
+//! The **shape** of a line is the line with the values of its time members and of its
+//! `status` cut out: the bytes between them, in order, each cut marked by a byte that UTF-8
+//! never contains. A decoder keeps the alerts of recent shapes (their interned label set and
+//! annotations and generator URL) under 128 bits of hash of the shape, and decodes a line
+//! whose shape it holds by parsing only the cut-out values. The status is cut out because
+//! the `resolved` notice of an alert would otherwise be a shape of its own: with a stream's
+//! alerts resolving once each, that doubled the lines decoded in full. Only a plain string
+//! that is a status (`"firing"`, `"resolved"`, in any case) is cut; any other `status` value
+//! (Alertmanager's `{"state": …}` object, an escaped string, a wrong one) stays in the shape.
 //!
 //! Why that is the line's full decoding. A line is *remembered* only when its full decoding
-//! succeeded and consumed as top-level time fields exactly the values this scan cut out, no
-//! more and no fewer. A later line with the same shape has the same bytes up to its first cut,
+//! succeeded and consumed as top-level time fields and explicit status exactly the values this
+//! scan cut out, each as what the scan took it for, no more and no fewer. A later line with the same shape has the same bytes up to its first cut,
 //! so the decoder is in the same state there: about to read the value of the same top-level
-//! time member. The scan parsed that value with the decoder's own code, as a scalar that is a
-//! valid time, so the decoder would end it at the same byte and be in the same state after it,
-//! and so on to the end of the line. Everything but the time values is therefore decoded the
-//! same, and the time values go through the same rules ([`Times`]) as in a full decoding.
+//! time member (or the status). The scan parsed that value with the decoder's own code, as a
+//! scalar that is a valid time (or as a string without escapes that names a status), so the
+//! decoder would end it at the same byte and be in the same state after it, and so on to the
+//! end of the line. Everything but the cut values is therefore decoded the same, and the time
+//! values and status go through the same rules ([`Times`]) as in a full decoding.
 //! Members whose keys look like time keys but are not top-level time fields (a label named
 //! `ts` inside `labels`, an escaped quote before `ts` in a string) make the two lists differ,
 //! and such a line is simply never remembered.
@@ -126,16 +131,33 @@ impl Times {
     }
 }
 
-/// Most time members a remembered line may have.
+/// Most time and status members a remembered line may have.
 const MAX_CUTS: usize = 8;
 
-/// One cut-out time value: its member, its byte range in the line and what it says.
+/// What a cut-out value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Time(TimeField),
+    /// The explicit `status`, and what it says.
+    Status(Status),
+}
+
+/// One cut-out value: its member, its byte range in the line and what it says.
 #[derive(Clone, Copy, Debug)]
 struct Cut {
-    field: TimeField,
+    field: Field,
     start: u32,
     end: u32,
     value: Option<Millis>,
+}
+
+/// A value the full decoding read as a top-level time field (`status: None`) or as the
+/// explicit status: its byte range in the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Consumed {
+    pub start: u32,
+    pub end: u32,
+    pub status: Option<Status>,
 }
 
 /// A line's shape: its hash and its cuts.
@@ -151,24 +173,39 @@ impl Key {
     pub(crate) fn times(&self) -> Times {
         let mut t = Times::default();
         for c in &self.cuts[..self.n] {
-            t.set(c.field, c.value);
+            if let Field::Time(f) = c.field {
+                t.set(f, c.value);
+            }
         }
         t
     }
 
-    /// Whether these cuts are exactly `consumed`: the ranges the full decoding read as
-    /// top-level time values, in order.
-    pub(crate) fn cuts_are(&self, consumed: &[(u32, u32)]) -> bool {
-        self.n == consumed.len() && self.cuts[..self.n].iter().zip(consumed).all(|(c, &(s, e))| (c.start, c.end) == (s, e))
+    /// The line's explicit status (the last `status` member, as in the full decoding).
+    pub(crate) fn status(&self) -> Option<Status> {
+        self.cuts[..self.n].iter().rev().find_map(|c| match c.field {
+            Field::Status(s) => Some(s),
+            Field::Time(_) => None,
+        })
+    }
+
+    /// Whether these cuts are exactly `consumed`: the values the full decoding read as
+    /// top-level time values and status, in order, each as the cut takes it.
+    pub(crate) fn cuts_are(&self, consumed: &[Consumed]) -> bool {
+        self.n == consumed.len()
+            && self.cuts[..self.n].iter().zip(consumed).all(|(c, r)| {
+                (c.start, c.end) == (r.start, r.end)
+                    && match c.field {
+                        Field::Time(_) => r.status.is_none(),
+                        Field::Status(s) => r.status == Some(s),
+                    }
+            })
     }
 }
 
-/// What a remembered line decodes to, apart from its time values.
+/// What a remembered line decodes to, apart from its time values and status.
 pub(crate) struct Shape<'a> {
     pub labels: &'a LabelSet,
     pub annotations: &'a LabelSet,
-    /// The line's explicit `status`, if any.
-    pub status: Option<Status>,
     pub generator_url: Option<&'a Arc<str>>,
 }
 
@@ -182,7 +219,6 @@ struct Bucket {
     check: [u32; 2],
     labels: [Option<LabelSet>; 2],
     annotations: [Option<LabelSet>; 2],
-    status: [Option<Status>; 2],
     /// Whether a line was decoded from the entry since it was stored (see [`ShapeCache::insert`]).
     used: [bool; 2],
     has_url: [bool; 2],
@@ -205,7 +241,6 @@ struct Entry {
     check: u32,
     labels: LabelSet,
     annotations: LabelSet,
-    status: Option<Status>,
     url: Option<Arc<str>>,
 }
 
@@ -237,36 +272,50 @@ impl ShapeCache {
     /// apart), or `None` when the line cannot be remembered: a time value that is not a valid
     /// scalar time (the full decoding reports it), or more than [`MAX_CUTS`] time members.
     pub(crate) fn key(&mut self, line: &[u8], mode: u8, scratch: &mut Vec<u8>) -> Option<Key> {
-        let mut key = Key { hash: 0, check: 0, cuts: [Cut { field: TimeField::Ts, start: 0, end: 0, value: None }; MAX_CUTS], n: 0 };
+        let mut key =
+            Key { hash: 0, check: 0, cuts: [Cut { field: Field::Time(TimeField::Ts), start: 0, end: 0, value: None }; MAX_CUTS], n: 0 };
         self.buf.clear();
         self.buf.push(mode);
         let mut from = 0;
         for p in memchr::memchr_iter(b':', line) {
-            // `"key":` with a time key (each ends in `s` or `t`); colons inside a value just
-            // cut out are skipped.
+            // `"key":` with a time key or `status` (each ends in `s` or `t`); colons inside a
+            // value just cut out are skipped.
             if p < from + 3 || line[p - 1] != b'"' {
                 continue;
             }
             let head = &line[from..p - 1];
             let field = match line[p - 2] {
-                b's' if head.ends_with(b"\"ts") => TimeField::Ts,
+                b's' if head.ends_with(b"\"ts") => Field::Time(TimeField::Ts),
+                b's' if head.ends_with(b"\"status") => Field::Status(Status::Firing),
                 b't' => {
                     let Some(q) = memchr::memrchr(b'"', &head[head.len().saturating_sub(11)..]) else { continue };
                     match TimeField::of_key(&head[head.len().saturating_sub(11) + q + 1..]) {
-                        Some(f) => f,
+                        Some(f) => Field::Time(f),
                         None => continue,
                     }
                 }
                 _ => continue,
             };
-            if key.n == MAX_CUTS {
-                return None;
-            }
             let mut c = Cursor { b: line, i: p + 1 };
             c.ws();
             let start = c.i;
-            scratch.clear();
-            let value = super::alert::time_value(&mut c, line, scratch, field.name()).ok()?;
+            let (field, value) = match field {
+                Field::Time(f) => {
+                    scratch.clear();
+                    (field, super::alert::time_value(&mut c, line, scratch, f.name()).ok()?)
+                }
+                Field::Status(_) => match status_value(&line[start..]) {
+                    Some((s, len)) => {
+                        c.i += len;
+                        (Field::Status(s), None)
+                    }
+                    // Not a plain status string: it stays in the shape.
+                    None => continue,
+                },
+            };
+            if key.n == MAX_CUTS {
+                return None;
+            }
             key.cuts[key.n] = Cut { field, start: start as u32, end: c.i as u32, value };
             key.n += 1;
             self.buf.extend_from_slice(&line[from..start]);
@@ -303,7 +352,6 @@ impl ShapeCache {
         Some(Shape {
             labels: b.labels[w].as_ref()?,
             annotations: b.annotations[w].as_ref()?,
-            status: b.status[w],
             generator_url: if b.has_url[w] { self.urls[2 * i + w].as_ref() } else { None },
         })
     }
@@ -312,7 +360,7 @@ impl ShapeCache {
     /// evicted first; when both of the set served lines, or this shape was evicted from it
     /// lately, the table doubles (up to [`MAX_SETS`]) — the stream re-sends more alerts than
     /// it holds.
-    pub(crate) fn insert(&mut self, k: &Key, labels: &LabelSet, annotations: &LabelSet, status: Option<Status>, url: &Option<Arc<str>>) {
+    pub(crate) fn insert(&mut self, k: &Key, labels: &LabelSet, annotations: &LabelSet, url: &Option<Arc<str>>) {
         if self.sets.is_empty() {
             self.resize(MIN_SETS);
         }
@@ -325,7 +373,7 @@ impl ShapeCache {
                 self.put(e);
             }
         }
-        let e = Entry { hash: k.hash, check: k.check, labels: labels.clone(), annotations: annotations.clone(), status, url: url.clone() };
+        let e = Entry { hash: k.hash, check: k.check, labels: labels.clone(), annotations: annotations.clone(), url: url.clone() };
         if let Some(gone) = self.put(e) {
             let i = self.set_of(gone.hash);
             self.ghosts[i][(gone.hash >> 32) as usize & 1] = gone.hash;
@@ -387,7 +435,7 @@ impl ShapeCache {
         let b = &mut self.sets[i];
         let (labels, annotations) = (b.labels[w].take()?, b.annotations[w].take()?);
         b.has_url[w] = false;
-        Some(Entry { hash: b.hash[w], check: b.check[w], labels, annotations, status: b.status[w], url: self.urls[2 * i + w].take() })
+        Some(Entry { hash: b.hash[w], check: b.check[w], labels, annotations, url: self.urls[2 * i + w].take() })
     }
 
     /// Writes entry `e` into way `w` of set `i`, which must be free.
@@ -398,7 +446,6 @@ impl ShapeCache {
         b.check[w] = e.check;
         b.labels[w] = Some(e.labels);
         b.annotations[w] = Some(e.annotations);
-        b.status[w] = e.status;
         b.used[w] = used;
         b.has_url[w] = e.url.is_some();
         self.urls[2 * i + w] = e.url;
@@ -416,6 +463,26 @@ impl ShapeCache {
         2 * self.sets.len()
     }
 }
+/// The status a JSON value at the start of `v` names, and the value's length, if it is a
+/// string without escapes that the full decoding takes as a status (`firing` or `resolved`,
+/// in any case).
+fn status_value(v: &[u8]) -> Option<(Status, usize)> {
+    let body = v.strip_prefix(b"\"")?;
+    let n = memchr::memchr2(b'"', b'\\', body)?;
+    if body[n] != b'"' {
+        return None;
+    }
+    let s = &body[..n];
+    let status = if s.eq_ignore_ascii_case(b"firing") {
+        Status::Firing
+    } else if s.eq_ignore_ascii_case(b"resolved") {
+        Status::Resolved
+    } else {
+        return None;
+    };
+    Some((status, n + 2))
+}
+
 #[cfg(test)]
 mod size {
     #[test]
