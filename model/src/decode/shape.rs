@@ -2,9 +2,10 @@
 //!
 //! A sender re-sends a firing alert until it resolves (Alertmanager clients every 30 s to
 //! 1 min), and the notices of one alert differ only in their time fields (`ts`, and in
-//! Alertmanager's format the `endsAt` a sender moves ahead) and, once, in their `status`. Decoding such a line in full —
-//! reading every member, sorting the labels, hashing them twice to find the interned label
-//! set, the same again for the annotations — was half the cost of the alert chain per notice.
+//! Alertmanager's format the `endsAt` a sender moves ahead) and, once, in their `status`.
+//! Decoding such a line in full — reading every member, sorting the labels, hashing them
+//! twice to find the interned label set, the same again for the annotations — was half the
+//! cost of the alert chain per notice.
 //!
 //! The **shape** of a line is the line with the values of its time members and of its
 //! `status` cut out: the bytes between them, in order, each cut marked by a byte that UTF-8
@@ -18,13 +19,14 @@
 //!
 //! Why that is the line's full decoding. A line is *remembered* only when its full decoding
 //! succeeded and consumed as top-level time fields and explicit status exactly the values this
-//! scan cut out, each as what the scan took it for, no more and no fewer. A later line with the same shape has the same bytes up to its first cut,
-//! so the decoder is in the same state there: about to read the value of the same top-level
-//! time member (or the status). The scan parsed that value with the decoder's own code, as a
-//! scalar that is a valid time (or as a string without escapes that names a status), so the
-//! decoder would end it at the same byte and be in the same state after it, and so on to the
-//! end of the line. Everything but the cut values is therefore decoded the same, and the time
-//! values and status go through the same rules ([`Times`]) as in a full decoding.
+//! scan cut out, each as what the scan took it for, no more and no fewer. A later line with
+//! the same shape has the same bytes up to its first cut, so the decoder is in the same state
+//! there: about to read the value of the same top-level time member (or the status). The
+//! scan parsed that value with the decoder's own code, as a scalar that is a valid time (or
+//! as a string without escapes that names a status), so the decoder would end it at the same
+//! byte and be in the same state after it, and so on to the end of the line. Everything but
+//! the cut values is therefore decoded the same, and the time values and status go through
+//! the same rules ([`Times`]) as in a full decoding.
 //! Members whose keys look like time keys but are not top-level time fields (a label named
 //! `ts` inside `labels`, an escaped quote before `ts` in a string) make the two lists differ,
 //! and such a line is simply never remembered.
