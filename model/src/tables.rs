@@ -299,10 +299,6 @@ fn list_col<I: IntoIterator<Item = String>>(v: impl Iterator<Item = I>) -> Array
     }
     Arc::new(b.finish())
 }
-/// Hex digits as text (ASCII: always UTF-8).
-fn hex_str(hex: &[u8; 16]) -> &str {
-    std::str::from_utf8(hex).unwrap_or_default()
-}
 /// The end of the text so far, as an Arrow offset.
 fn offset(values: &[u8]) -> Result<i32, ArrowError> {
     i32::try_from(values.len()).map_err(|_| ArrowError::ComputeError("more than 2 GiB of fingerprints in one batch".into()))
@@ -339,8 +335,7 @@ fn fingerprint_list_col<'a>(v: impl Iterator<Item = &'a [u64]>) -> Result<ArrayR
         lists.push(offsets.len() as i32 - 1);
     }
     let items = hex_array(offsets, values, None)?;
-    let field = Arc::new(Field::new("item", DataType::Utf8, true));
-    Ok(Arc::new(ListArray::try_new(field, OffsetBuffer::new(lists.into()), Arc::new(items), None)?))
+    Ok(Arc::new(ListArray::try_new(list_item(), OffsetBuffer::new(lists.into()), Arc::new(items), None)?))
 }
 /// A text column written row by row into one reused buffer (label sets as JSON): no
 /// allocation per row.
@@ -354,8 +349,12 @@ fn text_col<R>(rows: &[R], mut write: impl FnMut(&R, &mut String)) -> ArrayRef {
     }
     Arc::new(b.finish())
 }
+/// The item of every list column: nullable text.
+fn list_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Utf8, true))
+}
 fn list_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+    DataType::List(list_item())
 }
 
 impl TableRow for AlertEvent {
@@ -415,9 +414,9 @@ impl TableBuilder<AlertEvent> for AlertsTable {
         // strings) are far more than the caches hold, so a pass per column missed on each row's
         // label set once per column.
         let n = rows.len();
-        let (mut tenant, mut fp, mut alertname, mut severity, mut labels) = (
+        let mut fps = Vec::with_capacity(n);
+        let (mut tenant, mut alertname, mut severity, mut labels) = (
             StringBuilder::with_capacity(n, n * 8),
-            StringBuilder::with_capacity(n, n * 16),
             StringBuilder::with_capacity(n, n * 16),
             StringBuilder::with_capacity(n, n * 8),
             StringBuilder::with_capacity(n, n * 192),
@@ -425,7 +424,7 @@ impl TableBuilder<AlertEvent> for AlertsTable {
         let mut buf = String::new();
         for r in rows {
             tenant.append_value(r.tenant());
-            fp.append_value(hex_str(&crate::labels::fingerprint_hex_bytes(r.fingerprint())));
+            fps.push(Some(r.fingerprint()));
             alertname.append_value(r.alertname());
             severity.append_value(r.severity());
             buf.clear();
@@ -436,7 +435,7 @@ impl TableBuilder<AlertEvent> for AlertsTable {
             ts_col(rows.iter().map(|r| r.ts)),
             str_col(rows.iter().map(|r| r.event.name())),
             Arc::new(tenant.finish()),
-            Arc::new(fp.finish()),
+            fingerprint_col(fps.into_iter())?,
             Arc::new(alertname.finish()),
             Arc::new(severity.finish()),
             str_col(rows.iter().map(|r| r.status.name())),

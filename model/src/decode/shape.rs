@@ -286,13 +286,14 @@ impl ShapeCache {
                 continue;
             }
             let head = &line[from..p - 1];
-            let field = match line[p - 2] {
-                b's' if head.ends_with(b"\"ts") => Field::Time(TimeField::Ts),
-                b's' if head.ends_with(b"\"status") => Field::Status(Status::Firing),
+            // The time member of the key, or `None` for `status`.
+            let time = match line[p - 2] {
+                b's' if head.ends_with(b"\"ts") => Some(TimeField::Ts),
+                b's' if head.ends_with(b"\"status") => None,
                 b't' => {
                     let Some(q) = memchr::memrchr(b'"', &head[head.len().saturating_sub(11)..]) else { continue };
                     match TimeField::of_key(&head[head.len().saturating_sub(11) + q + 1..]) {
-                        Some(f) => Field::Time(f),
+                        Some(f) => Some(f),
                         None => continue,
                     }
                 }
@@ -301,12 +302,12 @@ impl ShapeCache {
             let mut c = Cursor { b: line, i: p + 1 };
             c.ws();
             let start = c.i;
-            let (field, value) = match field {
-                Field::Time(f) => {
+            let (field, value) = match time {
+                Some(f) => {
                     scratch.clear();
-                    (field, super::alert::time_value(&mut c, line, scratch, f.name()).ok()?)
+                    (Field::Time(f), super::alert::time_value(&mut c, line, scratch, f.name()).ok()?)
                 }
-                Field::Status(_) => match status_value(&line[start..]) {
+                None => match status_value(&line[start..]) {
                     Some((s, len)) => {
                         c.i += len;
                         (Field::Status(s), None)
