@@ -12,6 +12,15 @@
 //! recently is therefore not news: repeated bursts score lower than the first, the way an
 //! alert that is already firing is not raised again.
 //!
+//! **Age**: a long series produces rare surprises by sheer length — at one tail probability
+//! `q`, a series of 16,000 points flags four times as many points as one of 4,000, while its
+//! anomalies are no more frequent. So the score is `(1 − q)^f`, `f` the series' age in units
+//! of [`AGE_REF`] points (at least 1, at most `age_cap / AGE_REF`): the chance that none of
+//! `f` independent draws is this surprising (Šidák's correction; ≈ `1 − q·f` where it
+//! matters). A surprise must therefore grow rarer as its series grows older to score as
+//! high, and a series' flags grow with its distinct episodes, not with its length. Past
+//! `age_cap` the factor stays put, so a series running for months still flags.
+//!
 //! Optional **cooldown**: a score that does not beat the highest score of the last `cooldown`
 //! points is halved.
 
@@ -28,7 +37,16 @@ pub struct CalibrationSpec {
     pub warmup: usize,
     /// Points during which a score must beat the recent peak to count fully (0: off).
     pub cooldown: usize,
+    /// The age (points) past which the tail probability is no longer scaled up (0: no age
+    /// scaling).
+    pub age_cap: usize,
 }
+
+/// The age (the default warm-up) up to which a score is `1 − q`; later it is
+/// `(1 − q)^(age / AGE_REF)`. With the default threshold of 0.999 a point must be rarer than
+/// one in 1,000 at age 100, one in 100,000 at age 10,000, one in a million from the default
+/// `age_cap` of 100,000 points on.
+pub const AGE_REF: f64 = 100.0;
 
 /// Longest short-term average.
 pub const MAX_SHORT: usize = 16;
@@ -105,9 +123,23 @@ impl Calibrator {
         };
         self.seen += 1;
         // f32 bins against an f64 total can overshoot by a rounding error: clamp.
-        let s = if (self.seen as usize) <= self.spec.warmup.max(1) { 0.0 } else { (1.0 - self.tail(u)).clamp(0.0, 1.0) };
+        let s = if (self.seen as usize) <= self.spec.warmup.max(1) {
+            0.0
+        } else {
+            (self.age_factor() * (-self.tail(u).min(1.0)).ln_1p()).exp().clamp(0.0, 1.0)
+        };
         self.learn(u);
         self.novel(s)
+    }
+
+    /// The power of `1 − q`: `age / AGE_REF`, from 1 (a young series' scores are never raised
+    /// by its youth) to `age_cap / AGE_REF`.
+    #[inline]
+    fn age_factor(&self) -> f64 {
+        if self.spec.age_cap == 0 {
+            return 1.0;
+        }
+        (self.seen.min(self.spec.age_cap as u64) as f64 / AGE_REF).max(1.0)
     }
 
     /// `P(U ≥ u)` under the history.
@@ -204,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_spike_scores_high_and_noise_does_not() {
-        let spec = CalibrationSpec { short: 1, long: 500, warmup: 50, cooldown: 0 };
+        let spec = CalibrationSpec { short: 1, long: 500, warmup: 50, cooldown: 0, age_cap: 0 };
         let mut c = Calibrator::new(spec);
         let mut r = crate::testing::Lcg(7);
         let mut high = 0;
@@ -216,5 +248,31 @@ mod tests {
         }
         assert!(high < 10, "{high} noise points over 0.999");
         assert!(c.score(40.0) > 0.999);
+    }
+
+    #[test]
+    fn an_older_series_needs_a_rarer_surprise_to_score_as_high() {
+        // The same history (noise up to z = 2) scored with and without the age factor: past
+        // AGE_REF points the tail probability grows with the age, until `age_cap`.
+        let spec = CalibrationSpec { short: 1, long: 500, warmup: 50, cooldown: 0, age_cap: 0 };
+        let aged = CalibrationSpec { age_cap: 2_000, ..spec };
+        let (mut plain, mut old) = (Calibrator::new(spec), Calibrator::new(aged));
+        let mut r = crate::testing::Lcg(11);
+        for _ in 0..AGE_REF as usize {
+            let z = (r.next() % 1000) as f64 / 500.0;
+            assert_eq!(plain.score(z), old.score(z), "no age factor up to AGE_REF points");
+        }
+        // Age 1,000 and 3,000 (past the cap of 2,000): q × 10 and q × 20.
+        for (age, factor) in [(1_000usize, 10.0), (3_000, 20.0)] {
+            let mut r2 = crate::testing::Lcg(age as u64);
+            while (old.seen as usize) < age - 1 {
+                let z = (r2.next() % 1000) as f64 / 500.0;
+                plain.score(z);
+                old.score(z);
+            }
+            // Šidák: ln(score) is `factor` times ln(1 − q).
+            let (p, o) = (plain.clone().score(3.0), old.clone().score(3.0));
+            assert!(p < 1.0 && (o.ln() / p.ln() - factor).abs() < 1e-6, "age {age}: score {p} became {o}, not ^{factor}");
+        }
     }
 }

@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn the_forest_keeps_exact_counts_and_boxes_and_its_codisp_is_the_walks() {
         let spec = RcfSpec { trees: 4, tree_size: 32, shingle: 3, seed: 7 };
-        let cal = Calibrator::new(CalibrationSpec { short: 1, long: 100, warmup: 0, cooldown: 0 });
+        let cal = Calibrator::new(CalibrationSpec { short: 1, long: 100, warmup: 0, cooldown: 0, age_cap: 0 });
         let mut f = Rcf::new(spec, cal);
         let mut x = 99u64;
         for i in 0..3_000 {
