@@ -37,8 +37,7 @@ pub struct CalibrationSpec {
     pub warmup: usize,
     /// Points during which a score must beat the recent peak to count fully (0: off).
     pub cooldown: usize,
-    /// The age (points) past which the tail probability is no longer scaled up (0: no age
-    /// scaling).
+    /// The age (points) past which the age correction stops growing (0: no age correction).
     pub age_cap: usize,
 }
 
@@ -262,7 +261,7 @@ mod tests {
             let z = (r.next() % 1000) as f64 / 500.0;
             assert_eq!(plain.score(z), old.score(z), "no age factor up to AGE_REF points");
         }
-        // Age 1,000 and 3,000 (past the cap of 2,000): q × 10 and q × 20.
+        // Age 1,000 and 3,000 (past the cap of 2,000): (1 − q)^10 and (1 − q)^20.
         for (age, factor) in [(1_000usize, 10.0), (3_000, 20.0)] {
             let mut r2 = crate::testing::Lcg(age as u64);
             while (old.seen as usize) < age - 1 {
