@@ -602,6 +602,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     // ends the run there: (latest checkpoint when asked, when).
     let mut stopping: Option<(u64, Instant)> = None;
     let mut stopped_at: Option<u64> = None;
+    // In a cluster a stop of one process (a signal to it) stops them all at the same
+    // checkpoint: the others hear of it as that process's failure.
+    let peer_stopped =
+        || cluster.is_some() && failure.get().is_some_and(|f| f.starts_with("process ") && f.ends_with(&format!(": {STOPPED}")));
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(100)) {
         progress(());
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
@@ -628,12 +632,7 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
                 stopped_at = Some(c.committed());
                 failure.set(STOPPED.into());
             }
-            // In a cluster a stop of one process (a signal to it) stops them all at the same
-            // checkpoint: the others hear of it as that process's failure.
-            if stopped_at.is_none()
-                && cluster.is_some()
-                && failure.get().is_some_and(|f| f.starts_with("process ") && f.ends_with(&format!(": {STOPPED}")))
-            {
+            if stopped_at.is_none() && peer_stopped() {
                 stopped_at = Some(c.committed());
             }
         }
@@ -648,6 +647,15 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         }
     }
     progress(());
+    // The peer's stop may have ended this process's workers (so the loop) before the loop saw
+    // it: a run that both processes were asked to stop then still ends at its checkpoint, not
+    // with the peer's stop as an error (seen in CI: SIGTERM to both, one committed first).
+    if let Some(c) = &checkpoints
+        && stopped_at.is_none()
+        && peer_stopped()
+    {
+        stopped_at = Some(c.committed());
+    }
     let results = joiner.join().map_err(|_| RunError::Internal("the worker joiner panicked".into()));
     // A lost peer: the workers' failures and the joiner's are its consequences.
     if let Some(e) = crate::cluster::comm_error() {
