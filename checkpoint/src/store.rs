@@ -37,8 +37,9 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 /// their flap history inline. 4: correlate's episodes hold their union-find parent and its
 /// tables save episodes and dedup's entries without keys; suppress remembers the episode of
 /// each recent opening. 5: dedup's entries hold their fingerprint and count occurrences in 32
-/// bits. 6: a detector's calibrator saves its `age_cap` (the age correction).
-pub const VERSION: u32 = 6;
+/// bits. 6: a detector's calibrator saves its `age_cap` (the age correction). 7: the z-score
+/// detector saves its mean absolute deviation (the floor of its deviation).
+pub const VERSION: u32 = 7;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

@@ -1,10 +1,10 @@
-//! The ensemble: Holt-Winters, rolling MAD and the random cut forest score every point, each
-//! calibrated on its own; the point's score combines the two highest as the geometric mean of
-//! their tail probabilities, `1 − √((1 − s₁)(1 − s₂))`, and its expected value is that of the
-//! detector that scored highest. One model's misfit (a forecast thrown off by a phase shift, a
-//! median lagging a ramp) then does not flag a point on its own: two models must find it
-//! unlikely. On the NAB dev subset this beat the maximum, the mean and the second-highest
-//! score (EVALUATION.md).
+//! The ensemble: its members (by default Holt-Winters, rolling MAD and the EWMA z-score) score
+//! every point, each calibrated on its own; the point's score combines the two highest as the
+//! geometric mean of their tail probabilities, `1 − √((1 − s₁)(1 − s₂))`, and its expected value
+//! is that of the detector that scored highest. One model's misfit (a forecast thrown off by a
+//! phase shift, a median lagging a ramp) then does not flag a point on its own: two models must
+//! find it unlikely. On the NAB dev subset this beat the maximum, the mean and the
+//! second-highest score (EVALUATION.md).
 
 use super::{Detector, SavedDetector, Score};
 

@@ -173,7 +173,7 @@ impl DetectorSpec {
         let mut r = ParamReader::new(params);
         let cal = CalibrationSpec {
             short: r.int("short", 1, 1, calibrate::MAX_SHORT),
-            long: r.int("long", 4000, 2, 1_000_000),
+            long: r.int("long", 10_000, 2, 1_000_000),
             warmup: r.int("warmup", 100, 0, 1_000_000),
             cooldown: r.int("cooldown", 100, 0, 1_000_000),
             age_cap: r.int("age_cap", 100_000, 0, 1_000_000_000),
