@@ -3,7 +3,11 @@
 //! smoothed absolute size.
 //!
 //! The error scale is the mean of an overall and a per-phase smoothed absolute error, so a
-//! series' daily rhythm of volatility is expected too.
+//! series' daily rhythm of volatility is expected too. Both average errors clipped at 4
+//! scales (a spike must not drag the scale up with it), and on a series that is flat but for
+//! rare spikes that lets the scale decay towards zero, as the z-score's variance would: so
+//! the scale is floored at [`GUARD`] times the unclipped mean absolute error over about 1,000
+//! points.
 //!
 //! The period is configured or detected once from a warm-up buffer: the candidates are the
 //! daily and weekly cycles implied by the median sampling interval of the timestamps and the
@@ -16,7 +20,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::calibrate::Calibrator;
-use super::zscore::scale_floor;
+use super::zscore::{GUARD, scale_floor};
 use super::{Detector, SavedDetector, Score};
 
 /// Parameters of [`HoltWinters`].
@@ -52,6 +56,8 @@ pub struct HoltWinters {
     season_err: Vec<f32>,
     phase: usize,
     abs_err: f64,
+    /// Smoothed absolute error, unclipped and slower (the floor of the error scale).
+    raw_err: f64,
     seen: u64,
     cal: Calibrator,
 }
@@ -70,6 +76,7 @@ impl HoltWinters {
             season_err: Vec::new(),
             phase: 0,
             abs_err: 0.0,
+            raw_err: 0.0,
             seen: 0,
             cal,
         }
@@ -102,6 +109,7 @@ impl HoltWinters {
         self.ready = true;
         self.abs_err = values.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / n.max(2) as f64;
         self.season_err = vec![self.abs_err as f32; p];
+        self.raw_err = self.abs_err;
         let buffered = std::mem::take(&mut self.buffer);
         for (_, v) in buffered {
             self.step(v);
@@ -116,7 +124,7 @@ impl HoltWinters {
         // The error scale is half seasonal: a series is often noisier at some hours than
         // at others (traffic by day, tweets by day), and a night-time spike should count more.
         let local = 0.5 * (self.season_err[self.phase] as f64 + self.abs_err);
-        let scale = (1.2533 * local).max(scale_floor(self.level));
+        let scale = (1.2533 * local).max(GUARD * self.raw_err).max(scale_floor(self.level));
         let score = self.cal.score(err / scale);
         let HoltWintersSpec { alpha, beta, gamma, .. } = self.spec;
         // Outliers update the state as if they were 4 scales off, so a spike does not drag the
@@ -133,9 +141,15 @@ impl HoltWinters {
         *se += (gamma * (errc.abs() - *se as f64)) as f32;
         self.phase = if self.phase + 1 == self.season.len() { 0 } else { self.phase + 1 };
         self.abs_err += 0.02 * (errc.abs() - self.abs_err);
+        self.raw_err += RAW_RATE * (err.abs() - self.raw_err);
         Score { score, expected }
     }
 }
+
+/// The weight of a new error in the unclipped mean absolute error: a memory of about 1,000
+/// points, like the z-score's and MAD's windows, so the floor outlasts the gaps between spikes
+/// (the scale's own 0.02, about 50 points, would not).
+const RAW_RATE: f64 = 0.002;
 
 /// The median positive interval between consecutive timestamps (0: none).
 fn median_step(points: &[(i64, f64)]) -> i64 {
@@ -215,5 +229,40 @@ impl Detector for HoltWinters {
 
     fn saved(&self) -> SavedDetector<'_> {
         SavedDetector::HoltWinters(Cow::Borrowed(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::calibrate::CalibrationSpec;
+
+    #[test]
+    fn rare_spikes_do_not_collapse_the_error_scale() {
+        // Zero, with a spike of 0.5 – 3 after gaps of 50 – 250 points, no season: the clipped
+        // errors cannot hold the scale up, the unclipped ones can.
+        let cal = Calibrator::new(CalibrationSpec { short: 1, long: 10_000, warmup: 100, cooldown: 0, age_cap: 0 });
+        let spec = HoltWintersSpec { period: 1, max_period: 1024, alpha: 0.1, beta: 0.005, gamma: 0.1, warmup: 600 };
+        let mut hw = HoltWinters::new(spec, cal);
+        let mut r = crate::testing::Lcg(5);
+        let (mut i, mut spikes) = (0i64, Vec::new());
+        while i < 20_000 {
+            let gap = 50 + (r.next() % 201) as i64;
+            for _ in 0..gap {
+                hw.score(i * 300_000, 0.0);
+                i += 1;
+            }
+            let s = hw.score(i * 300_000, 0.5 + (r.next() % 1000) as f64 / 400.0);
+            spikes.push(s.score);
+            i += 1;
+        }
+        let local = 1.2533 * 0.5 * (hw.season_err[0] as f64 + hw.abs_err);
+        assert!(GUARD * hw.raw_err > local, "the floor {} holds the scale up ({local})", GUARD * hw.raw_err);
+        assert!(GUARD * hw.raw_err > 1e-3, "the floor {} holds", GUARD * hw.raw_err);
+        // A spike like the hundred before it is not unheard of (0.993 – 0.9992 here; without
+        // the floor the scale is 10⁻⁹ and every spike scores 1).
+        for s in &spikes[spikes.len() - 10..] {
+            assert!(*s < 0.9995, "a late spike scores {s}");
+        }
     }
 }

@@ -49,11 +49,12 @@ impl ZScore {
 /// Points that only set the moments before scoring starts.
 const MIN_POINTS: u64 = 10;
 
-/// The deviation's floor as a multiple of the mean absolute deviation. A normal series'
-/// deviation is 1.25 times its mean absolute deviation, so the floor acts only once clipping
-/// has shrunk the variance about 25-fold: on the NAB dev subset it changes the scores of the
-/// spiky and flat series alone, the same for any factor from 0.05 to 0.4.
-const GUARD: f64 = 0.25;
+/// The deviation's floor as a multiple of the unclipped mean absolute deviation (Holt-Winters
+/// floors its error scale the same way). A normal series' deviation is 1.25 times its mean
+/// absolute deviation, so the floor acts only once clipping has shrunk the deviation about
+/// five-fold: on the NAB dev subset it changes the scores of the spiky and flat series alone,
+/// the same for any factor from 0.05 to 0.4.
+pub(crate) const GUARD: f64 = 0.25;
 
 /// The smallest scale: a series that has been constant so far turns any change into a large,
 /// finite surprise instead of a division by zero.
