@@ -39,8 +39,9 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 /// each recent opening. 5: dedup's entries hold their fingerprint and count occurrences in 32
 /// bits. 6: a detector's calibrator saves its `age_cap` (the age correction). 7: the z-score
 /// detector saves its mean absolute deviation (the floor of its deviation). 8: Holt-Winters
-/// saves its unclipped mean absolute error (the floor of its error scale).
-pub const VERSION: u32 = 8;
+/// saves its unclipped mean absolute error (the floor of its error scale). 9: the random cut
+/// forest's trees keep leaves (with their points) apart from inner nodes (with their boxes).
+pub const VERSION: u32 = 9;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

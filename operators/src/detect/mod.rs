@@ -265,7 +265,7 @@ pub struct DetectConfig {
 
 /// Detect's state bounds by default: about 1 GiB of models at most — 100,000 series for
 /// z-score, MAD, Holt-Winters and their ensemble (0.6–5 KB a model, about 8 KB the ensemble),
-/// 10,000 for the forest (about 120 KiB a model, see BENCHMARKS.md) — a week's TTL, the least
+/// 10,000 for the forest (about 86 KiB a model, see BENCHMARKS.md) — a week's TTL, the least
 /// recently seen model evicted.
 pub fn state_defaults(kind: DetectorKind) -> StateDefaults {
     let max_keys = match kind {

@@ -9,9 +9,12 @@
 //! Deterministic: the random cuts come from a SplitMix64 seeded with `seed`, the same for
 //! every series, and points arrive in event-time order.
 //!
-//! Memory per series (see `memory_bytes`): each tree has at most `2 × tree_size − 1` nodes of
-//! `24 + 8 × shingle` bytes plus a slot map of `4 × tree_size` bytes; with the defaults
-//! (8 trees of 128, shingle 4) that is 8 × (255 × 56 + 512) ≈ 118 KB.
+//! Memory per series (see `memory_bytes`): each tree has at most `tree_size − 1` inner nodes
+//! of `24 + 8 × shingle` bytes (the node and its box), `tree_size` leaves of `8 + 4 × shingle`
+//! bytes (a leaf's box is its point, kept once) and a slot map of `4 × tree_size` bytes; with
+//! the defaults (8 trees of 128, shingle 4) that is 8 × (128 × 56 + 128 × 24 + 512) ≈ 86 KB
+//! with the arenas' capacities, 88 KB (86 KiB) with the rest of the state (120 KB while
+//! leaves were nodes with boxes of two points).
 
 use std::borrow::Cow;
 
@@ -43,10 +46,18 @@ impl Default for RcfSpec {
 }
 
 const NONE: u32 = u32::MAX;
+/// The bit that marks a leaf's id (the rest is its index among the leaves): inner nodes and
+/// leaves live in arenas of their own, so a leaf stores its point once, not as a box.
+const LEAF: u32 = 1 << 31;
 
-/// One node: a leaf holds a distinct shingle (`min == max`) with its multiplicity.
+#[inline]
+fn is_leaf(id: u32) -> bool {
+    id & LEAF != 0
+}
+
+/// An inner node: a cut, and the count of the points below it.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct Node {
+struct Inner {
     parent: u32,
     left: u32,
     right: u32,
@@ -55,12 +66,23 @@ struct Node {
     cut: f32,
 }
 
-/// One tree: nodes in an arena, boxes in a parallel flat array (`2 × dim` per node).
+/// A leaf: a distinct shingle with its multiplicity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Leaf {
+    parent: u32,
+    count: u32,
+}
+
+/// One tree: inner nodes in an arena with their boxes in a parallel flat array (`2 × dim`
+/// each), leaves in another with their points in a parallel array (`dim` each).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Tree {
-    nodes: Vec<Node>,
+    inner: Vec<Inner>,
     boxes: Vec<f32>,
-    free: Vec<u32>,
+    leaves: Vec<Leaf>,
+    points: Vec<f32>,
+    free_inner: Vec<u32>,
+    free_leaves: Vec<u32>,
     root: u32,
     /// Window slot → the leaf holding that slot's shingle.
     slot_leaf: Vec<u32>,
@@ -83,7 +105,16 @@ pub struct Rcf {
 impl Rcf {
     /// A fresh detector.
     pub fn new(spec: RcfSpec, cal: Calibrator) -> Self {
-        let tree = Tree { nodes: Vec::new(), boxes: Vec::new(), free: Vec::new(), root: NONE, slot_leaf: vec![NONE; spec.tree_size] };
+        let tree = Tree {
+            inner: Vec::new(),
+            boxes: Vec::new(),
+            leaves: Vec::new(),
+            points: Vec::new(),
+            free_inner: Vec::new(),
+            free_leaves: Vec::new(),
+            root: NONE,
+            slot_leaf: vec![NONE; spec.tree_size],
+        };
         Rcf {
             spec,
             trees: vec![tree; spec.trees],
@@ -108,41 +139,88 @@ fn next_unit(state: &mut u64) -> f64 {
 }
 
 impl Tree {
-    fn alloc(&mut self, dim: usize, node: Node) -> u32 {
-        if let Some(i) = self.free.pop() {
-            self.nodes[i as usize] = node;
+    fn alloc_inner(&mut self, dim: usize, node: Inner) -> u32 {
+        if let Some(i) = self.free_inner.pop() {
+            self.inner[i as usize] = node;
             i
         } else {
-            self.nodes.push(node);
+            self.inner.push(node);
             self.boxes.resize(self.boxes.len() + 2 * dim, 0.0);
-            (self.nodes.len() - 1) as u32
+            (self.inner.len() - 1) as u32
+        }
+    }
+
+    fn alloc_leaf(&mut self, p: &[f32]) -> u32 {
+        let dim = p.len();
+        let leaf = Leaf { parent: NONE, count: 1 };
+        let i = if let Some(i) = self.free_leaves.pop() {
+            self.leaves[i as usize] = leaf;
+            i as usize
+        } else {
+            self.leaves.push(leaf);
+            self.points.resize(self.points.len() + dim, 0.0);
+            self.leaves.len() - 1
+        };
+        self.points[i * dim..(i + 1) * dim].copy_from_slice(p);
+        i as u32 | LEAF
+    }
+
+    #[inline]
+    fn parent(&self, id: u32) -> u32 {
+        if is_leaf(id) { self.leaves[(id & !LEAF) as usize].parent } else { self.inner[id as usize].parent }
+    }
+
+    #[inline]
+    fn set_parent(&mut self, id: u32, parent: u32) {
+        if is_leaf(id) {
+            self.leaves[(id & !LEAF) as usize].parent = parent;
+        } else {
+            self.inner[id as usize].parent = parent;
         }
     }
 
     #[inline]
-    fn bbox(&self, dim: usize, n: u32) -> (&[f32], &[f32]) {
-        let b = &self.boxes[n as usize * 2 * dim..(n as usize + 1) * 2 * dim];
-        b.split_at(dim)
+    fn count(&self, id: u32) -> u32 {
+        if is_leaf(id) { self.leaves[(id & !LEAF) as usize].count } else { self.inner[id as usize].count }
     }
 
-    fn set_box_union(&mut self, dim: usize, n: u32, a: u32, b: u32) {
-        for k in 0..dim {
-            let (amin, amax) = (self.boxes[a as usize * 2 * dim + k], self.boxes[a as usize * 2 * dim + dim + k]);
-            let (bmin, bmax) = (self.boxes[b as usize * 2 * dim + k], self.boxes[b as usize * 2 * dim + dim + k]);
-            self.boxes[n as usize * 2 * dim + k] = amin.min(bmin);
-            self.boxes[n as usize * 2 * dim + dim + k] = amax.max(bmax);
+    /// The box of a node: a leaf's is its point, as minimum and maximum.
+    #[inline]
+    fn bbox(&self, dim: usize, id: u32) -> (&[f32], &[f32]) {
+        if is_leaf(id) {
+            let i = (id & !LEAF) as usize;
+            let p = &self.points[i * dim..(i + 1) * dim];
+            (p, p)
+        } else {
+            self.boxes[id as usize * 2 * dim..(id as usize + 1) * 2 * dim].split_at(dim)
         }
+    }
+
+    /// Sets inner node `n`'s box to the union of `a`'s and `b`'s; whether it changed.
+    fn update_box(&mut self, dim: usize, n: u32, a: u32, b: u32) -> bool {
+        let mut union = [0.0f32; 2 * MAX_SHINGLE];
+        {
+            let ((amin, amax), (bmin, bmax)) = (self.bbox(dim, a), self.bbox(dim, b));
+            for k in 0..dim {
+                union[k] = amin[k].min(bmin[k]);
+                union[dim + k] = amax[k].max(bmax[k]);
+            }
+        }
+        let own = &mut self.boxes[n as usize * 2 * dim..(n as usize + 1) * 2 * dim];
+        let changed = own != &union[..2 * dim];
+        own.copy_from_slice(&union[..2 * dim]);
+        changed
     }
 
     fn replace_child(&mut self, parent: u32, old: u32, new: u32) {
         if parent == NONE {
             self.root = new;
-        } else if self.nodes[parent as usize].left == old {
-            self.nodes[parent as usize].left = new;
+        } else if self.inner[parent as usize].left == old {
+            self.inner[parent as usize].left = new;
         } else {
-            self.nodes[parent as usize].right = new;
+            self.inner[parent as usize].right = new;
         }
-        self.nodes[new as usize].parent = parent;
+        self.set_parent(new, parent);
     }
 
     /// Inserts `p` and returns its leaf and its collusive displacement: the largest ratio,
@@ -156,25 +234,23 @@ impl Tree {
     /// than the cache every node touched is a miss.
     fn insert(&mut self, p: &[f32], rng: &mut u64) -> (u32, f64) {
         let dim = p.len();
-        let leaf_node = Node { parent: NONE, left: NONE, right: NONE, count: 1, cut_dim: 0, cut: 0.0 };
         if self.root == NONE {
-            let l = self.alloc(dim, leaf_node);
-            self.write_point(dim, l, p);
+            let l = self.alloc_leaf(p);
             self.root = l;
             return (l, 0.0);
         }
         let mut best = 0.0f64;
         let mut node = self.root;
         loop {
+            let leaf = is_leaf(node);
+            let (parent, count) = (self.parent(node), self.count(node));
             let (min, max) = self.bbox(dim, node);
-            let n = self.nodes[node as usize];
-            let leaf = n.left == NONE;
             if leaf && min == p {
                 // A duplicate: the leaf counts it (its ancestors did on the way down).
-                self.nodes[node as usize].count += 1;
-                if n.parent != NONE {
-                    let parent = self.nodes[n.parent as usize].count;
-                    best = best.max((parent - (n.count + 1)) as f64 / (n.count + 1) as f64);
+                self.leaves[(node & !LEAF) as usize].count += 1;
+                if parent != NONE {
+                    let above = self.inner[parent as usize].count;
+                    best = best.max((above - (count + 1)) as f64 / (count + 1) as f64);
                 }
                 return (node, best);
             }
@@ -191,29 +267,28 @@ impl Tree {
             let separates_left = cut < bmin; // p ≤ cut < box
             let separates_right = cut >= bmax && p[cut_dim] > cut; // box ≤ cut < p
             if separates_left || separates_right || leaf {
-                let parent = n.parent;
-                let new_leaf = self.alloc(dim, leaf_node);
-                self.write_point(dim, new_leaf, p);
-                let count = n.count + 1;
+                let new_leaf = self.alloc_leaf(p);
+                let grown = count + 1;
                 let (left, right) =
                     if separates_left || (!separates_right && p[cut_dim] <= cut) { (new_leaf, node) } else { (node, new_leaf) };
-                let inner = self.alloc(dim, Node { parent, left, right, count, cut_dim: cut_dim as u32, cut });
+                let inner = self.alloc_inner(dim, Inner { parent, left, right, count: grown, cut_dim: cut_dim as u32, cut });
                 self.replace_child(parent, node, inner);
-                self.nodes[left as usize].parent = inner;
-                self.nodes[right as usize].parent = inner;
-                self.set_box_union(dim, inner, left, right);
+                self.set_parent(left, inner);
+                self.set_parent(right, inner);
+                self.update_box(dim, inner, left, right);
                 // The new leaf's sibling is the displaced subtree; above, the new inner node
                 // stands where `node` stood, one point larger.
-                best = best.max(n.count as f64);
+                best = best.max(count as f64);
                 if parent != NONE {
-                    let above = self.nodes[parent as usize].count;
-                    best = best.max((above - count) as f64 / count as f64);
+                    let above = self.inner[parent as usize].count;
+                    best = best.max((above - grown) as f64 / grown as f64);
                 }
                 return (new_leaf, best);
             }
-            // Descend: this node is an ancestor of the new point.
+            // Descend: this inner node is an ancestor of the new point.
+            let n = self.inner[node as usize];
             let child = if p[n.cut_dim as usize] <= n.cut { n.left } else { n.right };
-            self.nodes[node as usize].count += 1;
+            self.inner[node as usize].count += 1;
             let (bmin, bmax) = self.boxes[node as usize * 2 * dim..(node as usize + 1) * 2 * dim].split_at_mut(dim);
             for ((lo, hi), &x) in bmin.iter_mut().zip(bmax.iter_mut()).zip(p) {
                 *lo = lo.min(x);
@@ -221,69 +296,49 @@ impl Tree {
             }
             if n.parent != NONE {
                 // The ratio at the level above: `node` (now one larger) against its sibling.
-                let above = self.nodes[n.parent as usize].count;
+                let above = self.inner[n.parent as usize].count;
                 best = best.max((above - (n.count + 1)) as f64 / (n.count + 1) as f64);
             }
             node = child;
         }
     }
 
-    fn write_point(&mut self, dim: usize, n: u32, p: &[f32]) {
-        let base = n as usize * 2 * dim;
-        self.boxes[base..base + dim].copy_from_slice(p);
-        self.boxes[base + dim..base + 2 * dim].copy_from_slice(p);
-    }
-
     /// Removes one occurrence of the shingle of `leaf`.
     fn delete(&mut self, dim: usize, leaf: u32) {
-        self.nodes[leaf as usize].count -= 1;
-        if self.nodes[leaf as usize].count > 0 {
+        let li = (leaf & !LEAF) as usize;
+        self.leaves[li].count -= 1;
+        if self.leaves[li].count > 0 {
             // A duplicate left: no shape or box changes, only the ancestors' counts.
-            let mut a = self.nodes[leaf as usize].parent;
+            let mut a = self.leaves[li].parent;
             while a != NONE {
-                self.nodes[a as usize].count -= 1;
-                a = self.nodes[a as usize].parent;
+                self.inner[a as usize].count -= 1;
+                a = self.inner[a as usize].parent;
             }
             return;
         }
-        let parent = self.nodes[leaf as usize].parent;
-        self.free.push(leaf);
+        let parent = self.leaves[li].parent;
+        self.free_leaves.push(li as u32);
         if parent == NONE {
             self.root = NONE;
             return;
         }
-        let p = self.nodes[parent as usize];
+        let p = self.inner[parent as usize];
         let sibling = if p.left == leaf { p.right } else { p.left };
         self.replace_child(p.parent, parent, sibling);
-        self.free.push(parent);
+        self.free_inner.push(parent);
         // Every ancestor counts one point less; its box is recomputed from its children only
         // while the box below changed (a box is the union of its children's: once one stays
         // the same, every box above it does).
         let mut changed = true;
         let mut a = p.parent;
         while a != NONE {
-            let an = self.nodes[a as usize];
-            self.nodes[a as usize].count -= 1;
+            let an = self.inner[a as usize];
+            self.inner[a as usize].count -= 1;
             if changed {
                 changed = self.update_box(dim, a, an.left, an.right);
             }
             a = an.parent;
         }
-    }
-
-    /// Sets `n`'s box to the union of `a`'s and `b`'s; whether it changed.
-    fn update_box(&mut self, dim: usize, n: u32, a: u32, b: u32) -> bool {
-        let mut changed = false;
-        for k in 0..dim {
-            let (amin, amax) = (self.boxes[a as usize * 2 * dim + k], self.boxes[a as usize * 2 * dim + dim + k]);
-            let (bmin, bmax) = (self.boxes[b as usize * 2 * dim + k], self.boxes[b as usize * 2 * dim + dim + k]);
-            let (lo, hi) = (amin.min(bmin), amax.max(bmax));
-            let (old_lo, old_hi) = (self.boxes[n as usize * 2 * dim + k], self.boxes[n as usize * 2 * dim + dim + k]);
-            changed |= lo != old_lo || hi != old_hi;
-            self.boxes[n as usize * 2 * dim + k] = lo;
-            self.boxes[n as usize * 2 * dim + dim + k] = hi;
-        }
-        changed
     }
 }
 
@@ -333,30 +388,36 @@ fn warm(trees: &[Tree], dim: usize, p: &[f32], slot: Option<usize>) {
             *u = slot.map_or(NONE, |s| t.slot_leaf[s]);
             *d = t.root;
         }
+        // The first value of a node's box (a leaf's point): one load per node touched.
+        let first = |t: &Tree, id: u32| -> u32 {
+            if is_leaf(id) { t.points[(id & !LEAF) as usize * dim].to_bits() } else { t.boxes[id as usize * 2 * dim].to_bits() }
+        };
         for level in 0.. {
             let mut live = false;
             for ((u, d), t) in up.iter_mut().zip(down.iter_mut()).zip(group) {
                 if *u != NONE {
-                    let n = &t.nodes[*u as usize];
-                    sink ^= t.boxes[*u as usize * 2 * dim].to_bits();
-                    // The lowest ancestors' boxes are recomputed from both children's (the
-                    // leaf's sibling moves up): bring those too. Higher up the recomputation
-                    // mostly stops at an unchanged box.
-                    if (1..=2).contains(&level) {
-                        sink ^= t.boxes[n.left as usize * 2 * dim].to_bits() ^ t.boxes[n.right as usize * 2 * dim].to_bits();
+                    sink ^= first(t, *u);
+                    if is_leaf(*u) {
+                        *u = t.leaves[(*u & !LEAF) as usize].parent;
+                    } else {
+                        let n = &t.inner[*u as usize];
+                        // The lowest ancestors' boxes are recomputed from both children's (the
+                        // leaf's sibling moves up): bring those too. Higher up the
+                        // recomputation mostly stops at an unchanged box.
+                        if (1..=2).contains(&level) {
+                            sink ^= first(t, n.left) ^ first(t, n.right);
+                        }
+                        *u = n.parent;
                     }
-                    *u = n.parent;
                     live = true;
                 }
                 if *d != NONE {
-                    let n = &t.nodes[*d as usize];
-                    sink ^= t.boxes[*d as usize * 2 * dim].to_bits();
-                    *d = if n.left == NONE {
+                    sink ^= first(t, *d);
+                    *d = if is_leaf(*d) {
                         NONE
-                    } else if p[n.cut_dim as usize] <= n.cut {
-                        n.left
                     } else {
-                        n.right
+                        let n = &t.inner[*d as usize];
+                        if p[n.cut_dim as usize] <= n.cut { n.left } else { n.right }
                     };
                     live = true;
                 }
@@ -411,10 +472,11 @@ impl Detector for Rcf {
                 .iter()
                 .map(|t| {
                     std::mem::size_of::<Tree>()
-                        + t.nodes.capacity() * std::mem::size_of::<Node>()
+                        + t.inner.capacity() * std::mem::size_of::<Inner>()
                         + t.boxes.capacity() * 4
-                        + t.free.capacity() * 4
-                        + t.slot_leaf.capacity() * 4
+                        + t.leaves.capacity() * std::mem::size_of::<Leaf>()
+                        + t.points.capacity() * 4
+                        + (t.free_inner.capacity() + t.free_leaves.capacity() + t.slot_leaf.capacity()) * 4
                 })
                 .sum::<usize>()
     }
@@ -433,11 +495,11 @@ mod tests {
     fn codisp_walk(t: &Tree, leaf: u32) -> f64 {
         let mut best = 0.0f64;
         let mut n = leaf;
-        while t.nodes[n as usize].parent != NONE {
-            let p = t.nodes[t.nodes[n as usize].parent as usize];
+        while t.parent(n) != NONE {
+            let p = t.inner[t.parent(n) as usize];
             let sib = if p.left == n { p.right } else { p.left };
-            best = best.max(t.nodes[sib as usize].count as f64 / t.nodes[n as usize].count as f64);
-            n = t.nodes[n as usize].parent;
+            best = best.max(t.count(sib) as f64 / t.count(n) as f64);
+            n = t.parent(n);
         }
         best
     }
@@ -445,15 +507,14 @@ mod tests {
     /// Every inner node counts its children's points and boxes exactly their boxes; returns
     /// the points under `n`.
     fn check(t: &Tree, dim: usize, n: u32) -> u32 {
-        let node = t.nodes[n as usize];
-        let (min, max) = t.bbox(dim, n);
-        if node.left == NONE {
-            assert_eq!(min, max, "a leaf's box is its point");
-            assert!(node.count >= 1);
-            return node.count;
+        if is_leaf(n) {
+            assert!(t.count(n) >= 1);
+            return t.count(n);
         }
+        let node = t.inner[n as usize];
+        let (min, max) = t.bbox(dim, n);
         for c in [node.left, node.right] {
-            assert_eq!(t.nodes[c as usize].parent, n);
+            assert_eq!(t.parent(c), n);
         }
         let total = check(t, dim, node.left) + check(t, dim, node.right);
         assert_eq!(node.count, total, "node {n} counts its children's points");
@@ -529,7 +590,7 @@ mod tests {
                 assert_eq!(codisp, codisp_walk(t, leaf), "point {i}: CoDisp on the way down equals the walk up");
                 assert_eq!(check(t, d, t.root), (slow.filled + 1).min(spec.tree_size) as u32, "point {i}: points held");
                 // The scored forest went through the same steps.
-                assert_eq!((&t.boxes, &t.slot_leaf, t.root), (&fast.boxes, &fast.slot_leaf, fast.root));
+                assert_eq!((&t.boxes, &t.points, &t.slot_leaf, t.root), (&fast.boxes, &fast.points, &fast.slot_leaf, fast.root));
             }
         }
     }
