@@ -24,7 +24,7 @@ pub struct MadSpec {
     pub stride: usize,
 }
 
-/// The state of one series: `4 × window` bytes plus about 170.
+/// The state of one series: `4 × window` bytes plus about 630 (most of it the calibrator).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Mad {
     spec: MadSpec,

@@ -26,7 +26,7 @@ pub struct ZScoreSpec {
     pub clip: f64,
 }
 
-/// The state of one series: about 170 bytes.
+/// The state of one series: about 610 bytes (most of it the calibrator).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ZScore {
     alpha: f64,
