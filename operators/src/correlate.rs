@@ -461,6 +461,22 @@ impl Tenant {
         (x.starts_at(), x.fp()) < (y.starts_at(), y.fp())
     }
 
+    /// Adds the new episode `ep` to the incident of `root` (see [`joins_one`]): what
+    /// [`Tenant::union`] does with a one-member incident of `ep` that `root`'s absorbs.
+    fn join(&mut self, ep: u64, root: u64, starts_at: i64) {
+        let e = self.eps.get_mut(&ep).expect("a new episode");
+        e.parent = root;
+        let e = &self.eps[&ep];
+        let k = self.incidents.entry(root).or_default();
+        k.digest.add(ep, e);
+        k.fresh.push(ep);
+        k.members.push(ep);
+        k.firing += 1;
+        k.opened_at = k.opened_at.min(starts_at);
+        k.quiet_at = None;
+        self.dirty.insert(root);
+    }
+
     /// Unions two components; the root is the oldest member's episode.
     fn union(&mut self, a: u64, b: u64) -> u64 {
         let (ra, rb) = (self.find(a), self.find(b));
@@ -490,6 +506,21 @@ impl Tenant {
         self.dirty.insert(keep);
         keep
     }
+}
+
+/// The one component that the new episode `ep` (not yet in any incident) joins when it links
+/// to `links`, if they all lie in one component whose root stays the root (is older than
+/// `ep`); `None` when it links to none, to several, or would become the root itself.
+fn joins_one(t: &mut Tenant, ep: u64, links: &[u64]) -> Option<u64> {
+    let (&first, rest) = links.split_first()?;
+    let root = t.find(first);
+    for &o in rest {
+        if t.find(o) != root {
+            return None;
+        }
+    }
+    // `union` keeps `ep` as the root exactly when it is the older of the two.
+    (root != ep && !t.older(ep, root)).then_some(root)
 }
 
 /// Rows produced while handling, by output time: alert rows and incident rows go to outputs
@@ -736,8 +767,41 @@ fn jaccard(a: &LabelSet, b: &LabelSet) -> f64 {
 /// the list stays as long as the number of distinct components on the key (usually one).
 type Summary = Vec<(u64, i64)>;
 
+/// Summaries up to this long are compacted without a map (see [`near`]).
+const SHORT: usize = 4;
+
 /// The components of `list` with an episode that started at or after `since`; compacts `list`.
 fn near(t: &mut Tenant, list: &mut Summary, since: i64) -> Vec<u64> {
+    if list.len() <= SHORT { near_short(t, list, since) } else { near_by_map(t, list, since) }
+}
+
+/// [`near`] of a short list (the usual case: one component and the episodes added since the
+/// last look) without a map, in the map's order (by root).
+fn near_short(t: &mut Tenant, list: &mut Summary, since: i64) -> Vec<u64> {
+    let mut best = [(0u64, 0u64, 0i64); SHORT];
+    let mut n = 0;
+    for &(ep, start) in list.iter() {
+        if !t.eps.contains_key(&ep) {
+            continue;
+        }
+        let root = t.find(ep);
+        match best[..n].iter_mut().find(|b| b.0 == root) {
+            Some(b) if start > b.2 => (b.1, b.2) = (ep, start),
+            Some(_) => {}
+            None => {
+                best[n] = (root, ep, start);
+                n += 1;
+            }
+        }
+    }
+    let best = &mut best[..n];
+    best.sort_unstable_by_key(|b| b.0);
+    list.clear();
+    list.extend(best.iter().map(|&(_, ep, start)| (ep, start)));
+    best.iter().filter(|b| b.2 >= since).map(|b| b.0).collect()
+}
+
+fn near_by_map(t: &mut Tenant, list: &mut Summary, since: i64) -> Vec<u64> {
     let mut best: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
     for &(ep, start) in list.iter() {
         if !t.eps.contains_key(&ep) {
@@ -842,7 +906,7 @@ fn event(
     let ep = ev.episode();
     let ts = ev.ts;
     if ev.event == EventKind::Opened && !t.eps.contains_key(&ep) {
-        let e = t.eps.insert_new(Box::new(Ep {
+        t.eps.insert_new(Box::new(Ep {
             service: service_of(op, &ev.labels),
             storm_id: ev.storm_id.unwrap_or(0),
             in_storm: ev.storm_id.is_some(),
@@ -853,13 +917,23 @@ fn event(
             last: Snapshot::of(&ev),
             seq: 0,
         }));
-        let digest = Digest::of(ep, e);
-        t.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
-        t.dirty.insert(ep);
         let links = candidates(op, topo, t, ep);
         index(op, t, ep);
-        for o in links {
-            t.union(ep, o);
+        match joins_one(t, ep, &links) {
+            // Most new alerts of a storm or a cascade join one incident that is older than
+            // they are: added to it directly, which is what the union below makes of it
+            // (same digest, members, fresh list, counts and dirty root) without building a
+            // one-member incident first and absorbing it (a handful of allocations each).
+            Some(root) => t.join(ep, root, ev.starts_at),
+            None => {
+                let digest = Digest::of(ep, &t.eps[&ep]);
+                t.incidents
+                    .insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
+                t.dirty.insert(ep);
+                for o in links {
+                    t.union(ep, o);
+                }
+            }
         }
         // A quiet incident that gains a firing member is no longer closing (its timer, when it
         // fires, finds it busy and does nothing).
@@ -1472,6 +1546,68 @@ mod tests {
             for (name, st) in [("dedup", ded), ("suppress", &sup), ("correlate", &cor)] {
                 assert_eq!(st.state(), 0, "{what}: {name} state left after the dataflow ended");
             }
+        }
+    }
+
+    /// A new opened event of alert `name` that started at `starts_at`.
+    fn opened(name: &str, starts_at: i64) -> AlertEvent {
+        AlertEvent {
+            event: EventKind::Opened,
+            labels: LabelSet::new("t0", &[("alertname", name)]),
+            annotations: LabelSet::new("", &[]),
+            status: Status::Firing,
+            starts_at,
+            ends_at: None,
+            last_seen: starts_at,
+            occurrences: 1,
+            revision: 0,
+            ts: starts_at,
+            suppressed: false,
+            storm_id: None,
+            incident_id: None,
+            team: None,
+            tier: None,
+            generator_url: None,
+            part: 0,
+            pos: 0,
+        }
+    }
+
+    #[test]
+    fn short_summaries_compact_as_the_map_does() {
+        let mut rng = Lcg(11);
+        for round in 0..3000 {
+            // A random forest of up to 8 episodes, and summaries that also name closed ones.
+            let mut t = Tenant::default();
+            let mut ids = Vec::new();
+            for i in 0..1 + rng.next() % 8 {
+                let ev = opened(&format!("a{i}"), (rng.next() % 50) as i64);
+                let ep = ev.episode();
+                let parent =
+                    if !ids.is_empty() && rng.next().is_multiple_of(2) { ids[(rng.next() % ids.len() as u64) as usize] } else { ep };
+                t.eps.insert_new(Box::new(Ep {
+                    service: None,
+                    storm_id: 0,
+                    in_storm: false,
+                    firing: true,
+                    parent,
+                    severity: 1,
+                    incident: ep,
+                    last: Snapshot::of(&ev),
+                    seq: 0,
+                }));
+                ids.push(ep);
+            }
+            let list: Summary = (0..rng.next() % (SHORT as u64 + 1))
+                .map(|_| {
+                    let ep = if rng.next().is_multiple_of(5) { rng.next() } else { ids[(rng.next() % ids.len() as u64) as usize] };
+                    (ep, (rng.next() % 50) as i64)
+                })
+                .collect();
+            let since = (rng.next() % 50) as i64;
+            let (mut a, mut b) = (list.clone(), list.clone());
+            let (near_a, near_b) = (near_short(&mut t, &mut a, since), near_by_map(&mut t, &mut b, since));
+            assert_eq!((&near_a, &a), (&near_b, &b), "round {round}: {list:?} since {since}");
         }
     }
 
