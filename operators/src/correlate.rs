@@ -466,7 +466,7 @@ impl Tenant {
     fn join(&mut self, ep: u64, root: u64, starts_at: i64) {
         let e = self.eps.get_mut(&ep).expect("a new episode");
         e.parent = root;
-        let e = &self.eps[&ep];
+        let e = &*e;
         let k = self.incidents.entry(root).or_default();
         k.digest.add(ep, e);
         k.fresh.push(ep);
@@ -475,6 +475,13 @@ impl Tenant {
         k.opened_at = k.opened_at.min(starts_at);
         k.quiet_at = None;
         self.dirty.insert(root);
+    }
+
+    /// Makes the new episode `ep` an incident of its own, its only member.
+    fn open(&mut self, ep: u64, starts_at: i64) {
+        let digest = Digest::of(ep, &self.eps[&ep]);
+        self.incidents.insert(ep, Incident { id: ep, members: vec![ep], opened_at: starts_at, firing: 1, digest, ..Incident::default() });
+        self.dirty.insert(ep);
     }
 
     /// Unions two components; the root is the oldest member's episode.
@@ -922,14 +929,12 @@ fn event(
         match joins_one(t, ep, &links) {
             // Most new alerts of a storm or a cascade join one incident that is older than
             // they are: added to it directly, which is what the union below makes of it
-            // (same digest, members, fresh list, counts and dirty root) without building a
-            // one-member incident first and absorbing it (a handful of allocations each).
+            // (same digest, members, fresh list, counts and dirty root: a test checks it)
+            // without building a one-member incident first and absorbing it (a handful of
+            // allocations each).
             Some(root) => t.join(ep, root, ev.starts_at),
             None => {
-                let digest = Digest::of(ep, &t.eps[&ep]);
-                t.incidents
-                    .insert(ep, Incident { id: ep, members: vec![ep], opened_at: ev.starts_at, firing: 1, digest, ..Incident::default() });
-                t.dirty.insert(ep);
+                t.open(ep, ev.starts_at);
                 for o in links {
                     t.union(ep, o);
                 }
@@ -1573,6 +1578,25 @@ mod tests {
         }
     }
 
+    /// Adds the episode of a new alert `name` that started at `starts_at` to `t` (not yet in
+    /// any incident) and returns its id.
+    fn add_episode(t: &mut Tenant, name: &str, starts_at: i64, service: Option<&str>) -> u64 {
+        let ev = opened(name, starts_at);
+        let ep = ev.episode();
+        t.eps.insert_new(Box::new(Ep {
+            service: service.map(Arc::from),
+            storm_id: 0,
+            in_storm: false,
+            firing: true,
+            parent: ep,
+            severity: (starts_at % 5) as u8 + 1,
+            incident: ep,
+            last: Snapshot::of(&ev),
+            seq: 0,
+        }));
+        ep
+    }
+
     #[test]
     fn short_summaries_compact_as_the_map_does() {
         let mut rng = Lcg(11);
@@ -1581,21 +1605,10 @@ mod tests {
             let mut t = Tenant::default();
             let mut ids = Vec::new();
             for i in 0..1 + rng.next() % 8 {
-                let ev = opened(&format!("a{i}"), (rng.next() % 50) as i64);
-                let ep = ev.episode();
-                let parent =
-                    if !ids.is_empty() && rng.next().is_multiple_of(2) { ids[(rng.next() % ids.len() as u64) as usize] } else { ep };
-                t.eps.insert_new(Box::new(Ep {
-                    service: None,
-                    storm_id: 0,
-                    in_storm: false,
-                    firing: true,
-                    parent,
-                    severity: 1,
-                    incident: ep,
-                    last: Snapshot::of(&ev),
-                    seq: 0,
-                }));
+                let ep = add_episode(&mut t, &format!("a{i}"), (rng.next() % 50) as i64, None);
+                if !ids.is_empty() && rng.next().is_multiple_of(2) {
+                    t.eps.get_mut(&ep).expect("added").parent = ids[(rng.next() % ids.len() as u64) as usize];
+                }
                 ids.push(ep);
             }
             let list: Summary = (0..rng.next() % (SHORT as u64 + 1))
@@ -1608,6 +1621,52 @@ mod tests {
             let (mut a, mut b) = (list.clone(), list.clone());
             let (near_a, near_b) = (near_short(&mut t, &mut a, since), near_by_map(&mut t, &mut b, since));
             assert_eq!((&near_a, &a), (&near_b, &b), "round {round}: {list:?} since {since}");
+        }
+    }
+
+    #[test]
+    fn a_direct_join_is_what_union_makes_of_a_one_member_incident() {
+        // Two tenants built by the same steps: incidents of up to 1,500 episodes (past the
+        // listed 1,000), some merged, over a few services; then one new episode joins a
+        // component, directly in one tenant and as its own incident unioned in the other.
+        for seed in 0..40 {
+            let build = || {
+                let mut rng = Lcg(seed);
+                let mut t = Tenant::default();
+                let mut ids = Vec::new();
+                for i in 0..1 + rng.next() % 1500 {
+                    let svc = ["db", "api", "web"][(rng.next() % 4).min(2) as usize];
+                    let ep =
+                        add_episode(&mut t, &format!("a{i}"), (rng.next() % 10_000) as i64, (!rng.next().is_multiple_of(5)).then_some(svc));
+                    t.open(ep, t.eps[&ep].starts_at());
+                    if !ids.is_empty() && !rng.next().is_multiple_of(4) {
+                        t.union(ep, ids[(rng.next() % ids.len() as u64) as usize]);
+                    }
+                    ids.push(ep);
+                }
+                t.dirty.clear();
+                t.merged.clear();
+                let mut rng2 = Lcg(seed + 1000);
+                let target = ids[(rng2.next() % ids.len() as u64) as usize];
+                // Later than every other episode (the usual case) or at any time.
+                let starts = if rng2.next().is_multiple_of(3) { (rng2.next() % 10_000) as i64 } else { 20_000 };
+                let x = add_episode(&mut t, "new", starts, Some("db"));
+                (t, x, target, starts)
+            };
+            let (mut a, x, target, starts) = build();
+            let (mut b, _, _, _) = build();
+            let root = a.find(target);
+            let joined = joins_one(&mut a, x, &[target]);
+            assert_eq!(joined.is_some(), !a.older(x, root), "seed {seed}: joins exactly when the root stays the root");
+            let Some(root) = joined else { continue };
+            a.join(x, root, starts);
+            b.open(x, starts);
+            assert_eq!(b.union(x, target), root, "seed {seed}");
+            b.dirty.remove(&x);
+            let json = |t: &Tenant| serde_json::to_value(&t.incidents[&root]).expect("serializes");
+            assert_eq!(json(&a), json(&b), "seed {seed}: the incident (digest, members, fresh, counts)");
+            assert_eq!(a.incidents.len(), b.incidents.len(), "seed {seed}: no other incident");
+            assert_eq!((a.find(x), &a.dirty, &a.merged), (b.find(x), &b.dirty, &b.merged), "seed {seed}");
         }
     }
 

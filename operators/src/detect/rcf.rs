@@ -55,6 +55,12 @@ fn is_leaf(id: u32) -> bool {
     id & LEAF != 0
 }
 
+/// A leaf id's index among the leaves.
+#[inline]
+fn leaf_index(id: u32) -> usize {
+    (id & !LEAF) as usize
+}
+
 /// An inner node: a cut, and the count of the points below it.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Inner {
@@ -167,13 +173,13 @@ impl Tree {
 
     #[inline]
     fn parent(&self, id: u32) -> u32 {
-        if is_leaf(id) { self.leaves[(id & !LEAF) as usize].parent } else { self.inner[id as usize].parent }
+        if is_leaf(id) { self.leaves[leaf_index(id)].parent } else { self.inner[id as usize].parent }
     }
 
     #[inline]
     fn set_parent(&mut self, id: u32, parent: u32) {
         if is_leaf(id) {
-            self.leaves[(id & !LEAF) as usize].parent = parent;
+            self.leaves[leaf_index(id)].parent = parent;
         } else {
             self.inner[id as usize].parent = parent;
         }
@@ -181,14 +187,14 @@ impl Tree {
 
     #[inline]
     fn count(&self, id: u32) -> u32 {
-        if is_leaf(id) { self.leaves[(id & !LEAF) as usize].count } else { self.inner[id as usize].count }
+        if is_leaf(id) { self.leaves[leaf_index(id)].count } else { self.inner[id as usize].count }
     }
 
     /// The box of a node: a leaf's is its point, as minimum and maximum.
     #[inline]
     fn bbox(&self, dim: usize, id: u32) -> (&[f32], &[f32]) {
         if is_leaf(id) {
-            let i = (id & !LEAF) as usize;
+            let i = leaf_index(id);
             let p = &self.points[i * dim..(i + 1) * dim];
             (p, p)
         } else {
@@ -247,7 +253,7 @@ impl Tree {
             let (min, max) = self.bbox(dim, node);
             if leaf && min == p {
                 // A duplicate: the leaf counts it (its ancestors did on the way down).
-                self.leaves[(node & !LEAF) as usize].count += 1;
+                self.leaves[leaf_index(node)].count += 1;
                 if parent != NONE {
                     let above = self.inner[parent as usize].count;
                     best = best.max((above - (count + 1)) as f64 / (count + 1) as f64);
@@ -305,7 +311,7 @@ impl Tree {
 
     /// Removes one occurrence of the shingle of `leaf`.
     fn delete(&mut self, dim: usize, leaf: u32) {
-        let li = (leaf & !LEAF) as usize;
+        let li = leaf_index(leaf);
         self.leaves[li].count -= 1;
         if self.leaves[li].count > 0 {
             // A duplicate left: no shape or box changes, only the ancestors' counts.
@@ -390,7 +396,7 @@ fn warm(trees: &[Tree], dim: usize, p: &[f32], slot: Option<usize>) {
         }
         // The first value of a node's box (a leaf's point): one load per node touched.
         let first = |t: &Tree, id: u32| -> u32 {
-            if is_leaf(id) { t.points[(id & !LEAF) as usize * dim].to_bits() } else { t.boxes[id as usize * 2 * dim].to_bits() }
+            if is_leaf(id) { t.points[leaf_index(id) * dim].to_bits() } else { t.boxes[id as usize * 2 * dim].to_bits() }
         };
         for level in 0.. {
             let mut live = false;
@@ -398,7 +404,7 @@ fn warm(trees: &[Tree], dim: usize, p: &[f32], slot: Option<usize>) {
                 if *u != NONE {
                     sink ^= first(t, *u);
                     if is_leaf(*u) {
-                        *u = t.leaves[(*u & !LEAF) as usize].parent;
+                        *u = t.leaves[leaf_index(*u)].parent;
                     } else {
                         let n = &t.inner[*u as usize];
                         // The lowest ancestors' boxes are recomputed from both children's (the
