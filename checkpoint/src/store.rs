@@ -41,7 +41,9 @@ use crate::{CheckpointConfig, CheckpointError, Time};
 /// detector saves its mean absolute deviation (the floor of its deviation). 8: Holt-Winters
 /// saves its unclipped mean absolute error (the floor of its error scale). 9: the random cut
 /// forest's trees keep leaves (with their points) apart from inner nodes (with their boxes).
-pub const VERSION: u32 = 9;
+/// 10: suppress keeps a storm group off its tenant's correlate worker (`placement`), so a
+/// group's saved state may belong to another worker than before.
+pub const VERSION: u32 = 10;
 const CURRENT: &str = "CURRENT";
 const FILES_LOG: &str = "files.log";
 const MANIFEST: &str = "manifest.json";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use alertflow_connectors::file::{FileSource, FileSourceConfig, Records};
 use alertflow_connectors::kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
-use alertflow_connectors::parquet::Compression;
+use alertflow_connectors::parquet::{Compression, WriterPriority};
 use alertflow_connectors::push::{PushSource, PushSourceConfig};
 use alertflow_connectors::topology::TopologyFile;
 use alertflow_model::tables::{ALERTS, DEAD_LETTERS, INCIDENTS, NOTIFICATIONS, STORMS};
@@ -139,6 +139,10 @@ pub struct OutputConfig {
     /// Whether each file is fsynced before it is renamed into place.
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// The priority of the threads that encode and write files: `idle` (default: only CPU
+    /// the workers leave) or `low` (nice +10, for hosts whose cores other processes keep busy).
+    #[serde(default)]
+    pub writers: WriterPriority,
 }
 
 fn default_file_span() -> DurationMs {
@@ -1018,6 +1022,16 @@ mod tests {
         assert_eq!(e.problems[0].field, "notify", "{e}");
         let e = Pipeline::parse(&format!("{alerts}[[receiver]]\nname = \"x\"\ntype = \"slack\"\nurl = \"http://s\"\n"), &d).unwrap_err();
         assert_eq!(e.problems[0].field, "receiver", "{e}");
+    }
+
+    #[test]
+    fn output_writers_default_to_idle_and_take_low() {
+        let d = dir_with_points();
+        let src = "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\n[output]\npath = \"out\"\n";
+        assert_eq!(Pipeline::parse(src, &d).unwrap().output.writers, WriterPriority::Idle);
+        assert_eq!(Pipeline::parse(&format!("{src}writers = \"low\"\n"), &d).unwrap().output.writers, WriterPriority::Low);
+        let all = Pipeline::parse(&format!("{src}writers = \"high\"\n"), &d).unwrap_err().to_string();
+        assert!(all.contains("output.writers") && all.contains("`idle`") && all.contains("`low`"), "{all}");
     }
 
     #[test]

@@ -1108,6 +1108,7 @@ impl Sink<'_> {
             span: o.file_span.millis(),
             worker: self.worker,
             fsync: o.fsync,
+            writers: o.writers,
             durability: self.durability,
             latency: self.latency,
         }

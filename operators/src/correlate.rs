@@ -40,6 +40,7 @@ use self::snapshot::Snapshot;
 use crate::boxed_map::{BoxedMap, Keyed};
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
+use crate::placement;
 use crate::stats::{OperatorStats, StateGauge};
 use crate::suppress::StormMembers;
 use crate::{ConfigError, Time};
@@ -568,17 +569,18 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
         let topo = topology.broadcast();
         let scope = self.scope();
         let worker = scope.index();
+        let peers = scope.peers();
         let inputs = scope.concatenate(vec![self.map(In::Event), storms.map(In::Storm)]);
         let mut builder = OperatorBuilder::new("correlate".to_string(), scope);
         let mut events_in = builder.new_input(
             inputs,
-            Exchange::new(|i: &In| {
+            Exchange::new(move |i: &In| {
                 let tenant = match i {
                     In::Event(e) => e.tenant(),
                     In::Storm(m) => &m.tenant,
                     In::Topology(_) => "",
                 };
-                xxhash_rust::xxh3::xxh3_64(tenant.as_bytes())
+                placement::tenant_worker(tenant, peers)
             }),
         );
         let mut topo_in = builder.new_input(topo, Pipeline);

@@ -15,6 +15,7 @@ pub mod error;
 pub mod limits;
 pub mod notify;
 pub mod ordered;
+pub mod placement;
 pub mod rule;
 pub mod session;
 pub mod stats;

@@ -24,6 +24,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
+use crate::placement;
 use crate::stats::{OperatorStats, StateGauge};
 use crate::{ConfigError, Time};
 
@@ -326,8 +327,10 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
         let op = op.clone();
         let route = op.clone();
         let worker = self.scope().index();
+        let peers = self.scope().peers();
         let both = self.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
-            Exchange::new(move |e: &AlertEvent| route.group_hash(&e.labels)),
+            // Never on the tenant's correlate worker: see `placement`.
+            Exchange::new(move |e: &AlertEvent| placement::group_worker(route.group_hash(&e.labels), e.tenant(), peers)),
             "suppress",
             move |cap, _info| {
                 let mut ordered: Ordered<AlertEvent> = Ordered::new(cap, op.epoch);

@@ -51,6 +51,26 @@ impl Compression {
     }
 }
 
+/// How the threads that encode and write a sink's files are scheduled (`[output] writers`).
+/// A file is written when its span closes, a burst of encoding and compression that took a
+/// full core for 50–100 ms at 100,000 alerts/s. At nice +10 that burst still held a core a
+/// worker woke up to for up to a scheduler slice at every wake-up, and the rows decided
+/// meanwhile waited: the `alerts` p99 at that rate was 9.5–16.8 ms in six runs with `low`,
+/// 5.1–7.8 ms in seven of eight with `idle` (BENCHMARKS, issue 10, sixth session).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterPriority {
+    /// `SCHED_IDLE`: the writers run only on CPU no other thread wants, and a waking worker
+    /// takes the core back at once. Back-pressure (two spans in flight) makes a worker wait
+    /// for its writer, which frees the core the writer needs. On a host whose cores other
+    /// processes keep busy, the writers then get very little CPU, and through back-pressure
+    /// the pipeline slows with them: use `low` there.
+    #[default]
+    Idle,
+    /// nice +10: the writers yield to the workers under contention, but share with them.
+    Low,
+}
+
 /// Writes the schema file of a table folder (atomically).
 pub fn write_schema_file(table_dir: &Path, schema: &Schema) -> io::Result<()> {
     fs::create_dir_all(table_dir)?;

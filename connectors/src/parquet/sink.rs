@@ -12,7 +12,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
-use super::Compression;
+use super::{Compression, WriterPriority};
 use crate::durable::{Durability, DurableSlot};
 use crate::latency::Recorder;
 use crate::{Failure, Time};
@@ -65,6 +65,8 @@ pub struct ParquetSink<B> {
     pub worker: usize,
     /// Whether to fsync each file before renaming it into place.
     pub fsync: bool,
+    /// How the writer thread is scheduled.
+    pub writers: WriterPriority,
     /// Where to report how far the table is durable (and, on a resumed run, below which rows
     /// are already written), when a source commits positions.
     pub durability: Option<Arc<Durability>>,
@@ -306,16 +308,27 @@ fn pending_start(b: u64, span: u64) -> u64 {
     t - t % span
 }
 
-/// Makes the calling thread yield to the workers when cores are short (nice +10): files are
-/// written when a core is free rather than taking one from a worker, whose stalls are every
+/// Makes the calling thread yield to the workers (see [`WriterPriority`]): files are written
+/// when a core is free rather than taking one from a worker, whose stalls are every
 /// operator's latency. The bounded hand-over keeps the writer from falling behind for good:
 /// a worker with spans waiting blocks, and the writer runs. (Linux only; elsewhere a no-op.)
-fn lower_priority() {
+fn lower_priority(priority: WriterPriority) {
     #[cfg(target_os = "linux")]
     {
-        // Per thread on Linux: the id is the thread's, not the process's.
+        // Per thread on Linux: the id is the thread's, not the process's. nice +10 first, so
+        // that a host which refuses `SCHED_IDLE` (a seccomp profile) still gets `low`.
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
+        if priority == WriterPriority::Idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a system call on the calling thread (pid 0) with a valid parameter,
+            // which only lowers its own priority; no memory is shared with the kernel after
+            // it returns. Failure leaves the thread at nice +10.
+            #[allow(unsafe_code)]
+            let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }
 
 fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
@@ -331,7 +344,7 @@ fn spawn_writer<R: TableRow, B: TableBuilder<R>>(parts: WriterParts<B>) -> Write
     let handle = std::thread::Builder::new()
         .name(format!("parquet:{}:{}", sink.table, sink.worker))
         .spawn(move || {
-            lower_priority();
+            lower_priority(sink.writers);
             let mut latency = sink.latency.take();
             // Files written since the last checkpoint mark, relative to the output folder.
             let mut written: Vec<String> = Vec::new();
@@ -412,4 +425,30 @@ fn write_span<R: TableRow, B: TableBuilder<R>>(
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// (policy, nice) of a fresh thread after `lower_priority`, from `/proc/thread-self/stat`
+    /// (fields 41 and 19, counted from 1; fields from the third follow the `)` of the name).
+    fn scheduled_as(priority: WriterPriority) -> (u32, i32) {
+        std::thread::spawn(move || {
+            lower_priority(priority);
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            (fields[41 - 3].parse().unwrap(), fields[19 - 3].parse().unwrap())
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn writer_threads_run_idle_or_at_nice_ten_as_configured() {
+        const SCHED_OTHER: u32 = 0;
+        const SCHED_IDLE: u32 = 5;
+        assert_eq!(scheduled_as(WriterPriority::Low), (SCHED_OTHER, 10));
+        assert_eq!(scheduled_as(WriterPriority::Idle).0, SCHED_IDLE);
+    }
 }
