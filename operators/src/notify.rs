@@ -24,6 +24,7 @@ use timely::dataflow::operators::vec::Map;
 use crate::Time;
 use crate::checkpoint::Saver;
 use crate::ordered::{Due, Ordered, Timed};
+use crate::placement;
 use crate::stats::{OperatorStats, StateGauge};
 
 /// A validated notify operator.
@@ -95,13 +96,14 @@ impl<'s> NotifyExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
     ) -> Stream<'s, Time, Vec<Message>> {
         let op = op.clone();
         let worker = self.scope().index();
+        let peers = self.scope().peers();
         let rows = self.map(NotifyInput::Event).concat(storms.map(NotifyInput::Storm)).concat(controls);
         rows.unary_frontier::<CapacityContainerBuilder<Vec<Message>>, _, _, _>(
-            // By tenant; a control record to the worker it names (the exchange takes a key
-            // below the worker count as the worker's index).
-            Exchange::new(|r: &NotifyInput| match r {
+            // By tenant, on the tenant's worker (`placement`); a control record to the worker
+            // it names (the exchange takes a key below the worker count as the worker's index).
+            Exchange::new(move |r: &NotifyInput| match r {
                 NotifyInput::Control { worker, .. } => *worker as u64,
-                _ => xxhash_rust::xxh3::xxh3_64(r.tenant().as_bytes()),
+                _ => placement::tenant_worker(r.tenant(), peers),
             }),
             "notify",
             move |cap, _info| {

@@ -1,5 +1,5 @@
-//! Where the alert chain's keyed state lives: the worker of a tenant's incidents (correlate)
-//! and of a storm group (suppress).
+//! Where the alert chain's keyed state lives: the worker of a tenant (correlate's incidents,
+//! notify's groups) and of a storm group (suppress).
 //!
 //! correlate needs a tenant's whole link graph on one worker; suppress needs one storm group
 //! (tenant and `group_by` values) on one worker. Hashed independently, a tenant's storm group
@@ -58,6 +58,48 @@ mod tests {
                         assert!(*n > fair * 3 / 4 && *n < fair * 5 / 4, "worker {w} of {peers}: {n} groups, fair {fair}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn timelys_exchange_delivers_each_key_to_the_worker_named() {
+        // The claim the module rests on: a key below the worker count is that worker's index,
+        // at a power of two (timely masks) and otherwise (it takes the remainder).
+        use std::sync::{Arc, Mutex};
+        use timely::dataflow::channels::pact::Exchange;
+        use timely::dataflow::operators::{Operator, ToStream};
+        for peers in [2usize, 3, 4] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let s = seen.clone();
+            timely::execute(timely::Config::process(peers), move |worker| {
+                let me = worker.index();
+                let s = s.clone();
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let keys: Vec<(String, u64)> = if me == 0 {
+                        (0..40)
+                            .flat_map(|t| (0..25u64).map(move |g| (format!("t{t}"), xxhash_rust::xxh3::xxh3_64(&g.to_le_bytes()))))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    keys.to_stream(scope).sink(
+                        Exchange::new(move |(t, h): &(String, u64)| group_worker(*h, t, peers)),
+                        "placed",
+                        move |(input, _)| {
+                            input.for_each(|_, data| {
+                                s.lock().unwrap().extend(data.drain(..).map(|(t, h)| (me as u64, t, h)));
+                            })
+                        },
+                    );
+                });
+            })
+            .unwrap();
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1000, "{peers} workers");
+            for (at, t, h) in seen.iter() {
+                assert_eq!(*at, group_worker(*h, t, peers), "{peers} workers: {t}");
+                assert_ne!(*at, tenant_worker(t, peers), "{peers} workers: {t} on its correlate worker");
             }
         }
     }
