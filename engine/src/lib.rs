@@ -1,5 +1,6 @@
 //! alertflow's engine: the pipeline file, its validation, and the timely dataflow that runs it.
 
+mod affinity;
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -144,6 +144,11 @@ pub struct RunSummary {
     /// `peak_rss_bytes` and `wall_seconds`, which are this process's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSummary>,
+    /// With `[engine] pin_workers`: the CPU each of this process's workers was pinned to, in
+    /// worker order (empty when they were not pinned; a worker the system refused to pin is
+    /// warned about in the log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned_to: Vec<usize>,
     /// Checkpoints taken, when the pipeline has a `state_dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<CheckpointSummary>,
@@ -530,6 +535,8 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         )
     });
 
+    // `[engine] pin_workers`: the CPUs, read once before any worker starts.
+    let pin_cpus: Option<Arc<Vec<usize>>> = pipeline.engine.pin_workers.then(|| crate::affinity::plan(workers)).flatten().map(Arc::new);
     let pipeline = Arc::new(pipeline);
     let guards = {
         let (pipeline, source_stats, sink_stats, failure) = (pipeline.clone(), source_stats.clone(), sink_stats.clone(), failure.clone());
@@ -541,8 +548,12 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
         let resumed_at = checkpoints.as_ref().map_or(0, |c| c.resumed_at());
         let checkpoints = checkpoints.clone();
         let gather = gather.clone();
+        let pin_cpus = pin_cpus.clone();
         let work = move |worker: &mut timely::worker::Worker| {
             let index = worker.index();
+            if let Some(cpus) = &pin_cpus {
+                crate::affinity::pin_worker(index, cpus);
+            }
             let main = worker.next_dataflow_index();
             let stats = Stats { sources: &source_stats, watermarks: &watermarks, sinks: &sink_stats, dedup: &dedup_stats };
             let kafka = KafkaParts {
@@ -718,6 +729,10 @@ pub fn run(pipeline: Pipeline, opts: RunOptions) -> Result<RunSummary, RunError>
     summary.checkpoints = checkpoint_summary;
     summary.notifications = notify_summary;
     summary.cluster = cluster.as_ref().map(|c| ClusterSummary { processes: c.processes, process_id: c.process, workers_total: c.peers() });
+    if let Some(cpus) = &pin_cpus {
+        let own = cluster.as_ref().map_or(0..workers, |c| c.own_workers());
+        summary.pinned_to = own.filter_map(|g| crate::affinity::cpu_of(g, 1, cpus)).collect();
+    }
     if gather.as_ref().is_some_and(|g| !g.complete()) {
         tracing::warn!("cluster: not every process's final counters arrived; the summary covers part of the cluster");
     }
@@ -817,6 +832,7 @@ fn summarize(
         latency: probe.map(|p| p.report()).unwrap_or_default(),
         checkpoints: None,
         cluster: None,
+        pinned_to: Vec::new(),
         state_bounds: Vec::new(),
         notifications: None,
     }

@@ -70,6 +70,7 @@ fn every_scenario_reports_what_it_ran() {
         assert!(r["bytes_per_second"].as_f64().unwrap() > rps, "{r}: records are longer than a byte");
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > 8 << 20, "{r}");
         assert_eq!(r["workers"], 2);
+        assert!(r.get("pinned_to").is_none(), "{r}: workers are not pinned unless asked");
         assert_eq!(r["sink"], "parquet");
     }
     // Rows written, read back with SQL from each scenario's output folder.
@@ -118,6 +119,23 @@ fn the_human_report_is_a_table_and_bad_arguments_are_refused() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--scale must be greater than 0"));
     let bad = alertflow(&["bench", "nonsense"]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn pin_workers_reaches_the_run_and_the_report_says_where() {
+    // One worker: it goes to the first CPU this process may use (the run inherits the mask).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
+    let first: u64 = list.split([',', '-']).next().unwrap().parse().unwrap();
+    let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1", "--pin-workers", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report[0]["pinned_to"], serde_json::json!([first]), "{report}");
+    let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1", "--pin-workers"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("metrics ") && row.contains(" 1 pinned "), "{text}");
 }
 
 #[test]

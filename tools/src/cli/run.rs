@@ -78,8 +78,8 @@ impl ClusterFlags {
     }
 }
 
-/// `alertflow run PIPELINE [--workers N] [--json] [--processes N --process-id I --hostfile FILE]`.
-pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, json: bool, latency: Option<(i64, i64)>) -> u8 {
+/// `alertflow run PIPELINE [--workers N] [--pin-workers] [--json] [--processes N --process-id I --hostfile FILE]`.
+pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, pin_workers: bool, json: bool, latency: Option<(i64, i64)>) -> u8 {
     if workers == Some(0) {
         eprintln!("error: --workers must be at least 1");
         return BAD_CONFIG;
@@ -89,6 +89,7 @@ pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, json: bo
         Err(code) => return code,
     };
     cluster.apply(&mut pipeline);
+    pipeline.engine.pin_workers |= pin_workers;
     // The summary is printed as soon as the pipeline finishes: with `[serve]` the run then
     // keeps serving its tables until stopped.
     let report = move |s: &RunSummary| {
@@ -181,7 +182,15 @@ pub fn run_pipeline_with(
 /// Prints a run summary as an aligned block.
 pub fn print_summary(s: &RunSummary) {
     let tables: Vec<String> = s.tables.iter().map(|t| format!("{} {}", t.table, thousands(t.rows))).collect();
-    println!("{:<14} {}", "workers", s.workers);
+    match s.pinned_to.as_slice() {
+        [] => println!("{:<14} {}", "workers", s.workers),
+        cpus => println!(
+            "{:<14} {} (pinned to CPUs {})",
+            "workers",
+            s.workers,
+            cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
     if let Some(c) = &s.cluster {
         println!(
             "{:<14} process {} of {} ({} workers in all; figures cover the cluster)",

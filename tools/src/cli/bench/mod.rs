@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Pin each worker to a CPU of its own (`alertflow run --pin-workers`, `[engine]
+    /// pin_workers`).
+    #[arg(long)]
+    pub pin_workers: bool,
     /// Multiplies every scenario's data size (e.g. 0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
@@ -150,6 +154,9 @@ pub struct BenchResult {
     pub scenario: &'static str,
     /// Worker threads.
     pub workers: usize,
+    /// The CPU each worker was pinned to (`--pin-workers`); empty when not pinned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pinned_to: Vec<usize>,
     /// Records read.
     pub records: u64,
     /// Input bytes read.
@@ -235,6 +242,7 @@ pub fn bench(args: BenchArgs) -> u8 {
         eprintln!("error: the push scenario has no fixed-rate mode (its clients push as fast as they are answered); leave out --rate");
         return BAD_CONFIG;
     }
+    let flags = RunFlags { workers: args.workers, pin_workers: args.pin_workers };
     let mut results = Vec::new();
     let mut failed = None;
     for s in scenarios {
@@ -244,9 +252,9 @@ pub fn bench(args: BenchArgs) -> u8 {
             eprintln!("{}: generating data …", s.name());
         }
         let outcome = match s {
-            Scenario::Push => push::run(&dir, args.scale, args.workers, false),
-            Scenario::PushWal => push::run(&dir, args.scale, args.workers, true),
-            _ => run_scenario(s, &dir, args.scale, args.workers, mode).map(|r| vec![r]),
+            Scenario::Push => push::run(&dir, args.scale, &flags, false),
+            Scenario::PushWal => push::run(&dir, args.scale, &flags, true),
+            _ => run_scenario(s, &dir, args.scale, &flags, mode).map(|r| vec![r]),
         };
         match outcome {
             Ok(rs) => {
@@ -286,6 +294,36 @@ pub fn bench(args: BenchArgs) -> u8 {
     }
 }
 
+/// What every scenario's `alertflow run` is given from the command line.
+pub struct RunFlags {
+    /// `--workers`.
+    pub workers: Option<usize>,
+    /// `--pin-workers`.
+    pub pin_workers: bool,
+}
+
+impl RunFlags {
+    /// Adds the flags to an `alertflow run` command.
+    pub fn apply(&self, cmd: &mut std::process::Command) {
+        if let Some(w) = self.workers {
+            cmd.args(["--workers", &w.to_string()]);
+        }
+        if self.pin_workers {
+            cmd.arg("--pin-workers");
+        }
+    }
+
+    /// The run's worker count: `--workers`, or one per core as `alertflow run` takes it.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// The CPUs a run's summary says its workers were pinned to.
+pub fn pinned_to(summary: &serde_json::Value) -> Vec<usize> {
+    summary["pinned_to"].as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|c| c.as_u64().map(|c| c as usize)).collect())
+}
+
 fn scaled(n: u64, scale: f64) -> u64 {
     ((n as f64 * scale).round() as u64).max(1)
 }
@@ -297,7 +335,7 @@ enum Mode {
     Paced { rate: u64, records: u64, clients: Option<usize> },
 }
 
-fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mode: Mode) -> Result<BenchResult, String> {
+fn run_scenario(s: Scenario, dir: &Path, scale: f64, flags: &RunFlags, mode: Mode) -> Result<BenchResult, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Kept alive until the run has ended.
     let mut _broker = None;
@@ -309,7 +347,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
     let mut serving: Option<(SocketAddr, usize, u64)> = None;
     let pipeline = match (s, mode) {
         (_, Mode::Paced { rate, records, clients }) => {
-            let files = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let files = flags.worker_count();
             let p = paced::prepare(s, dir, rate, records, files)?.ok_or("no fixed-rate mode")?;
             latency_span = Some((paced::T0, p.until));
             expect = Some(p.records);
@@ -368,9 +406,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, workers: Option<usize>, mod
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the alertflow binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("run").arg(&path).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
-    if let Some(w) = workers {
-        cmd.args(["--workers", &w.to_string()]);
-    }
+    flags.apply(&mut cmd);
     if let Some((from, until)) = latency_span {
         cmd.arg(format!("--latency={from},{until}"));
     }
@@ -444,6 +480,7 @@ fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
     Some(BenchResult {
         scenario: s.name(),
         workers: r["workers"].as_u64()? as usize,
+        pinned_to: pinned_to(r),
         records,
         bytes,
         seconds,
@@ -692,7 +729,7 @@ fn print_table(rs: &[BenchResult]) {
         .map(|r| {
             vec![
                 r.scenario.to_string(),
-                r.workers.to_string(),
+                if r.pinned_to.is_empty() { r.workers.to_string() } else { format!("{} pinned", r.workers) },
                 thousands(r.records),
                 format!("{:.2} s", r.seconds),
                 thousands(r.records_per_second as u64),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use alertflow_model::decode::remote_write::encode::{TimeSeries, body};
 
 use super::load::{Conn, free_port};
-use super::{BenchResult, scaled};
+use super::{BenchResult, RunFlags, scaled};
 
 /// Client threads (connections).
 const CLIENTS: usize = 4;
@@ -75,7 +75,7 @@ path = "out"
 
 /// Runs the scenario (`logged`: with checkpoints, so through the write-ahead log): one result
 /// per phase (samples, alerts).
-pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Result<Vec<BenchResult>, String> {
+pub fn run(dir: &Path, scale: f64, flags: &RunFlags, logged: bool) -> Result<Vec<BenchResult>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let samples = scaled(2_000_000, scale).max(SAMPLES_PER_REQUEST as u64) as usize;
     let alerts = scaled(200_000, scale).max(ALERTS_PER_REQUEST as u64) as usize;
@@ -90,9 +90,7 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Resu
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the alertflow binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("run").arg(&path).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
-    if let Some(w) = workers {
-        cmd.args(["--workers", &w.to_string()]);
-    }
+    flags.apply(&mut cmd);
     let child = cmd.spawn().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let phases = (|| {
@@ -123,7 +121,7 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Resu
         processed(addr, a_metric, alerts)?;
         let a = (start.elapsed().as_secs_f64(), a_bytes);
         // The run's default worker count is the machine's (`alertflow run` without --workers).
-        let n = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let n = flags.worker_count();
         let counted = if logged { Some(counted(addr, child.id(), n)?) } else { None };
         Ok((w, a, counted))
     })();
@@ -160,9 +158,11 @@ pub fn run(dir: &Path, scale: f64, workers: Option<usize>, logged: bool) -> Resu
     }
     let workers = summary["workers"].as_u64().unwrap_or(0) as usize;
     let rows_out = summary["tables"].as_array().map_or(0, |t| t.iter().filter_map(|t| t["rows"].as_u64()).sum());
+    let pinned = super::pinned_to(&summary);
     let result = |scenario, records: usize, secs: f64, bytes: u64| BenchResult {
         scenario,
         workers,
+        pinned_to: pinned.clone(),
         records: records as u64,
         bytes,
         seconds: secs,
