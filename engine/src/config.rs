@@ -148,8 +148,8 @@ pub struct OutputConfig {
     /// Whether each file is fsynced before it is renamed into place.
     #[serde(default = "default_true")]
     pub fsync: bool,
-    /// The priority of the threads that encode and write files: `idle` (default: only CPU
-    /// the workers leave) or `low` (nice +10, for hosts whose cores other processes keep busy).
+    /// The priority of the threads that encode and write files: `low` (default: nice +10) or
+    /// `idle` (`SCHED_IDLE`: only CPU nothing else wants; for a host the pipeline has to itself).
     #[serde(default)]
     pub writers: WriterPriority,
 }
@@ -1035,11 +1035,11 @@ mod tests {
     }
 
     #[test]
-    fn output_writers_default_to_idle_and_take_low() {
+    fn output_writers_default_to_low_and_take_idle() {
         let d = dir_with_points();
         let src = "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\n[output]\npath = \"out\"\n";
-        assert_eq!(Pipeline::parse(src, &d).unwrap().output.writers, WriterPriority::Idle);
-        assert_eq!(Pipeline::parse(&format!("{src}writers = \"low\"\n"), &d).unwrap().output.writers, WriterPriority::Low);
+        assert_eq!(Pipeline::parse(src, &d).unwrap().output.writers, WriterPriority::Low);
+        assert_eq!(Pipeline::parse(&format!("{src}writers = \"idle\"\n"), &d).unwrap().output.writers, WriterPriority::Idle);
         let all = Pipeline::parse(&format!("{src}writers = \"high\"\n"), &d).unwrap_err().to_string();
         assert!(all.contains("output.writers") && all.contains("`idle`") && all.contains("`low`"), "{all}");
     }

@@ -131,11 +131,29 @@ fn pin_workers_reaches_the_run_and_the_report_says_where() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     assert_eq!(report[0]["pinned_to"], serde_json::json!([first]), "{report}");
+    assert!(report[0].get("writers").is_none(), "no writer priority asked for, none reported: {report}");
     let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1", "--pin-workers"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let row = text.lines().nth(1).unwrap();
     assert!(row.starts_with("metrics ") && row.contains(" 1 pinned "), "{text}");
+}
+
+#[test]
+fn a_writer_priority_asked_for_reaches_the_run_and_the_report() {
+    // `--writers` goes to `alertflow run` as given: a bad value there would fail the scenario.
+    let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1", "--writers", "idle", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report[0]["writers"], "idle", "{report}");
+    let out = alertflow(&["bench", "metrics", "--scale", "0.005", "--workers", "1", "--pin-workers", "--writers", "idle"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().nth(1).unwrap().contains(" 1 pinned, idle writers "), "{text}");
+    let bad = alertflow(&["bench", "metrics", "--writers", "high"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("'high'") && err.contains("idle") && err.contains("low"), "{err}");
 }
 
 #[test]

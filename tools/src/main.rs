@@ -32,9 +32,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         cluster: cli::run::ClusterFlags,
-        /// Pin each worker thread to a CPU of its own (as `[engine] pin_workers = true`).
-        #[arg(long)]
-        pin_workers: bool,
+        #[command(flatten)]
+        scheduling: cli::run::SchedulingFlags,
         /// Measure processing latency of a paced replay whose event time runs from FROM to
         /// UNTIL (ms since the epoch) at the replay rate: `FROM,UNTIL`. Used by `alertflow
         /// bench --rate`, which writes such data.
@@ -72,8 +71,8 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run { pipeline, workers, json, cluster, pin_workers, latency } => {
-            cli::run::run(&pipeline, workers, &cluster, pin_workers, json, latency)
+        Command::Run { pipeline, workers, json, cluster, scheduling, latency } => {
+            cli::run::run(&pipeline, workers, &cluster, &scheduling, json, latency)
         }
         Command::Validate { pipeline } => cli::run::validate(&pipeline),
         Command::Sql(args) => cli::sql::sql(args),

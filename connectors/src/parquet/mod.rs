@@ -53,21 +53,31 @@ impl Compression {
 
 /// How the threads that encode and write a sink's files are scheduled (`[output] writers`).
 /// A file is written when its span closes, a burst of encoding and compression that took a
-/// full core for 50–100 ms at 100,000 alerts/s. At nice +10 that burst still held a core a
-/// worker woke up to for up to a scheduler slice at every wake-up, and the rows decided
-/// meanwhile waited: the `alerts` p99 at that rate was 9.5–16.8 ms in six runs with `low`,
-/// 5.1–7.8 ms in seven of eight with `idle` (BENCHMARKS, issue 10, sixth session).
+/// full core for 50–100 ms at 100,000 alerts/s.
+///
+/// `low` (nice +10) is the default because it is safe on a shared host: `SCHED_IDLE` gets
+/// almost no CPU while any other process keeps the cores busy, and through back-pressure
+/// (two spans in flight, then the worker waits) the whole pipeline crawls with its writers.
+/// With two busy loops beside it on 2 cores, W1 from a file took 68.6 s under `idle` against
+/// 2.8 s at `low` (0.8 s and 0.7 s alone), and a Kafka run 57.0 s against 3.6 s. A thread
+/// cannot leave `SCHED_IDLE` again without `CAP_SYS_NICE` (which containers do not get), so
+/// the writers cannot be raised once they are found starving (BENCHMARKS, "Writers under
+/// load", 2026-11-26).
+///
+/// `idle` is for a host the pipeline has to itself: there a waking worker takes the core back
+/// from a writer's burst at once, where at nice +10 it waits for the writer's slice, and the
+/// `alerts` p99 at 100,000 alerts/s was 9.5–16.8 ms in six runs with `low`, 5.1–7.8 ms in seven
+/// of eight with `idle` (BENCHMARKS, issue 10, sixth session).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriterPriority {
     /// `SCHED_IDLE`: the writers run only on CPU no other thread wants, and a waking worker
-    /// takes the core back at once. Back-pressure (two spans in flight) makes a worker wait
-    /// for its writer, which frees the core the writer needs. On a host whose cores other
-    /// processes keep busy, the writers then get very little CPU, and through back-pressure
-    /// the pipeline slows with them: use `low` there.
-    #[default]
+    /// takes the core back at once. Only for a host the pipeline has to itself: any other
+    /// busy process starves the writers, and the pipeline slows with them.
     Idle,
-    /// nice +10: the writers yield to the workers under contention, but share with them.
+    /// nice +10 (the default): the writers yield to the workers under contention, but share
+    /// with them, and get their share of a host that other processes keep busy.
+    #[default]
     Low,
 }
 

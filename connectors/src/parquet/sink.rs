@@ -311,7 +311,9 @@ fn pending_start(b: u64, span: u64) -> u64 {
 /// Makes the calling thread yield to the workers (see [`WriterPriority`]): files are written
 /// when a core is free rather than taking one from a worker, whose stalls are every
 /// operator's latency. The bounded hand-over keeps the writer from falling behind for good:
-/// a worker with spans waiting blocks, and the writer runs. (Linux only; elsewhere a no-op.)
+/// a worker with spans waiting blocks, and the writer runs, at nice +10 with its share of a
+/// busy host, under `SCHED_IDLE` only once nothing else wants the core. (Linux only;
+/// elsewhere a no-op.)
 fn lower_priority(priority: WriterPriority) {
     #[cfg(target_os = "linux")]
     {

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use alertflow_connectors::parquet::WriterPriority;
 use alertflow_engine::{Pipeline, RunOptions, RunSummary};
 
 use super::{BAD_CONFIG, FAILED, OK};
@@ -78,8 +79,72 @@ impl ClusterFlags {
     }
 }
 
-/// `alertflow run PIPELINE [--workers N] [--pin-workers] [--json] [--processes N --process-id I --hostfile FILE]`.
-pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, pin_workers: bool, json: bool, latency: Option<(i64, i64)>) -> u8 {
+/// How the threads of a run are placed and scheduled, from the command line of `alertflow run`
+/// and `alertflow bench` (overriding the pipeline file's settings).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SchedulingFlags {
+    /// Pin each worker thread to a CPU of its own (as `[engine] pin_workers = true`).
+    #[arg(long)]
+    pub pin_workers: bool,
+    /// Priority of the Parquet writer threads (as `[output] writers`): `low` (nice +10, the
+    /// default) or `idle` (`SCHED_IDLE`, only for a host the pipeline has to itself).
+    #[arg(long, value_enum, value_name = "PRIORITY")]
+    pub writers: Option<Writers>,
+}
+
+/// `--writers`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// `SCHED_IDLE`.
+    Idle,
+    /// nice +10.
+    Low,
+}
+
+impl Writers {
+    /// The value as written on the command line and in `[output] writers`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Writers::Idle => "idle",
+            Writers::Low => "low",
+        }
+    }
+}
+
+impl SchedulingFlags {
+    /// Puts the flags into the pipeline's `[engine]` and `[output]`.
+    pub fn apply(&self, pipeline: &mut Pipeline) {
+        pipeline.engine.pin_workers |= self.pin_workers;
+        if let Some(w) = self.writers {
+            pipeline.output.writers = match w {
+                Writers::Idle => WriterPriority::Idle,
+                Writers::Low => WriterPriority::Low,
+            };
+        }
+    }
+
+    /// The same flags on another `alertflow run` command line.
+    pub fn args(&self) -> Vec<&'static str> {
+        let mut a = Vec::new();
+        if self.pin_workers {
+            a.push("--pin-workers");
+        }
+        if let Some(w) = self.writers {
+            a.extend(["--writers", w.name()]);
+        }
+        a
+    }
+}
+
+/// `alertflow run PIPELINE [--workers N] [--pin-workers] [--writers P] [--json] [--processes N --process-id I --hostfile FILE]`.
+pub fn run(
+    path: &Path,
+    workers: Option<usize>,
+    cluster: &ClusterFlags,
+    scheduling: &SchedulingFlags,
+    json: bool,
+    latency: Option<(i64, i64)>,
+) -> u8 {
     if workers == Some(0) {
         eprintln!("error: --workers must be at least 1");
         return BAD_CONFIG;
@@ -89,7 +154,7 @@ pub fn run(path: &Path, workers: Option<usize>, cluster: &ClusterFlags, pin_work
         Err(code) => return code,
     };
     cluster.apply(&mut pipeline);
-    pipeline.engine.pin_workers |= pin_workers;
+    scheduling.apply(&mut pipeline);
     // The summary is printed as soon as the pipeline finishes: with `[serve]` the run then
     // keeps serving its tables until stopped.
     let report = move |s: &RunSummary| {
@@ -265,4 +330,50 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        scheduling: SchedulingFlags,
+    }
+
+    fn flags(args: &[&str]) -> Result<SchedulingFlags, clap::Error> {
+        Line::try_parse_from(std::iter::once("alertflow").chain(args.iter().copied())).map(|l| l.scheduling)
+    }
+
+    #[test]
+    fn scheduling_flags_override_the_pipeline_and_pass_on_unchanged() {
+        let d = std::env::temp_dir().join(format!("af-sched-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("points.ndjson"), "").unwrap();
+        let text = "[[source]]\nname = \"p\"\ntype = \"file\"\npath = \"points.ndjson\"\n[output]\npath = \"out\"\nwriters = \"idle\"\n";
+        let parse = || Pipeline::parse(text, &d).unwrap();
+
+        // Nothing given: the file's settings stay.
+        let none = flags(&[]).unwrap();
+        let mut p = parse();
+        none.apply(&mut p);
+        assert_eq!((p.engine.pin_workers, p.output.writers), (false, WriterPriority::Idle));
+        assert!(none.args().is_empty());
+
+        let both = flags(&["--pin-workers", "--writers", "low"]).unwrap();
+        let mut p = parse();
+        both.apply(&mut p);
+        assert_eq!((p.engine.pin_workers, p.output.writers), (true, WriterPriority::Low));
+        // What the bench hands each scenario's run parses back to the same flags.
+        let again = flags(&both.args()).unwrap();
+        assert_eq!((again.pin_workers, again.writers), (true, Some(Writers::Low)));
+        assert_eq!(flags(&["--writers", "idle"]).unwrap().args(), ["--writers", "idle"]);
+
+        let bad = flags(&["--writers", "high"]).unwrap_err().to_string();
+        assert!(bad.contains("high") && bad.contains("idle") && bad.contains("low"), "{bad}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -46,7 +46,7 @@ use alertflow_tools::datagen::{Incident, MetricsGen, generate_metrics};
 use alertflow_tools::kafka_lines::KafkaLines;
 use serde::Serialize;
 
-use super::run::thousands;
+use super::run::{Writers, thousands};
 use super::{BAD_CONFIG, FAILED, OK};
 
 /// A benchmark scenario.
@@ -94,10 +94,10 @@ pub struct BenchArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Pin each worker to a CPU of its own (`alertflow run --pin-workers`, `[engine]
-    /// pin_workers`).
-    #[arg(long)]
-    pub pin_workers: bool,
+    /// Worker pinning and writer priority, passed to every scenario's run (as `alertflow run`
+    /// takes them).
+    #[command(flatten)]
+    pub scheduling: crate::cli::run::SchedulingFlags,
     /// Multiplies every scenario's data size (e.g. 0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
@@ -157,6 +157,9 @@ pub struct BenchResult {
     /// The CPU each worker was pinned to (`--pin-workers`); empty when not pinned.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pinned_to: Vec<usize>,
+    /// The writer priority asked for with `--writers` (`idle`, `low`); absent: the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writers: Option<&'static str>,
     /// Records read.
     pub records: u64,
     /// Input bytes read.
@@ -242,7 +245,7 @@ pub fn bench(args: BenchArgs) -> u8 {
         eprintln!("error: the push scenario has no fixed-rate mode (its clients push as fast as they are answered); leave out --rate");
         return BAD_CONFIG;
     }
-    let flags = RunFlags { workers: args.workers, pin_workers: args.pin_workers };
+    let flags = RunFlags { workers: args.workers, scheduling: args.scheduling.clone() };
     let mut results = Vec::new();
     let mut failed = None;
     for s in scenarios {
@@ -258,7 +261,8 @@ pub fn bench(args: BenchArgs) -> u8 {
         };
         match outcome {
             Ok(rs) => {
-                for r in rs {
+                for mut r in rs {
+                    r.writers = flags.scheduling.writers.map(Writers::name);
                     if !args.json {
                         eprintln!("{}: {} records in {:.2} s", r.scenario, thousands(r.records), r.seconds);
                     }
@@ -298,8 +302,8 @@ pub fn bench(args: BenchArgs) -> u8 {
 pub struct RunFlags {
     /// `--workers`.
     pub workers: Option<usize>,
-    /// `--pin-workers`.
-    pub pin_workers: bool,
+    /// `--pin-workers`, `--writers`.
+    pub scheduling: crate::cli::run::SchedulingFlags,
 }
 
 impl RunFlags {
@@ -308,9 +312,7 @@ impl RunFlags {
         if let Some(w) = self.workers {
             cmd.args(["--workers", &w.to_string()]);
         }
-        if self.pin_workers {
-            cmd.arg("--pin-workers");
-        }
+        cmd.args(self.scheduling.args());
     }
 
     /// The run's worker count: `--workers`, or one per core as `alertflow run` takes it.
@@ -481,6 +483,7 @@ fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
         scenario: s.name(),
         workers: r["workers"].as_u64()? as usize,
         pinned_to: pinned_to(r),
+        writers: None,
         records,
         bytes,
         seconds,
@@ -722,6 +725,18 @@ fn aligned(head: &[String], rows: &[Vec<String>], left: &[usize]) {
     }
 }
 
+/// The workers column: the count, whether they were pinned, and a writer priority asked for.
+fn workers_cell(r: &BenchResult) -> String {
+    let mut cell = r.workers.to_string();
+    if !r.pinned_to.is_empty() {
+        cell.push_str(" pinned");
+    }
+    if let Some(w) = r.writers {
+        cell.push_str(&format!(", {w} writers"));
+    }
+    cell
+}
+
 /// The human report: one aligned row per scenario.
 fn print_table(rs: &[BenchResult]) {
     let rows: Vec<Vec<String>> = rs
@@ -729,7 +744,7 @@ fn print_table(rs: &[BenchResult]) {
         .map(|r| {
             vec![
                 r.scenario.to_string(),
-                if r.pinned_to.is_empty() { r.workers.to_string() } else { format!("{} pinned", r.workers) },
+                workers_cell(r),
                 thousands(r.records),
                 format!("{:.2} s", r.seconds),
                 thousands(r.records_per_second as u64),

@@ -163,6 +163,7 @@ pub fn run(dir: &Path, scale: f64, flags: &RunFlags, logged: bool) -> Result<Vec
         scenario,
         workers,
         pinned_to: pinned.clone(),
+        writers: None,
         records: records as u64,
         bytes,
         seconds: secs,
