@@ -3,17 +3,15 @@
 //! order; the run's summary says so; and the tables are those of the same run unpinned.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod common;
 
 use alertflow_engine::{Pipeline, RunOptions, run};
-use common::{read_table, same, temp_dir};
+use common::{read_table, same, temp_dir, write_paced_points};
 
-/// 2026-01-01T00:00:00Z.
-const T0: i64 = 1_767_225_600_000;
+/// The points `write_paced_points` writes.
 const POINTS: usize = 5_000;
 
 /// The tests look at every `timely:work-N` thread of the process: one run at a time.
@@ -52,39 +50,7 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 fn write_inputs(dir: &Path, pin: bool) {
-    let mut m = String::new();
-    for i in 0..POINTS {
-        let ts = T0 + i as i64 * 20;
-        writeln!(m, r#"{{"ts":{ts},"name":"cpu","value":{},"host":"h{}"}}"#, i % 100, i % 13).unwrap();
-    }
-    std::fs::write(dir.join("points.ndjson"), m).unwrap();
-    // Paced over about a second, so the workers live long enough to be looked at.
-    let text = format!(
-        r#"
-[engine]
-pin_workers = {pin}
-
-[[source]]
-name = "points"
-type = "file"
-path = "points.ndjson"
-records = "metrics"
-chunk_size = "16KiB"
-replay_rate = 5000
-
-[[aggregate]]
-name = "per_second"
-input = "points"
-window = {{ type = "tumbling", size = "1s" }}
-group_by = ["host"]
-functions = ["count", "avg", "max"]
-
-[output]
-path = "out"
-fsync = false
-"#
-    );
-    std::fs::write(dir.join("pipeline.toml"), text).unwrap();
+    write_paced_points(dir, &format!("pin_workers = {pin}"), "");
 }
 
 /// Runs the pipeline in `dir`, looking at the worker threads' masks while it runs.

@@ -5,17 +5,14 @@
 #![cfg(target_os = "linux")]
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod common;
 
 use alertflow_engine::{Pipeline, RunOptions, run};
-use common::temp_dir;
+use common::{temp_dir, write_paced_points};
 
-/// 2026-01-01T00:00:00Z.
-const T0: i64 = 1_767_225_600_000;
 const SCHED_OTHER: u32 = 0;
 const SCHED_IDLE: u32 = 5;
 
@@ -42,37 +39,8 @@ fn writer_threads() -> Vec<(u32, i32)> {
 /// A run paced over about a second, writing one-second files, so that its writer threads
 /// live long enough to be looked at.
 fn write_inputs(dir: &Path, writers: Option<&str>) {
-    let mut m = String::new();
-    for i in 0..5_000 {
-        let ts = T0 + i as i64 * 20;
-        writeln!(m, r#"{{"ts":{ts},"name":"cpu","value":{},"host":"h{}"}}"#, i % 100, i % 13).unwrap();
-    }
-    std::fs::write(dir.join("points.ndjson"), m).unwrap();
-    let setting = writers.map_or(String::new(), |w| format!("writers = \"{w}\"\n"));
-    let text = format!(
-        r#"
-[[source]]
-name = "points"
-type = "file"
-path = "points.ndjson"
-records = "metrics"
-chunk_size = "16KiB"
-replay_rate = 5000
-
-[[aggregate]]
-name = "per_second"
-input = "points"
-window = {{ type = "tumbling", size = "1s" }}
-group_by = ["host"]
-functions = ["count"]
-
-[output]
-path = "out"
-fsync = false
-file_span = "1s"
-{setting}"#
-    );
-    std::fs::write(dir.join("pipeline.toml"), text).unwrap();
+    let setting = writers.map_or(String::new(), |w| format!("writers = \"{w}\""));
+    write_paced_points(dir, "", &format!("file_span = \"1s\"\n{setting}"));
 }
 
 /// Runs the pipeline in `dir` on 2 workers; the (policy, nice) pairs its writers were seen with.

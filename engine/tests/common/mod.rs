@@ -108,3 +108,45 @@ impl Lcg {
         self.next() % n
     }
 }
+
+/// 5,000 points of 13 hosts, 20 ms apart from 2026-01-01T00:00:00Z, and a pipeline that
+/// replays them over about a second into 1-second windows (`per_second`: 100 windows × 13
+/// hosts): long enough for a test to look at the run's threads while it goes. `engine` and
+/// `output` are extra lines for those sections.
+pub fn write_paced_points(dir: &Path, engine: &str, output: &str) {
+    use std::fmt::Write as _;
+    const T0: i64 = 1_767_225_600_000;
+    let mut m = String::new();
+    for i in 0..5_000 {
+        let ts = T0 + i as i64 * 20;
+        writeln!(m, r#"{{"ts":{ts},"name":"cpu","value":{},"host":"h{}"}}"#, i % 100, i % 13).unwrap();
+    }
+    std::fs::write(dir.join("points.ndjson"), m).unwrap();
+    let text = format!(
+        r#"
+[engine]
+{engine}
+
+[[source]]
+name = "points"
+type = "file"
+path = "points.ndjson"
+records = "metrics"
+chunk_size = "16KiB"
+replay_rate = 5000
+
+[[aggregate]]
+name = "per_second"
+input = "points"
+window = {{ type = "tumbling", size = "1s" }}
+group_by = ["host"]
+functions = ["count", "avg", "max"]
+
+[output]
+path = "out"
+fsync = false
+{output}
+"#
+    );
+    std::fs::write(dir.join("pipeline.toml"), text).unwrap();
+}
