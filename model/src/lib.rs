@@ -10,6 +10,7 @@ pub mod decode;
 pub mod fuzzing;
 pub mod labels;
 pub mod metric;
+pub mod prefetch;
 pub mod series;
 pub mod size;
 pub mod sketch;

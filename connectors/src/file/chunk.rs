@@ -18,6 +18,9 @@ pub enum Line<'a> {
     TooLong(usize, Vec<u8>),
 }
 
+/// A line, and the line after it when [`ChunkReader::next_line_peek`] could see it.
+pub type Peeked<'a> = (Line<'a>, Option<&'a [u8]>);
+
 /// Streams the lines of one chunk through a fixed-size buffer.
 pub struct ChunkReader {
     file: File,
@@ -38,6 +41,9 @@ pub struct ChunkReader {
     done: bool,
     /// Offset of the first line of this chunk, once known.
     first_line_offset: Option<u64>,
+    /// Where in `buf` the line at `head` ends (its `\n`), when [`next_line_peek`](Self::next_line_peek)
+    /// already found it.
+    peeked_end: Option<usize>,
 }
 
 impl ChunkReader {
@@ -66,6 +72,7 @@ impl ChunkReader {
             block: block.max(16),
             done: start >= len,
             first_line_offset: if start == 0 { Some(0) } else { None },
+            peeked_end: None,
         }
     }
 
@@ -89,6 +96,7 @@ impl ChunkReader {
         if self.read_pos >= self.len {
             return Ok(false);
         }
+        self.peeked_end = None;
         if self.head > 0 {
             self.buf.drain(..self.head);
             self.head = 0;
@@ -147,6 +155,37 @@ impl ChunkReader {
 
     /// The next line of the chunk, or `None` when the chunk is done.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        Ok(self.next_range()?.map(|n| match n {
+            Next::Text(start, stop) => Line::Text(&self.buf[start..stop]),
+            Next::TooLong(len, raw) => Line::TooLong(len, raw),
+        }))
+    }
+
+    /// [`next_line`](Self::next_line), with the line after it when that one is already in the
+    /// buffer whole and starts inside this chunk, so that it is the line the next call
+    /// returns: for a decoder to read ahead. Its end is found once: the next call starts there.
+    pub fn next_line_peek(&mut self) -> io::Result<Option<Peeked<'_>>> {
+        Ok(match self.next_range()? {
+            None => None,
+            Some(Next::TooLong(len, raw)) => Some((Line::TooLong(len, raw), None)),
+            Some(Next::Text(start, stop)) => {
+                // After a line that ended the file (no `\n`) `done` is set; the next line must
+                // start before the chunk's end, or it is the next chunk's.
+                let peek = if self.done || self.head_offset >= self.end {
+                    None
+                } else {
+                    memchr::memchr(b'\n', &self.buf[self.head..]).map(|i| {
+                        self.peeked_end = Some(self.head + i);
+                        (self.head, self.head + i)
+                    })
+                };
+                Some((Line::Text(&self.buf[start..stop]), peek.map(|(a, b)| &self.buf[a..b])))
+            }
+        })
+    }
+
+    /// The next line as a range of `buf` (or a line too long to buffer).
+    fn next_range(&mut self) -> io::Result<Option<Next>> {
         if self.done {
             return Ok(None);
         }
@@ -164,6 +203,12 @@ impl ChunkReader {
             self.done = true;
             return Ok(None);
         }
+        if let Some(stop) = self.peeked_end.take() {
+            let start = self.head;
+            self.head = stop + 1;
+            self.head_offset += (stop + 1 - start) as u64;
+            return Ok(Some(Next::Text(start, stop)));
+        }
         // Find the end of the line, reading more as needed.
         let mut scan_from = self.head;
         loop {
@@ -172,7 +217,7 @@ impl ChunkReader {
                 let stop = scan_from + i;
                 self.head = stop + 1;
                 self.head_offset += (stop + 1 - start) as u64;
-                return Ok(Some(Line::Text(&self.buf[start..stop])));
+                return Ok(Some(Next::Text(start, stop)));
             }
             let pending = self.buf.len() - self.head;
             if pending > MAX_LINE_BYTES {
@@ -183,7 +228,7 @@ impl ChunkReader {
                 if !found {
                     self.done = true;
                 }
-                return Ok(Some(Line::TooLong(len as usize, raw)));
+                return Ok(Some(Next::TooLong(len as usize, raw)));
             }
             scan_from = self.buf.len();
             let start_rel = self.head;
@@ -195,7 +240,7 @@ impl ChunkReader {
                     self.head = stop;
                     self.head_offset += (stop - start) as u64;
                     self.done = true;
-                    return Ok(Some(Line::Text(&self.buf[start..stop])));
+                    return Ok(Some(Next::Text(start, stop)));
                 }
                 self.done = true;
                 return Ok(None);
@@ -204,6 +249,14 @@ impl ChunkReader {
             scan_from -= start_rel;
         }
     }
+}
+
+/// A line found by [`ChunkReader::next_range`].
+enum Next {
+    /// `buf[start..stop]`.
+    Text(usize, usize),
+    /// Too long to buffer: its length and first bytes.
+    TooLong(usize, Vec<u8>),
 }
 
 /// Counts the newlines in `[from, to)` of a file.
@@ -228,7 +281,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn lines_of(path: &std::path::Path, chunk: u64, block: usize) -> Vec<(u64, Vec<u8>)> {
+    /// Every line of every chunk, read with `next_line`, or with `next_line_peek` (`peek`);
+    /// then each line peeked must be the line the reader hands over next, in its chunk.
+    fn lines_of(path: &std::path::Path, chunk: u64, block: usize, peek: bool) -> Vec<(u64, Vec<u8>)> {
         let len = std::fs::metadata(path).unwrap().len();
         let mut out = Vec::new();
         let chunks = len.div_ceil(chunk).max(1);
@@ -236,7 +291,23 @@ mod tests {
             let f = File::open(path).unwrap();
             let mut r = ChunkReader::new(f, k * chunk, (k + 1) * chunk, len, block);
             let mut idx = 0u64;
-            while let Some(l) = r.next_line().unwrap() {
+            let mut peeked: Option<Vec<u8>> = None;
+            loop {
+                let l = if peek {
+                    let Some((l, next)) = r.next_line_peek().unwrap() else { break };
+                    let text = match &l {
+                        Line::Text(t) => Some(t.to_vec()),
+                        Line::TooLong(..) => None,
+                    };
+                    if let Some(p) = peeked.take() {
+                        assert_eq!(Some(p), text, "chunk {k}, line {idx}: not the line peeked");
+                    }
+                    peeked = next.map(|n| n.to_vec());
+                    l
+                } else {
+                    let Some(l) = r.next_line().unwrap() else { break };
+                    l
+                };
                 match l {
                     Line::Text(t) => out.push((k * 1_000_000 + idx, t.to_vec())),
                     Line::TooLong(n, raw) => {
@@ -246,6 +317,7 @@ mod tests {
                 }
                 idx += 1;
             }
+            assert_eq!(peeked, None, "chunk {k}: a line was peeked past the chunk's last one");
         }
         out
     }
@@ -274,8 +346,10 @@ mod tests {
             // A trailing empty "line" after the last newline is not a line.
             for chunk in [1u64, 2, 3, 7, 16, 64, 1000] {
                 for block in [16usize, 33, 4096] {
-                    let got: Vec<Vec<u8>> = lines_of(&path, chunk, block).into_iter().map(|(_, l)| l).collect();
-                    assert_eq!(got, want, "trial {trial} chunk {chunk} block {block}");
+                    for peek in [false, true] {
+                        let got: Vec<Vec<u8>> = lines_of(&path, chunk, block, peek).into_iter().map(|(_, l)| l).collect();
+                        assert_eq!(got, want, "trial {trial} chunk {chunk} block {block} peek {peek}");
+                    }
                 }
             }
         }
@@ -292,11 +366,13 @@ mod tests {
         f.write_all(&vec![b'x'; 3 * MAX_LINE_BYTES]).unwrap();
         f.write_all(b"\nlast\n").unwrap();
         drop(f);
-        let got = lines_of(&path, 1 << 30, 1 << 16);
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0].1, b"first");
-        assert_eq!(got[1].1.len(), MAX_RAW_BYTES);
-        assert_eq!(got[2].1, b"last");
+        for peek in [false, true] {
+            let got = lines_of(&path, 1 << 30, 1 << 16, peek);
+            assert_eq!(got.len(), 3);
+            assert_eq!(got[0].1, b"first");
+            assert_eq!(got[1].1.len(), MAX_RAW_BYTES);
+            assert_eq!(got[2].1, b"last");
+        }
         assert_eq!(count_newlines(&File::open(&path).unwrap(), 0, 6).unwrap(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -34,6 +34,13 @@ pub trait FileRecord: Clone + Send + 'static {
         emit: impl FnMut(i64, Self),
     ) -> Result<(), DecodeError>;
 
+    /// Hints the decoder at the line it will be given next, at position `pos` of partition
+    /// `part`, before the line at hand is decoded (see [`AlertDecoder::read_ahead`]). `csv`:
+    /// whether the file is CSV. The caller must decode exactly that line at that position
+    /// next, or decode nothing at that position.
+    #[inline]
+    fn read_ahead(_dec: &mut Self::Decoder, _format: Format, _csv: bool, _next: &[u8], _part: u32, _pos: u64) {}
+
     /// Sets the event time given to records that carry none (a Kafka message's timestamp), until
     /// changed; `None` makes the time required again. `csv` is the CSV header in use, if any.
     fn set_default_ts(dec: &mut Self::Decoder, csv: Option<&mut Self::CsvHeader>, ts: Option<i64>);
@@ -131,6 +138,14 @@ impl FileRecord for Alert {
 
     fn csv_header(line: &[u8]) -> Result<CsvAlertHeader, DecodeError> {
         CsvAlertHeader::parse(line)
+    }
+
+    #[inline]
+    fn read_ahead(d: &mut AlertsDecoder, format: Format, csv: bool, next: &[u8], part: u32, pos: u64) {
+        // Only `ndjson` below takes a shape read ahead.
+        if !csv && !matches!(format, Format::Alertmanager) {
+            d.dec.read_ahead(next, part, pos);
+        }
     }
 
     fn decode_line(

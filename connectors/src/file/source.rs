@@ -600,7 +600,7 @@ impl<R: FileRecord> WorkerReader<R> {
                     let (max_before, emitted_before) = (a.max_ts, *emitted_max);
                     let t_dead = dead_time(queue_low, a.low, max_before, ooo, epoch, emitted_before);
                     work.line_max = 0;
-                    let line = match reader.next_line() {
+                    let (line, next) = match reader.next_line_peek() {
                         Ok(Some(l)) => l,
                         Ok(None) => {
                             done = true;
@@ -650,6 +650,10 @@ impl<R: FileRecord> WorkerReader<R> {
                                 },
                             };
                             let (max_ts, part, low) = (&mut a.max_ts, a.part.id, a.low);
+                            if let Some(n) = next {
+                                // The reader hands `n` over next, at position `pos + 1`.
+                                R::read_ahead(&mut self.dec, *format, csv.is_some(), trim_line(n), part, pos + 1);
+                            }
                             let decoded = header.and_then(|h| {
                                 R::decode_line(&mut self.dec, *format, h, t, part, pos, |ts, r| {
                                     if let Some(why) = bounds.reject(ts, upper) {

@@ -171,6 +171,11 @@ pub(crate) struct Key {
 }
 
 impl Key {
+    /// A key without cuts (to be written by [`ShapeCache::key_into`]).
+    pub(crate) const fn empty() -> Key {
+        Key { hash: 0, check: 0, cuts: [Cut { field: Field::Time(TimeField::Ts), start: 0, end: 0, value: None }; MAX_CUTS], n: 0 }
+    }
+
     /// The line's time members, as the cut-out values say.
     pub(crate) fn times(&self) -> Times {
         let mut t = Times::default();
@@ -274,8 +279,14 @@ impl ShapeCache {
     /// apart), or `None` when the line cannot be remembered: a time value that is not a valid
     /// scalar time (the full decoding reports it), or more than [`MAX_CUTS`] time members.
     pub(crate) fn key(&mut self, line: &[u8], mode: u8, scratch: &mut Vec<u8>) -> Option<Key> {
-        let mut key =
-            Key { hash: 0, check: 0, cuts: [Cut { field: Field::Time(TimeField::Ts), start: 0, end: 0, value: None }; MAX_CUTS], n: 0 };
+        let mut key = Key::empty();
+        self.key_into(line, mode, scratch, &mut key).then_some(key)
+    }
+
+    /// [`key`](Self::key) into `key` (false: `None`), so that a key kept in a slot is written
+    /// where it stays rather than moved there (280 bytes).
+    pub(crate) fn key_into(&mut self, line: &[u8], mode: u8, scratch: &mut Vec<u8>, key: &mut Key) -> bool {
+        key.n = 0;
         self.buf.clear();
         self.buf.push(mode);
         let mut from = 0;
@@ -305,7 +316,8 @@ impl ShapeCache {
             let (field, value) = match time {
                 Some(f) => {
                     scratch.clear();
-                    (Field::Time(f), super::alert::time_value(&mut c, line, scratch, f.name()).ok()?)
+                    let Ok(v) = super::alert::time_value(&mut c, line, scratch, f.name()) else { return false };
+                    (Field::Time(f), v)
                 }
                 None => match status_value(&line[start..]) {
                     Some((s, len)) => {
@@ -317,7 +329,7 @@ impl ShapeCache {
                 },
             };
             if key.n == MAX_CUTS {
-                return None;
+                return false;
             }
             key.cuts[key.n] = Cut { field, start: start as u32, end: c.i as u32, value };
             key.n += 1;
@@ -328,13 +340,23 @@ impl ShapeCache {
         self.buf.extend_from_slice(&line[from..]);
         let h = xxhash_rust::xxh3::xxh3_128(&self.buf);
         (key.hash, key.check) = (h as u64, (h >> 64) as u32);
-        Some(key)
+        true
     }
 
     /// The set a hash is in.
     #[inline]
     fn set_of(&self, hash: u64) -> usize {
         (hash as usize) & (self.sets.len() - 1)
+    }
+
+    /// Starts bringing the table line of shape `k` into the cache without waiting for it (see
+    /// [`crate::decode::alert::AlertDecoder::read_ahead`]). A table that grows meanwhile only
+    /// makes the hint useless.
+    #[inline]
+    pub(crate) fn prefetch(&self, k: &Key) {
+        if !self.sets.is_empty() {
+            crate::prefetch::prefetch(&self.sets[self.set_of(k.hash)]);
+        }
     }
 
     /// The remembered alert of this shape.
