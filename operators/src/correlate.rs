@@ -631,6 +631,10 @@ impl<'s> CorrelateExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                     // Incident rows are coalesced per epoch, written at the epoch's last time.
                     let mut current: Option<Time> = None;
                     while let Some(due) = ordered.next_due() {
+                        ordered.prefetch_labels(|r| match r {
+                            In::Event(e) => Some(&e.labels),
+                            _ => None,
+                        });
                         let at = match &due {
                             Due::Record(r) => r.ts(),
                             Due::Timer(at, _) => *at,

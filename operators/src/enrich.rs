@@ -114,6 +114,10 @@ impl<'s> EnrichExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                         let until = saver.pending();
                         ordered.begin_until(&frontier, until);
                         while let Some(due) = ordered.next_due() {
+                            ordered.prefetch_labels(|r| match r {
+                                In::Row(e) => Some(&e.labels),
+                                In::Change(_) => None,
+                            });
                             match due {
                                 Due::Record(In::Change(c)) => services.apply(&c),
                                 Due::Record(In::Row(mut e)) => {

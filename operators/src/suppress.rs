@@ -353,6 +353,7 @@ impl<'s> SuppressExt<'s> for Stream<'s, Time, Vec<AlertEvent>> {
                         let until = saver.pending();
                         ordered.begin_until(frontier, until);
                         while let Some(due) = ordered.next_due() {
+                            ordered.prefetch_labels(|e| Some(&e.labels));
                             let mut emit = |at: i64, o: Out| out.entry(ordered_epoch(at, op.epoch)).or_default().push(o);
                             let timer = match due {
                                 Due::Record(e) => event(&op, &mut groups, e, &mut emit),
