@@ -1,7 +1,8 @@
 //! A cache prefetch hint: start loading the line that holds an address without waiting for it.
 //!
-//! The alert chain's hot loops (dedup's look-ahead) know a few records ahead which allocations
-//! they will touch. A plain load of such an address stalls the worker once the CPU's reorder
+//! The alert chain's hot loops (the decoder's shape table, dedup's look-ahead, the label sets
+//! the operators after dedup and the `alerts` writer read) know a few records ahead which
+//! allocations they will touch. A plain load of such an address stalls the worker once the CPU's reorder
 //! window fills behind the miss; a prefetch retires at once and the load proceeds in the
 //! background, so several records' misses overlap with the work at hand.
 
