@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::series::StrInterner;
 
+/// How many records ahead [`LabelSet::prefetch_ahead`] hints a label set.
+pub const HINT_AHEAD: usize = 8;
+
 /// An interned, sorted label set of one tenant. Cheap to clone.
 #[derive(Clone)]
 pub struct LabelSet(Arc<LabelSetInner>);
@@ -118,6 +121,19 @@ impl LabelSet {
         let (p, bytes) = (labels.as_ptr().cast::<u8>(), std::mem::size_of_val::<[(Arc<str>, Arc<str>)]>(labels));
         for off in (0..bytes.min(256)).step_by(64) {
             crate::prefetch::prefetch(p.wrapping_add(off));
+        }
+    }
+    /// Hints the label sets of the records ahead of a loop into the cache: `at(k)` is the set
+    /// of the record `k` places ahead, if any. The set's allocation is hinted
+    /// [`HINT_AHEAD`] records ahead and its labels slice half as far, by when the set is in
+    /// the cache and the slice is found without waiting.
+    #[inline]
+    pub fn prefetch_ahead<'a>(at: impl Fn(usize) -> Option<&'a LabelSet>) {
+        if let Some(l) = at(HINT_AHEAD) {
+            l.prefetch();
+        }
+        if let Some(l) = at(HINT_AHEAD / 2) {
+            l.prefetch_labels();
         }
     }
     /// The labels as a JSON object text with sorted keys.

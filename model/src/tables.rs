@@ -16,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use crate::alert::{AlertEvent, IncidentRow, StormRow};
 use crate::anomaly::AnomalyRow;
 use crate::dead_letter::DeadLetter;
+use crate::labels::LabelSet;
 use crate::time::{HOUR_MS, date_hour};
 use crate::window::{AggFn, WindowRow};
 
@@ -415,7 +416,7 @@ impl TableBuilder<AlertEvent> for AlertsTable {
         // label set once per column.
         let n = rows.len();
         // The annotations too, and each row's two sets are hinted into the cache a few rows
-        // ahead (`LabelSet::prefetch`): each is two allocations to wait for otherwise.
+        // ahead (`LabelSet::prefetch_ahead`): each is two allocations to wait for otherwise.
         let mut fps = Vec::with_capacity(n);
         let (mut tenant, mut alertname, mut severity, mut labels, mut annotations) = (
             StringBuilder::with_capacity(n, n * 8),
@@ -426,14 +427,8 @@ impl TableBuilder<AlertEvent> for AlertsTable {
         );
         let mut buf = String::new();
         for (i, r) in rows.iter().enumerate() {
-            if let Some(a) = rows.get(i + 8) {
-                a.labels.prefetch();
-                a.annotations.prefetch();
-            }
-            if let Some(a) = rows.get(i + 4) {
-                a.labels.prefetch_labels();
-                a.annotations.prefetch_labels();
-            }
+            LabelSet::prefetch_ahead(|k| rows.get(i + k).map(|a| &a.labels));
+            LabelSet::prefetch_ahead(|k| rows.get(i + k).map(|a| &a.annotations));
             tenant.append_value(r.tenant());
             fps.push(Some(r.fingerprint()));
             alertname.append_value(r.alertname());

@@ -43,9 +43,6 @@ impl Timed for alertflow_model::Metric {
 /// could take them: at 1,000,000 open fingerprints, 300 MB of a 1.7 GB heap peak.
 pub const BUDGET: usize = 1 << 14;
 
-/// How many records ahead [`Ordered::prefetch_labels`] hints a label set.
-pub const LABELS_AHEAD: usize = 8;
-
 /// Sorts the records of the epoch `[start, start + len)` by `(ts, rank, origin)`, stably.
 /// A counting sort by the millisecond within the epoch when the epoch has few milliseconds
 /// for its records (each record moves at most once by a swap; records of one millisecond are
@@ -291,9 +288,8 @@ impl<T: Timed> Ordered<T> {
         self.ready.get(k)
     }
 
-    /// Hints the label sets of the records ahead into the cache (see [`LabelSet::prefetch`]),
-    /// before the next one is handed over: its set's allocation [`LABELS_AHEAD`] records
-    /// ahead, and the labels slice half as far ahead, by then found without waiting.
+    /// Hints the label sets of the records ahead into the cache, before the next one is
+    /// handed over (see [`LabelSet::prefetch_ahead`]).
     ///
     /// The operators after dedup (suppress, correlate, enrich) read a few labels of every
     /// row (its group key, its service, its alertname) on another core than the one that
@@ -301,15 +297,10 @@ impl<T: Timed> Ordered<T> {
     /// (`LabelSet::get`, 4.8 % of all samples of the storm-heavy bench, 81 % of it on the
     /// slice's first load).
     ///
-    /// [`LabelSet::prefetch`]: alertflow_model::LabelSet::prefetch
+    /// [`LabelSet::prefetch_ahead`]: alertflow_model::LabelSet::prefetch_ahead
     #[inline]
     pub fn prefetch_labels(&self, labels: impl Fn(&T) -> Option<&LabelSet>) {
-        if let Some(l) = self.ready.get(LABELS_AHEAD).and_then(&labels) {
-            l.prefetch();
-        }
-        if let Some(l) = self.ready.get(LABELS_AHEAD / 2).and_then(&labels) {
-            l.prefetch_labels();
-        }
+        LabelSet::prefetch_ahead(|k| self.ready.get(k).and_then(&labels));
     }
 
     /// The next due item in event-time order: a ready record, or a timer before the frontier

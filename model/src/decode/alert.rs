@@ -166,10 +166,7 @@ impl AlertDecoder {
                 return Ok(a);
             }
             let a = self.ndjson_in_full(line, part, pos)?;
-            let (key, cuts) = (&self.ahead[cur].key, &self.f.consumed);
-            if key.cuts_are(cuts) {
-                self.shapes.insert(key, &a.labels, &a.annotations, &a.generator_url);
-            }
+            self.shapes.remember(&self.ahead[cur].key, &self.f.consumed, &a);
             return Ok(a);
         }
         let key = self.shapes.key(line, NDJSON, &mut self.f.scratch);
@@ -260,10 +257,8 @@ impl AlertDecoder {
     /// Remembers the alert a line of shape `key` decoded to in full, if the decoding read
     /// exactly the shape's cut-out values as its time fields and status (see [`ShapeCache`]).
     fn remember(&mut self, key: Option<&Key>, a: &Alert) {
-        if let Some(key) = key
-            && key.cuts_are(&self.f.consumed)
-        {
-            self.shapes.insert(key, &a.labels, &a.annotations, &a.generator_url);
+        if let Some(key) = key {
+            self.shapes.remember(key, &self.f.consumed, a);
         }
     }
 

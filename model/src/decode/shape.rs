@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use super::DecodeError;
 use super::json::Cursor;
-use crate::alert::Status;
+use crate::alert::{Alert, Status};
 use crate::labels::LabelSet;
 use crate::time::Millis;
 
@@ -379,6 +379,14 @@ impl ShapeCache {
             annotations: b.annotations[w].as_ref()?,
             generator_url: if b.has_url[w] { self.urls[2 * i + w].as_ref() } else { None },
         })
+    }
+
+    /// Remembers the alert a line of shape `k` decoded to in full, if the decoding read
+    /// exactly the shape's cut-out values (`consumed`) as its time fields and status.
+    pub(crate) fn remember(&mut self, k: &Key, consumed: &[Consumed], a: &Alert) {
+        if k.cuts_are(consumed) {
+            self.insert(k, &a.labels, &a.annotations, &a.generator_url);
+        }
     }
 
     /// Remembers what a line of shape `k` decoded to. An entry that never served a line is
