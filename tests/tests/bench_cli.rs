@@ -69,6 +69,12 @@ fn every_scenario_reports_what_it_ran() {
         assert!(secs > 0.0 && (rps - n / secs).abs() <= 1e-6 * rps, "{r}");
         assert!(r["bytes_per_second"].as_f64().unwrap() > rps, "{r}: records are longer than a byte");
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > 8 << 20, "{r}");
+        // The hypervisor's steal (zero on bare metal), where the run was long enough for a
+        // figure: a share of the run's CPU time.
+        if let Some(steal) = r.get("host_steal_percent") {
+            let steal = steal.as_f64().unwrap_or_else(|| panic!("{r}: steal is a number"));
+            assert!((0.0..=100.0).contains(&steal), "{r}");
+        }
         assert_eq!(r["workers"], 2);
         assert!(r.get("pinned_to").is_none(), "{r}: workers are not pinned unless asked");
         assert_eq!(r["sink"], "parquet");
@@ -109,11 +115,12 @@ fn the_human_report_is_a_table_and_bad_arguments_are_refused() {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let head = lines.next().unwrap();
-    for col in ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"] {
+    for col in ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "steal", "sink"] {
         assert!(head.contains(col), "{head}");
     }
     let row = lines.next().unwrap();
     assert!(row.starts_with("metrics ") && row.contains("10,000") && row.ends_with("parquet"), "{row}");
+    assert!(row.contains(" %  parquet") || row.contains(" —  parquet"), "{row}: the run's steal, or a dash for a run too short");
     let bad = alertflow(&["bench", "--scale", "0"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--scale must be greater than 0"));

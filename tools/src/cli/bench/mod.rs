@@ -4,7 +4,8 @@
 //! are read once so they sit in the page cache), then runs the pipeline as `alertflow run
 //! PIPELINE --json` in a child process — so that each scenario's peak RSS is its own, not the
 //! high-water mark of the generators and earlier scenarios, which the allocator keeps — and
-//! reports the run's records/s, input bytes/s and peak RSS. Every figure is for the Parquet
+//! reports the run's records/s, input bytes/s, peak RSS and the host's steal meanwhile (see
+//! [`host`]). Every figure is for the Parquet
 //! sink: a run ends when every table's files are written.
 //!
 //! Scenarios (sizes at `--scale 1`):
@@ -34,6 +35,7 @@
 //! the wall clock, and processing latency percentiles reported per table and sink (see
 //! [`paced`]).
 
+mod host;
 mod load;
 mod paced;
 mod push;
@@ -172,6 +174,10 @@ pub struct BenchResult {
     pub bytes_per_second: f64,
     /// Peak resident set size during the run, when the system reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// The share of the host's CPU time the hypervisor gave elsewhere during the run (steal,
+    /// percent), when the host reports it: the same build's figures vary with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_steal_percent: Option<f64>,
     /// Rows written to all tables.
     pub rows_out: u64,
     /// Where the rows went.
@@ -412,6 +418,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, flags: &RunFlags, mode: Mod
     if let Some((from, until)) = latency_span {
         cmd.arg(format!("--latency={from},{until}"));
     }
+    let steal = host::Stopwatch::start();
     let (summary, query_load): (serde_json::Value, _) = match serving {
         None => {
             let out = cmd.output().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
@@ -440,6 +447,7 @@ fn run_scenario(s: Scenario, dir: &Path, scale: f64, flags: &RunFlags, mode: Mod
     };
     let mut r = result(s, &summary).ok_or_else(|| format!("`alertflow run --json` printed an incomplete summary: {summary}"))?;
     r.query_load = query_load;
+    r.host_steal_percent = steal.stop();
     if let Mode::Paced { rate, .. } = mode {
         r.rate = Some(rate);
         r.latency = latency(&summary).ok_or_else(|| format!("`alertflow run --json` reported no latency: {summary}"))?;
@@ -490,6 +498,7 @@ fn result(s: Scenario, r: &serde_json::Value) -> Option<BenchResult> {
         records_per_second: records as f64 / secs,
         bytes_per_second: bytes as f64 / secs,
         peak_rss_bytes: r["peak_rss_bytes"].as_u64(),
+        host_steal_percent: None,
         rows_out: r["tables"].as_array()?.iter().map(|t| t["rows"].as_u64()).sum::<Option<u64>>()?,
         sink: "parquet",
         rate: None,
@@ -750,17 +759,41 @@ fn print_table(rs: &[BenchResult]) {
                 thousands(r.records_per_second as u64),
                 format!("{:.1}", r.bytes_per_second / 1e6),
                 r.peak_rss_bytes.map_or("—".into(), |b| format!("{} MiB", b >> 20)),
+                r.host_steal_percent.map_or("—".into(), |s| format!("{s:.1} %")),
                 r.sink.to_string(),
             ]
         })
         .collect();
-    let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "sink"].map(String::from).to_vec();
-    aligned(&head, &rows, &[0, 7]);
+    let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "steal", "sink"].map(String::from).to_vec();
+    aligned(&head, &rows, &[0, 8]);
+    for r in rs {
+        if let Some(s) = r.host_steal_percent.filter(|&s| noisy_host(s)) {
+            println!(
+                "note: during {} the hypervisor gave {s:.1} % of this machine's CPU time to other guests (steal): \
+                 a virtual machine's figures vary with its neighbours; compare runs with little steal",
+                r.scenario
+            );
+        }
+    }
+}
+
+/// Whether a run's steal is enough to say so: this project's quiet runs had a few ticks of
+/// steal (well under 1 %), its noisy hours 4–14 % (BENCHMARKS.md, "Pinned workers").
+fn noisy_host(steal_percent: f64) -> bool {
+    steal_percent >= 2.0
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fell_behind;
+    use super::{fell_behind, noisy_host};
+
+    #[test]
+    fn a_host_is_called_noisy_from_two_percent_steal() {
+        assert!(!noisy_host(0.0));
+        assert!(!noisy_host(1.9));
+        assert!(noisy_host(2.0));
+        assert!(noisy_host(14.0));
+    }
 
     #[test]
     fn a_run_fell_behind_only_well_past_its_replay() {

@@ -91,6 +91,7 @@ pub fn run(dir: &Path, scale: f64, flags: &RunFlags, logged: bool) -> Result<Vec
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("run").arg(&path).arg("--json").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
     flags.apply(&mut cmd);
+    let steal = super::host::Stopwatch::start();
     let child = cmd.spawn().map_err(|e| format!("cannot start `alertflow run`: {e}"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let phases = (|| {
@@ -141,6 +142,7 @@ pub fn run(dir: &Path, scale: f64, flags: &RunFlags, logged: bool) -> Result<Vec
                 .map_err(|e| format!("`alertflow run --json` printed no summary: {e}"))?,
         )
     };
+    let host_steal_percent = steal.stop();
     let ((w_secs, w_bytes), (a_secs, a_bytes), counted) = phases?;
     // What a summary says, or (push-wal) what `/metrics` and `/proc` said before the kill.
     let summary = match (summary, counted) {
@@ -170,6 +172,7 @@ pub fn run(dir: &Path, scale: f64, flags: &RunFlags, logged: bool) -> Result<Vec
         records_per_second: records as f64 / secs.max(1e-9),
         bytes_per_second: bytes as f64 / secs.max(1e-9),
         peak_rss_bytes: summary["peak_rss_bytes"].as_u64(),
+        host_steal_percent,
         rows_out,
         sink: "parquet",
         rate: None,
