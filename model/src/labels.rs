@@ -101,14 +101,23 @@ impl LabelSet {
         self.0.hash
     }
     /// Starts bringing this set's allocation into the cache without waiting: the line of its
-    /// reference count (which dropping a clone changes) and the line of its fingerprint. The
-    /// allocation (56 bytes) spans at most two lines; these are they.
+    /// reference count for writing, and the line of its fingerprint. The allocation (56 bytes)
+    /// spans at most two lines; these are they.
+    ///
+    /// For writing because every caller then changes the count — dedup drops a re-sent
+    /// notice's set (or keeps it), correlate clones it into its episode, the `alerts` writer
+    /// drops its rows — with a locked instruction, and the count was often last changed on the
+    /// other worker's core (the decoder's shape cache clones a set on whichever worker read
+    /// the line). A write hint takes the line over while the loop works on; after a read hint
+    /// the locked instruction still waited for the other core to give its copy up. A small
+    /// gain on the storm-heavy bench: 24 of 37 runs by turns faster, the medians of four series
+    /// 1.2–7 % lower (BENCHMARKS.md, "Alert chain end to end", 2026-11-26).
     #[inline]
     pub fn prefetch(&self) {
         // The reference counts sit just before the value in `Arc`'s allocation (two words);
         // a wrong guess costs a wasted hint, never a wrong result.
         let value = Arc::as_ptr(&self.0).cast::<u8>();
-        crate::prefetch::prefetch(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
+        crate::prefetch::prefetch_write(value.wrapping_sub(2 * std::mem::size_of::<usize>()));
         crate::prefetch::prefetch(&self.0.hash);
     }
     /// Starts bringing this set's labels — the slice [`get`](Self::get) searches, an
