@@ -766,33 +766,62 @@ fn print_table(rs: &[BenchResult]) {
         .collect();
     let head = ["scenario", "workers", "records", "wall", "records/s", "MB/s", "peak RSS", "steal", "sink"].map(String::from).to_vec();
     aligned(&head, &rows, &[0, 8]);
-    for r in rs {
-        if let Some(s) = r.host_steal_percent.filter(|&s| noisy_host(s)) {
-            println!(
-                "note: during {} the hypervisor gave {s:.1} % of this machine's CPU time to other guests (steal): \
-                 a virtual machine's figures vary with its neighbours; compare runs with little steal",
-                r.scenario
-            );
-        }
+    for note in steal_notes(rs) {
+        println!("{note}");
     }
 }
 
-/// Whether a run's steal is enough to say so: this project's quiet runs had a few ticks of
-/// steal (well under 1 %), its noisy hours 4–14 % (BENCHMARKS.md, "Pinned workers").
-fn noisy_host(steal_percent: f64) -> bool {
-    steal_percent >= 2.0
+/// A note for each scenario whose run had enough steal to move its figures: from 2 % (this
+/// project's quiet runs had a few ticks of steal, well under 1 %; its noisy hours 4–14 %,
+/// BENCHMARKS.md, "Pinned workers").
+fn steal_notes(rs: &[BenchResult]) -> Vec<String> {
+    rs.iter()
+        .filter_map(|r| {
+            let s = r.host_steal_percent.filter(|&s| s >= 2.0)?;
+            Some(format!(
+                "note: during {} the hypervisor gave {s:.1} % of this machine's CPU time to other guests (steal): \
+                 a virtual machine's figures vary with its neighbours; compare runs with little steal",
+                r.scenario
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{fell_behind, noisy_host};
+    use super::{BenchResult, fell_behind, steal_notes};
 
     #[test]
-    fn a_host_is_called_noisy_from_two_percent_steal() {
-        assert!(!noisy_host(0.0));
-        assert!(!noisy_host(1.9));
-        assert!(noisy_host(2.0));
-        assert!(noisy_host(14.0));
+    fn scenarios_with_two_percent_steal_or_more_get_a_note_naming_them() {
+        let run = |scenario, steal| BenchResult {
+            scenario,
+            workers: 2,
+            pinned_to: Vec::new(),
+            writers: None,
+            records: 1,
+            bytes: 1,
+            seconds: 1.0,
+            records_per_second: 1.0,
+            bytes_per_second: 1.0,
+            peak_rss_bytes: None,
+            host_steal_percent: steal,
+            rows_out: 0,
+            sink: "parquet",
+            rate: None,
+            latency: Vec::new(),
+            query_load: None,
+        };
+        let rs = [
+            run("metrics", Some(0.0)),
+            run("alerts", Some(6.31)),
+            run("anomaly", Some(1.99)),
+            run("kafka", None),
+            run("end-to-end", Some(2.0)),
+        ];
+        let notes = steal_notes(&rs);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("note: during alerts the hypervisor gave 6.3 % "), "{}", notes[0]);
+        assert!(notes[1].starts_with("note: during end-to-end the hypervisor gave 2.0 % "), "{}", notes[1]);
     }
 
     #[test]
